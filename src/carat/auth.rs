@@ -1,0 +1,353 @@
+//! The two ways a store proves itself to Carat.
+//!
+//! * [`JwtSigner`]: signature mode. An RS256 JWT on every call of a session,
+//!   claims `merchant_id`, `merchant_key`, `order_id`, `merchant_usn`,
+//!   `timestamp` (ms since the epoch), all strings. The key is loaded and a
+//!   test signature verified at start, so a bad key fails then.
+//! * [`AuthenticityReceiver`]: authenticity-POST mode. Carat POSTs the NIT to
+//!   the store's registered URL during the begin call; the receiver matches it
+//!   to the waiting session by `orderId` + `merchantUSN`, and forwards (or
+//!   acknowledges) POSTs for the store's own sales.
+//!
+//! Owns the private key and the pending-session table; never logs a token,
+//! the merchant key or key material.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use crate::carat::wire::AuthenticityPost;
+use crate::secret::Secret;
+
+/// The smallest RSA modulus accepted for the signing key.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// The JWT claims Carat reads, as the seed examples show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub merchant_id: String,
+    pub merchant_key: String,
+    pub order_id: String,
+    pub merchant_usn: String,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot read {path}: {detail}")]
+    Unreadable { path: String, detail: String },
+    #[error("{path} is not a PEM RSA private key (PKCS#1 or PKCS#8)")]
+    NotRsaPem { path: String },
+    #[error("{path} holds a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required")]
+    TooSmall { path: String, bits: usize },
+    #[error("{path}: the test signature failed: {detail}")]
+    TestSignature { path: String, detail: String },
+}
+
+/// Signs the JWTs of signature mode.
+pub struct JwtSigner {
+    merchant_id: String,
+    merchant_key: Secret,
+    key: EncodingKey,
+    bits: usize,
+}
+
+impl std::fmt::Debug for JwtSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtSigner")
+            .field("merchant_id", &self.merchant_id)
+            .field("bits", &self.bits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtSigner {
+    /// Reads the key file and checks it by signing and verifying a test token.
+    pub fn from_file(path: &Path, merchant_id: &str, merchant_key: Secret) -> Result<Self, KeyError> {
+        let pem = std::fs::read(path).map_err(|e| KeyError::Unreadable {
+            path: path.display().to_string(),
+            detail: e.kind().to_string(),
+        })?;
+        Self::from_pem(&pem, &path.display().to_string(), merchant_id, merchant_key)
+    }
+
+    /// `label` names the key in errors (a path, usually).
+    pub fn from_pem(
+        pem: &[u8],
+        label: &str,
+        merchant_id: &str,
+        merchant_key: Secret,
+    ) -> Result<Self, KeyError> {
+        let not_rsa = || KeyError::NotRsaPem {
+            path: label.to_owned(),
+        };
+        let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| not_rsa())?;
+        let pair = match &der {
+            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            _ => return Err(not_rsa()),
+        };
+        let pair = match pair {
+            Ok(p) => p,
+            // aws-lc refuses keys under 2048 bits at parse time; say which.
+            Err(e) if e.to_string().contains("small") || e.to_string().contains("Small") => {
+                return Err(KeyError::TooSmall {
+                    path: label.to_owned(),
+                    bits: 0,
+                });
+            }
+            Err(_) => return Err(not_rsa()),
+        };
+        let bits = pair.public_modulus_len() * 8;
+        if bits < MIN_RSA_BITS {
+            return Err(KeyError::TooSmall {
+                path: label.to_owned(),
+                bits,
+            });
+        }
+        let key = EncodingKey::from_rsa_pem(pem).map_err(|_| not_rsa())?;
+        let signer = JwtSigner {
+            merchant_id: merchant_id.to_owned(),
+            merchant_key,
+            key,
+            bits,
+        };
+        // The test signature: sign, then verify with the public half.
+        let public = DecodingKey::from_rsa_der(pair.public_key().as_ref());
+        let token = signer.sign("CHECK", "0").map_err(|e| KeyError::TestSignature {
+            path: label.to_owned(),
+            detail: e,
+        })?;
+        verify(token.expose(), &public).map_err(|e| KeyError::TestSignature {
+            path: label.to_owned(),
+            detail: e,
+        })?;
+        Ok(signer)
+    }
+
+    pub fn key_bits(&self) -> usize {
+        self.bits
+    }
+
+    /// A fresh token for one call of the session `order_id`/`merchant_usn`.
+    pub fn sign(&self, order_id: &str, merchant_usn: &str) -> Result<Secret, String> {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+            .to_string();
+        let claims = Claims {
+            merchant_id: self.merchant_id.clone(),
+            merchant_key: self.merchant_key.expose().clone(),
+            order_id: order_id.to_owned(),
+            merchant_usn: merchant_usn.to_owned(),
+            timestamp,
+        };
+        // Header::new sets {"alg":"RS256","typ":"JWT"}.
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
+            .map(Secret::new)
+            // jsonwebtoken's errors name the failure kind, never the key.
+            .map_err(|e| format!("{:?}", e.kind()))
+    }
+}
+
+/// Verifies an RS256 token and returns its claims (the simulator uses this).
+pub fn verify(token: &str, key: &DecodingKey) -> Result<Claims, String> {
+    let mut v = Validation::new(Algorithm::RS256);
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v.validate_aud = false;
+    jsonwebtoken::decode::<Claims>(token, key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| format!("{:?}", e.kind()))
+}
+
+/// What the authenticity POST hands to the waiting session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticityGrant {
+    pub nit: String,
+    pub general_hash: String,
+    pub merchant_id: String,
+}
+
+type PendingKey = (String, String);
+
+/// Settings of the receiver (validated by `config`).
+#[derive(Debug, Clone)]
+pub struct ReceiverSettings {
+    pub merchant_id: String,
+    pub path: String,
+    pub forward_url: Option<reqwest::Url>,
+}
+
+/// The table of begin calls waiting for their POST, shared by the client
+/// (which registers) and the HTTP handler (which completes).
+#[derive(Debug, Clone)]
+pub struct AuthenticityReceiver {
+    inner: Arc<ReceiverInner>,
+}
+
+#[derive(Debug)]
+struct ReceiverInner {
+    settings: ReceiverSettings,
+    pending: Mutex<HashMap<PendingKey, oneshot::Sender<AuthenticityGrant>>>,
+    forward: reqwest::Client,
+}
+
+/// A registration; dropping it withdraws the session from the table.
+pub struct PendingGrant {
+    key: PendingKey,
+    rx: oneshot::Receiver<AuthenticityGrant>,
+    owner: Arc<ReceiverInner>,
+}
+
+impl PendingGrant {
+    /// Waits for the POST at most `wait`.
+    pub async fn wait(mut self, wait: Duration) -> Option<AuthenticityGrant> {
+        tokio::time::timeout(wait, &mut self.rx).await.ok()?.ok()
+    }
+}
+
+impl Drop for PendingGrant {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.owner.pending.lock() {
+            p.remove(&self.key);
+        }
+    }
+}
+
+impl AuthenticityReceiver {
+    pub fn new(settings: ReceiverSettings) -> Self {
+        let forward = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        AuthenticityReceiver {
+            inner: Arc::new(ReceiverInner {
+                settings,
+                pending: Mutex::new(HashMap::new()),
+                forward,
+            }),
+        }
+    }
+
+    /// Registers a begin call before it is sent.
+    pub fn register(&self, order_id: &str, merchant_usn: &str) -> PendingGrant {
+        let (tx, rx) = oneshot::channel();
+        let key = (order_id.to_owned(), merchant_usn.to_owned());
+        if let Ok(mut p) = self.inner.pending.lock() {
+            p.insert(key.clone(), tx);
+        }
+        PendingGrant {
+            key,
+            rx,
+            owner: self.inner.clone(),
+        }
+    }
+
+    /// The HTTP routes: `POST {path}`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(&self.inner.settings.path, axum::routing::post(receive))
+            .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+            .with_state(self.clone())
+    }
+}
+
+async fn receive(
+    State(rx): State<AuthenticityReceiver>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    let form: AuthenticityPost = match serde_urlencoded::from_bytes(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "authenticity POST with an unreadable form body");
+            return (StatusCode::BAD_REQUEST, "unreadable form body").into_response();
+        }
+    };
+    let order_id = form.order_id.clone().unwrap_or_default();
+    let usn = form.merchant_usn.clone().unwrap_or_default();
+    let ours_merchant = form.merchant_id.as_deref() == Some(rx.inner.settings.merchant_id.as_str());
+    let sender = if ours_merchant {
+        rx.inner
+            .pending
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&(order_id.clone(), usn.clone())))
+    } else {
+        None
+    };
+    match sender {
+        Some(tx) => {
+            let grant = AuthenticityGrant {
+                nit: form.nit.unwrap_or_default(),
+                general_hash: form.general_hash.unwrap_or_default(),
+                merchant_id: form.merchant_id.unwrap_or_default(),
+            };
+            tracing::info!(order_id = %order_id, merchant_usn = %usn, "authenticity POST received for a catalog session");
+            if tx.send(grant).is_err() {
+                tracing::warn!(order_id = %order_id, "authenticity POST arrived after its session gave up");
+            }
+            StatusCode::OK.into_response()
+        }
+        None => forward(&rx, &headers, body, &order_id).await,
+    }
+}
+
+/// A POST for a transaction the daemon did not start (the store's own sales
+/// share the registered URL): forward it when configured, else acknowledge.
+async fn forward(
+    rx: &AuthenticityReceiver,
+    headers: &HeaderMap,
+    body: Bytes,
+    order_id: &str,
+) -> axum::response::Response {
+    let Some(url) = rx.inner.settings.forward_url.clone() else {
+        tracing::info!(order_id = %order_id, "authenticity POST for a transaction this daemon did not start; acknowledged (no forward_url)");
+        return StatusCode::OK.into_response();
+    };
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/x-www-form-urlencoded")
+        .to_owned();
+    match rx
+        .inner
+        .forward
+        .post(url)
+        .header(header::CONTENT_TYPE, ctype)
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(resp) => {
+            let status = resp.status();
+            let bytes = resp.bytes().await.unwrap_or_default();
+            tracing::info!(order_id = %order_id, status = status.as_u16(), "authenticity POST forwarded");
+            (
+                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+                bytes,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            tracing::warn!(order_id = %order_id, error = %e.without_url(), "forwarding an authenticity POST failed");
+            (StatusCode::BAD_GATEWAY, "forward failed").into_response()
+        }
+    }
+}

@@ -1,0 +1,279 @@
+//! Serde models of Carat's Recharge REST v3 messages, spelled exactly as Carat
+//! spells them. Owns nothing but shapes: no validation happens here (that is
+//! `catalog.rs`'s job) and no I/O.
+//!
+//! Carat documents every value as a string, adds fields without notice and may
+//! omit fields it calls required, so every field is optional, numbers are
+//! accepted where strings are documented, and unknown fields are ignored.
+//! The simulator serialises the same structs, so both sides agree on shapes.
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A string field that also accepts a JSON number or boolean (turned into its
+/// text) and `null` (absent). Objects and arrays are a type error.
+pub fn opt_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Loose {
+        S(String),
+        I(i64),
+        U(u64),
+        F(f64),
+        B(bool),
+    }
+    Ok(match Option::<Loose>::deserialize(d)? {
+        None => None,
+        Some(Loose::S(s)) => Some(s),
+        Some(Loose::I(i)) => Some(i.to_string()),
+        Some(Loose::U(u)) => Some(u.to_string()),
+        Some(Loose::F(f)) => Some(f.to_string()),
+        Some(Loose::B(b)) => Some(b.to_string()),
+    })
+}
+
+macro_rules! wire_struct {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct $name {
+            $(
+                $(#[$fm])*
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: $ty,
+            )*
+        }
+    };
+}
+
+/// Marks a string field as lenient (see [`opt_str`]).
+macro_rules! s {
+    () => {
+        Option<String>
+    };
+}
+
+wire_struct! {
+    /// `esitef{code,message}`: Carat's own result; `"0"` is success.
+    pub struct Esitef {
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] message: s!(),
+    }
+}
+
+wire_struct! {
+    /// `authorizer{code,message}`: the authoriser's answer, informational.
+    pub struct Authorizer {
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] message: s!(),
+    }
+}
+
+wire_struct! {
+    /// `sitef{code}` in branch-data responses, informational.
+    pub struct Sitef {
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+    }
+}
+
+wire_struct! {
+    /// `hashes{general}`: the catalog version this answer was built from.
+    pub struct Hashes {
+        #[serde(deserialize_with = "opt_str")] general: s!(),
+    }
+}
+
+wire_struct! {
+    /// `POST /v3/recharge` body, inside `begin_recharge_request`.
+    pub struct BeginRechargeRequest {
+        #[serde(deserialize_with = "opt_str")] merchant_key: s!(),
+        #[serde(deserialize_with = "opt_str")] merchant_usn: s!(),
+        #[serde(deserialize_with = "opt_str")] order_id: s!(),
+        #[serde(deserialize_with = "opt_str")] general_hash: s!(),
+        #[serde(deserialize_with = "opt_str")] recharge_type: s!(),
+    }
+}
+
+wire_struct! {
+    pub struct BeginRechargeRequestEnvelope {
+        begin_recharge_request: Option<BeginRechargeRequest>,
+    }
+}
+
+wire_struct! {
+    /// Answer of `POST /v3/recharge`. In authenticity-POST mode only `esitef`.
+    pub struct BeginRechargeResponse {
+        esitef: Option<Esitef>,
+        #[serde(deserialize_with = "opt_str")] nit: s!(),
+        #[serde(deserialize_with = "opt_str")] merchant_id: s!(),
+        #[serde(deserialize_with = "opt_str")] order_id: s!(),
+        #[serde(deserialize_with = "opt_str")] merchant_usn: s!(),
+        #[serde(deserialize_with = "opt_str")] general_hash: s!(),
+    }
+}
+
+wire_struct! {
+    pub struct BeginRechargeResponseEnvelope {
+        begin_recharge_response: Option<BeginRechargeResponse>,
+    }
+}
+
+wire_struct! {
+    /// `dealers[].branches[]`.
+    pub struct Branch {
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] name: s!(),
+    }
+}
+
+wire_struct! {
+    /// `dealers[]`: an operator; `branches`, `type_code`, `type_name` for
+    /// `others` and `invoice`.
+    pub struct Dealer {
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] name: s!(),
+        branches: Option<Vec<Branch>>,
+        #[serde(deserialize_with = "opt_str")] type_code: s!(),
+        #[serde(deserialize_with = "opt_str")] type_name: s!(),
+    }
+}
+
+wire_struct! {
+    /// `questions[]`: positive-confirmation questions.
+    pub struct Question {
+        #[serde(deserialize_with = "opt_str")] id: s!(),
+        #[serde(deserialize_with = "opt_str")] display: s!(),
+        #[serde(deserialize_with = "opt_str")] rule: s!(),
+        #[serde(deserialize_with = "opt_str")] min: s!(),
+        #[serde(deserialize_with = "opt_str")] max: s!(),
+        #[serde(rename = "type", deserialize_with = "opt_str")] kind: s!(),
+        #[serde(deserialize_with = "opt_str")] min_value: s!(),
+        #[serde(deserialize_with = "opt_str")] max_value: s!(),
+    }
+}
+
+wire_struct! {
+    /// Answer of `GET /v3/rechargedealers`, inside `list_dealers_response`.
+    pub struct ListDealersResponse {
+        #[serde(deserialize_with = "opt_str")] status: s!(),
+        esitef: Option<Esitef>,
+        authorizer: Option<Authorizer>,
+        hashes: Option<Hashes>,
+        dealers: Option<Vec<Dealer>>,
+        questions: Option<Vec<Question>>,
+    }
+}
+
+wire_struct! {
+    pub struct ListDealersResponseEnvelope {
+        list_dealers_response: Option<ListDealersResponse>,
+    }
+}
+
+wire_struct! {
+    /// `general[]{message}`: messages to show.
+    pub struct GeneralMessage {
+        #[serde(deserialize_with = "opt_str")] message: s!(),
+    }
+}
+
+wire_struct! {
+    /// `categories[].amount_ranges[]`: a value range in centavos.
+    pub struct AmountRange {
+        #[serde(deserialize_with = "opt_str")] message: s!(),
+        #[serde(deserialize_with = "opt_str")] amount_key: s!(),
+        #[serde(deserialize_with = "opt_str")] min_amount: s!(),
+        #[serde(deserialize_with = "opt_str")] max_amount: s!(),
+        #[serde(deserialize_with = "opt_str")] bonus: s!(),
+        #[serde(deserialize_with = "opt_str")] bonus_in_percentage: s!(),
+        #[serde(deserialize_with = "opt_str")] payment_amount: s!(),
+        #[serde(deserialize_with = "opt_str")] bonus_category: s!(),
+        #[serde(deserialize_with = "opt_str")] expiry_date: s!(),
+        #[serde(deserialize_with = "opt_str")] bonus_expiry_date: s!(),
+    }
+}
+
+wire_struct! {
+    /// `categories[].fixed_amounts[]` (inferred): a fixed value in centavos.
+    pub struct FixedAmount {
+        #[serde(deserialize_with = "opt_str")] message: s!(),
+        #[serde(deserialize_with = "opt_str")] amount_key: s!(),
+        #[serde(deserialize_with = "opt_str")] amount: s!(),
+        #[serde(deserialize_with = "opt_str")] bonus: s!(),
+        #[serde(deserialize_with = "opt_str")] bonus_in_percentage: s!(),
+        #[serde(deserialize_with = "opt_str")] payment_amount: s!(),
+        #[serde(deserialize_with = "opt_str")] bonus_category: s!(),
+        #[serde(deserialize_with = "opt_str")] expiry_date: s!(),
+        #[serde(deserialize_with = "opt_str")] bonus_expiry_date: s!(),
+    }
+}
+
+wire_struct! {
+    /// `categories[]`.
+    pub struct Category {
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] description: s!(),
+        amount_ranges: Option<Vec<AmountRange>>,
+        fixed_amounts: Option<Vec<FixedAmount>>,
+    }
+}
+
+wire_struct! {
+    /// Answer of `GET /v3/rechargebranches` and `PUT /v3/rechargebranches/{nit}`,
+    /// inside `list_branch_data_response`.
+    pub struct ListBranchDataResponse {
+        #[serde(deserialize_with = "opt_str")] status: s!(),
+        esitef: Option<Esitef>,
+        sitef: Option<Sitef>,
+        hashes: Option<Hashes>,
+        questions: Option<Vec<Question>>,
+        general: Option<Vec<GeneralMessage>>,
+        categories: Option<Vec<Category>>,
+    }
+}
+
+wire_struct! {
+    pub struct ListBranchDataResponseEnvelope {
+        list_branch_data_response: Option<ListBranchDataResponse>,
+    }
+}
+
+wire_struct! {
+    /// `answers[]` of an invoice branch-data request (customer-specific).
+    pub struct Answer {
+        #[serde(deserialize_with = "opt_str")] id: s!(),
+        #[serde(deserialize_with = "opt_str")] value: s!(),
+    }
+}
+
+wire_struct! {
+    /// Body of `PUT /v3/rechargebranches/{nit}`. **Inferred** (no document we
+    /// hold shows it); this struct is the one place that shape lives.
+    pub struct ListBranchDataRequest {
+        #[serde(deserialize_with = "opt_str")] dealer_code: s!(),
+        #[serde(deserialize_with = "opt_str")] branch_code: s!(),
+        #[serde(deserialize_with = "opt_str")] general_hash: s!(),
+        answers: Option<Vec<Answer>>,
+    }
+}
+
+wire_struct! {
+    pub struct ListBranchDataRequestEnvelope {
+        list_branch_data_request: Option<ListBranchDataRequest>,
+    }
+}
+
+/// The form Carat POSTs to the store's authenticity URL
+/// (`application/x-www-form-urlencoded`). Extra fields are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AuthenticityPost {
+    #[serde(default)]
+    pub nit: Option<String>,
+    #[serde(default, rename = "merchantId")]
+    pub merchant_id: Option<String>,
+    #[serde(default, rename = "orderId")]
+    pub order_id: Option<String>,
+    #[serde(default, rename = "merchantUSN")]
+    pub merchant_usn: Option<String>,
+    #[serde(default, rename = "generalHash")]
+    pub general_hash: Option<String>,
+}

@@ -1,0 +1,728 @@
+//! Domain types of the catalog and the one place where Carat's wire strings
+//! become them. Every value here has been checked: codes have their lengths
+//! and digits, hashes are 16 characters, amounts are integer centavos (`i64`)
+//! with `min <= max`. A failed check names the field path (for example
+//! `list_branch_data_response.categories[0].amount_ranges[2].min_amount`).
+//!
+//! Owns validation only: no I/O, no storage, no HTTP.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::carat::wire;
+
+/// The largest amount accepted, in centavos (R$ 10.000.000,00): anything
+/// larger is garbage, not a price.
+pub const MAX_AMOUNT_CENTAVOS: i64 = 1_000_000_000;
+/// The longest validity accepted, in days.
+pub const MAX_DAYS: i64 = 36_500;
+
+/// The 67 Brazilian area codes.
+pub const ALL_DDDS: [&str; 67] = [
+    "11", "12", "13", "14", "15", "16", "17", "18", "19", "21", "22", "24", "27", "28", "31", "32", "33",
+    "34", "35", "37", "38", "41", "42", "43", "44", "45", "46", "47", "48", "49", "51", "53", "54", "55",
+    "61", "62", "63", "64", "65", "66", "67", "68", "69", "71", "73", "74", "75", "77", "79", "81", "82",
+    "83", "84", "85", "86", "87", "88", "89", "91", "92", "93", "94", "95", "96", "97", "98", "99",
+];
+
+/// A field that failed validation, with its path in the message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {problem}")]
+pub struct FieldError {
+    pub path: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
+        FieldError {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// `normal`, `others` or `invoice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RechargeType {
+    Normal,
+    Others,
+    Invoice,
+}
+
+impl RechargeType {
+    pub const ALL: [RechargeType; 3] = [Self::Normal, Self::Others, Self::Invoice];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Others => "others",
+            Self::Invoice => "invoice",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+impl fmt::Display for RechargeType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RechargeType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::parse(s)
+            .ok_or_else(|| format!("unknown recharge type {s:?} (expected normal, others or invoice)"))
+    }
+}
+
+fn is_an(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+macro_rules! checked_string {
+    ($(#[$m:meta])* $name:ident, $check:expr, $what:literal) => {
+        $(#[$m])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Checks `s`; the error says what was expected.
+            pub fn parse(s: &str) -> Result<Self, String> {
+                let check: fn(&str) -> bool = $check;
+                if check(s) {
+                    Ok($name(s.to_owned()))
+                } else {
+                    Err(format!(concat!("expected ", $what, ", got {:?}"), crate::catalog::clip(s)))
+                }
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+    };
+}
+
+/// Cuts a value for an error message, so a megabyte of garbage does not end
+/// up in a log line.
+pub fn clip(s: &str) -> String {
+    const MAX: usize = 40;
+    if s.chars().count() <= MAX {
+        s.to_owned()
+    } else {
+        let head: String = s.chars().take(MAX).collect();
+        format!("{head}… ({} chars)", s.chars().count())
+    }
+}
+
+checked_string!(
+    /// The 16-character version tag of one recharge type's table.
+    GeneralHash,
+    |s| s.len() == 16 && is_an(s),
+    "16 letters or digits"
+);
+checked_string!(
+    /// A recharge transaction id: 64 letters or digits.
+    Nit,
+    |s| s.len() == 64 && is_an(s),
+    "64 letters or digits"
+);
+checked_string!(
+    /// An operator code: exactly three digits, leading zeros kept.
+    DealerCode,
+    |s| s.len() == 3 && is_digits(s),
+    "3 digits"
+);
+checked_string!(
+    /// A branch (product) code: exactly eleven digits.
+    BranchCode,
+    |s| s.len() == 11 && is_digits(s),
+    "11 digits"
+);
+checked_string!(
+    /// A Brazilian area code, one of the 67.
+    Ddd,
+    |s| ALL_DDDS.contains(&s),
+    "one of the 67 Brazilian DDDs"
+);
+
+impl GeneralHash {
+    /// What a store sends when it holds no catalog.
+    pub fn zero() -> Self {
+        GeneralHash("0000000000000000".to_owned())
+    }
+}
+
+impl DealerCode {
+    /// Accepts `1`, `01` or `001` (lookups may drop leading zeros).
+    pub fn parse_lenient(s: &str) -> Result<Self, String> {
+        if is_digits(s) && s.len() <= 3 {
+            Self::parse(&format!("{s:0>3}"))
+        } else {
+            Self::parse(s)
+        }
+    }
+}
+
+/// A branch of an `others`/`invoice` dealer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Branch {
+    pub code: BranchCode,
+    pub name: String,
+}
+
+/// An operator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dealer {
+    pub code: DealerCode,
+    pub name: String,
+    pub type_code: Option<String>,
+    pub type_name: Option<String>,
+    pub branches: Vec<Branch>,
+}
+
+/// A positive-confirmation question.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Question {
+    pub id: String,
+    pub display: String,
+    pub rule: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    pub min_value: Option<i64>,
+    pub max_value: Option<i64>,
+}
+
+/// The optional fields shared by ranges and fixed amounts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extras {
+    pub bonus: Option<i64>,
+    pub bonus_in_percentage: Option<String>,
+    pub payment_amount: Option<i64>,
+    pub bonus_category: Option<String>,
+    pub expiry_days: Option<i64>,
+    pub bonus_expiry_days: Option<i64>,
+    pub message: Option<String>,
+}
+
+/// A value range: any amount from `min_amount` to `max_amount` centavos.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmountRange {
+    pub amount_key: String,
+    pub min_amount: i64,
+    pub max_amount: i64,
+    #[serde(flatten)]
+    pub extras: Extras,
+}
+
+/// A fixed value in centavos.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedAmount {
+    pub amount_key: String,
+    pub amount: i64,
+    #[serde(flatten)]
+    pub extras: Extras,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Category {
+    pub code: String,
+    pub description: String,
+    pub amount_ranges: Vec<AmountRange>,
+    pub fixed_amounts: Vec<FixedAmount>,
+}
+
+/// Values, validity and bonuses of one dealer in one DDD (or one branch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BranchData {
+    pub messages: Vec<String>,
+    pub questions: Vec<Question>,
+    pub categories: Vec<Category>,
+}
+
+/// The validated answer of a dealer listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DealerList {
+    pub hash: GeneralHash,
+    pub status: Option<String>,
+    pub dealers: Vec<Dealer>,
+    pub questions: Vec<Question>,
+}
+
+/// The validated answer of a branch-data listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BranchDataAnswer {
+    pub hash: GeneralHash,
+    pub data: BranchData,
+}
+
+/// Where a branch-data entry belongs: a DDD for `normal`, a branch otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BranchKey {
+    Ddd(Ddd),
+    Branch(BranchCode),
+}
+
+/// One complete version of one recharge type's catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    pub recharge_type: RechargeType,
+    pub general_hash: GeneralHash,
+    pub dealers: Vec<Dealer>,
+    pub questions: Vec<Question>,
+    pub branch_data: BTreeMap<(DealerCode, BranchKey), BranchData>,
+}
+
+impl Catalog {
+    /// Counts for logs and status.
+    pub fn counts(&self) -> CatalogCounts {
+        let mut ranges = 0;
+        let mut fixed = 0;
+        for d in self.branch_data.values() {
+            for c in &d.categories {
+                ranges += c.amount_ranges.len();
+                fixed += c.fixed_amounts.len();
+            }
+        }
+        CatalogCounts {
+            dealers: self.dealers.len(),
+            branches: self.dealers.iter().map(|d| d.branches.len()).sum(),
+            branch_data: self.branch_data.len(),
+            amount_ranges: ranges,
+            fixed_amounts: fixed,
+        }
+    }
+
+    /// Whole-catalog checks that no single response can make: unique codes,
+    /// every expected (dealer, DDD/branch) entry present, no stray entry.
+    /// `expected` lists the keys the sync asked for.
+    pub fn validate(&self, expected: &BTreeSet<(DealerCode, BranchKey)>) -> Result<(), FieldError> {
+        let mut seen = BTreeSet::new();
+        for (i, d) in self.dealers.iter().enumerate() {
+            if !seen.insert(&d.code) {
+                return Err(FieldError::new(
+                    format!("dealers[{i}].code"),
+                    format!("dealer code {} appears twice", d.code),
+                ));
+            }
+            let mut branches = BTreeSet::new();
+            for (j, b) in d.branches.iter().enumerate() {
+                if !branches.insert(&b.code) {
+                    return Err(FieldError::new(
+                        format!("dealers[{i}].branches[{j}].code"),
+                        format!("branch code {} appears twice in dealer {}", b.code, d.code),
+                    ));
+                }
+            }
+        }
+        for key in expected {
+            if !self.branch_data.contains_key(key) {
+                return Err(FieldError::new(
+                    "branch_data",
+                    format!("no branch data for dealer {} {}", key.0, key_label(&key.1)),
+                ));
+            }
+        }
+        if let Some(extra) = self.branch_data.keys().find(|k| !expected.contains(k)) {
+            return Err(FieldError::new(
+                "branch_data",
+                format!(
+                    "unexpected branch data for dealer {} {}",
+                    extra.0,
+                    key_label(&extra.1)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn key_label(k: &BranchKey) -> String {
+    match k {
+        BranchKey::Ddd(d) => format!("DDD {d}"),
+        BranchKey::Branch(b) => format!("branch {b}"),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogCounts {
+    pub dealers: usize,
+    pub branches: usize,
+    pub branch_data: usize,
+    pub amount_ranges: usize,
+    pub fixed_amounts: usize,
+}
+
+// ---------------------------------------------------------------------------
+// wire -> domain
+
+fn required<'a>(v: &'a Option<String>, path: &str) -> Result<&'a str, FieldError> {
+    match v.as_deref() {
+        Some(s) => Ok(s),
+        None => Err(FieldError::new(path, "missing")),
+    }
+}
+
+fn checked<T>(
+    v: &Option<String>,
+    path: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, FieldError> {
+    parse(required(v, path)?).map_err(|p| FieldError::new(path, p))
+}
+
+fn text(v: &Option<String>, path: &str, max_chars: usize) -> Result<String, FieldError> {
+    let s = required(v, path)?;
+    check_len(s, path, max_chars)?;
+    Ok(s.to_owned())
+}
+
+fn opt_text(v: &Option<String>, path: &str, max_chars: usize) -> Result<Option<String>, FieldError> {
+    match v {
+        None => Ok(None),
+        Some(s) => {
+            check_len(s, path, max_chars)?;
+            Ok(Some(s.clone()))
+        }
+    }
+}
+
+fn check_len(s: &str, path: &str, max_chars: usize) -> Result<(), FieldError> {
+    let n = s.chars().count();
+    if n > max_chars {
+        return Err(FieldError::new(
+            path,
+            format!("too long: {n} characters, at most {max_chars}"),
+        ));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(FieldError::new(path, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// A non-negative integer in a string, bounded by `max`.
+fn parse_uint(s: &str, max: i64) -> Result<i64, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("negative value {:?}", clip(s)));
+    }
+    if !is_digits(t) {
+        return Err(format!("expected an integer, got {:?}", clip(s)));
+    }
+    match t.parse::<i64>() {
+        Ok(v) if v <= max => Ok(v),
+        _ => Err(format!("value {} is larger than {max}", clip(s))),
+    }
+}
+
+fn amount(v: &Option<String>, path: &str) -> Result<i64, FieldError> {
+    checked(v, path, |s| parse_uint(s, MAX_AMOUNT_CENTAVOS))
+}
+
+/// Optional integer: absent or empty string means `None`.
+fn opt_uint(v: &Option<String>, path: &str, max: i64) -> Result<Option<i64>, FieldError> {
+    match v.as_deref() {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => parse_uint(s, max).map(Some).map_err(|p| FieldError::new(path, p)),
+    }
+}
+
+/// Checks `esitef.code == "0"`; returns the failing code and message otherwise.
+pub fn esitef_failure(e: &Option<wire::Esitef>) -> Option<(String, String)> {
+    let e = e.as_ref()?;
+    let code = e.code.as_deref().unwrap_or("").trim();
+    if code == "0" {
+        None
+    } else {
+        Some((
+            if code.is_empty() {
+                "(none)".to_owned()
+            } else {
+                clip(code)
+            },
+            clip_message(e.message.as_deref().unwrap_or("")),
+        ))
+    }
+}
+
+/// Carat's messages are at most 500 characters; keep them bounded.
+pub fn clip_message(s: &str) -> String {
+    let s: String = s.chars().filter(|c| !c.is_control()).take(500).collect();
+    s
+}
+
+fn question(q: &wire::Question, path: &str) -> Result<Question, FieldError> {
+    Ok(Question {
+        id: text(&q.id, &format!("{path}.id"), 20)?,
+        display: text(&q.display, &format!("{path}.display"), 180)?,
+        rule: opt_text(&q.rule, &format!("{path}.rule"), 2)?,
+        kind: opt_text(&q.kind, &format!("{path}.type"), 3)?,
+        min: opt_uint(&q.min, &format!("{path}.min"), 9_999)?,
+        max: opt_uint(&q.max, &format!("{path}.max"), 99_999)?,
+        min_value: opt_uint(&q.min_value, &format!("{path}.min_value"), 999_999_999)?,
+        max_value: opt_uint(&q.max_value, &format!("{path}.max_value"), 999_999_999)?,
+    })
+}
+
+fn questions(qs: &Option<Vec<wire::Question>>, path: &str) -> Result<Vec<Question>, FieldError> {
+    qs.iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, q)| question(q, &format!("{path}.questions[{i}]")))
+        .collect()
+}
+
+fn hash(h: &Option<wire::Hashes>, path: &str) -> Result<GeneralHash, FieldError> {
+    let h = h
+        .as_ref()
+        .ok_or_else(|| FieldError::new(format!("{path}.hashes"), "missing"))?;
+    checked(&h.general, &format!("{path}.hashes.general"), GeneralHash::parse)
+}
+
+/// Validates a dealer listing. `with_branches` is true for `others` and
+/// `invoice`, whose dealers carry branches.
+pub fn dealer_list(r: &wire::ListDealersResponse, with_branches: bool) -> Result<DealerList, FieldError> {
+    const P: &str = "list_dealers_response";
+    let hash = hash(&r.hashes, P)?;
+    let wire_dealers = r
+        .dealers
+        .as_ref()
+        .ok_or_else(|| FieldError::new(format!("{P}.dealers"), "missing"))?;
+    let mut dealers = Vec::with_capacity(wire_dealers.len());
+    for (i, d) in wire_dealers.iter().enumerate() {
+        let p = format!("{P}.dealers[{i}]");
+        let mut branches = Vec::new();
+        for (j, b) in d.branches.iter().flatten().enumerate() {
+            let bp = format!("{p}.branches[{j}]");
+            branches.push(Branch {
+                code: checked(&b.code, &format!("{bp}.code"), BranchCode::parse)?,
+                name: text(&b.name, &format!("{bp}.name"), 100)?,
+            });
+        }
+        if with_branches && branches.is_empty() {
+            return Err(FieldError::new(
+                format!("{p}.branches"),
+                "a dealer of this type must list its branches",
+            ));
+        }
+        dealers.push(Dealer {
+            code: checked(&d.code, &format!("{p}.code"), DealerCode::parse)?,
+            name: text(&d.name, &format!("{p}.name"), 100)?,
+            type_code: opt_text(&d.type_code, &format!("{p}.type_code"), 10)?,
+            type_name: opt_text(&d.type_name, &format!("{p}.type_name"), 100)?,
+            branches,
+        });
+    }
+    Ok(DealerList {
+        hash,
+        status: r.status.clone(),
+        dealers,
+        questions: questions(&r.questions, P)?,
+    })
+}
+
+/// The optional fields ranges and fixed amounts share on the wire.
+trait WireExtras {
+    /// message, bonus, bonus_in_percentage, payment_amount, bonus_category,
+    /// expiry_date, bonus_expiry_date
+    fn extra_fields(&self) -> [&Option<String>; 7];
+}
+
+impl WireExtras for wire::AmountRange {
+    fn extra_fields(&self) -> [&Option<String>; 7] {
+        [
+            &self.message,
+            &self.bonus,
+            &self.bonus_in_percentage,
+            &self.payment_amount,
+            &self.bonus_category,
+            &self.expiry_date,
+            &self.bonus_expiry_date,
+        ]
+    }
+}
+
+impl WireExtras for wire::FixedAmount {
+    fn extra_fields(&self) -> [&Option<String>; 7] {
+        [
+            &self.message,
+            &self.bonus,
+            &self.bonus_in_percentage,
+            &self.payment_amount,
+            &self.bonus_category,
+            &self.expiry_date,
+            &self.bonus_expiry_date,
+        ]
+    }
+}
+
+fn extras(path: &str, w: &impl WireExtras) -> Result<Extras, FieldError> {
+    let [
+        message,
+        bonus,
+        bonus_in_percentage,
+        payment_amount,
+        bonus_category,
+        expiry_date,
+        bonus_expiry_date,
+    ] = w.extra_fields();
+    Ok(Extras {
+        bonus: opt_uint(bonus, &format!("{path}.bonus"), MAX_AMOUNT_CENTAVOS)?,
+        bonus_in_percentage: opt_text(bonus_in_percentage, &format!("{path}.bonus_in_percentage"), 20)?,
+        payment_amount: opt_uint(
+            payment_amount,
+            &format!("{path}.payment_amount"),
+            MAX_AMOUNT_CENTAVOS,
+        )?,
+        bonus_category: opt_text(bonus_category, &format!("{path}.bonus_category"), 20)?,
+        expiry_days: opt_uint(expiry_date, &format!("{path}.expiry_date"), MAX_DAYS)?,
+        bonus_expiry_days: opt_uint(bonus_expiry_date, &format!("{path}.bonus_expiry_date"), MAX_DAYS)?,
+        message: opt_text(message, &format!("{path}.message"), 500)?,
+    })
+}
+
+/// Validates a branch-data answer.
+pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer, FieldError> {
+    const P: &str = "list_branch_data_response";
+    let hash = hash(&r.hashes, P)?;
+    let mut messages = Vec::new();
+    for (i, m) in r.general.iter().flatten().enumerate() {
+        if let Some(t) = opt_text(&m.message, &format!("{P}.general[{i}].message"), 500)? {
+            messages.push(t);
+        }
+    }
+    let mut categories = Vec::new();
+    for (i, c) in r.categories.iter().flatten().enumerate() {
+        let cp = format!("{P}.categories[{i}]");
+        let mut amount_ranges = Vec::new();
+        for (j, a) in c.amount_ranges.iter().flatten().enumerate() {
+            let p = format!("{cp}.amount_ranges[{j}]");
+            let min_amount = amount(&a.min_amount, &format!("{p}.min_amount"))?;
+            let max_amount = amount(&a.max_amount, &format!("{p}.max_amount"))?;
+            if min_amount > max_amount {
+                return Err(FieldError::new(
+                    p,
+                    format!("min_amount {min_amount} is greater than max_amount {max_amount}"),
+                ));
+            }
+            amount_ranges.push(AmountRange {
+                amount_key: text(&a.amount_key, &format!("{p}.amount_key"), 40)?,
+                min_amount,
+                max_amount,
+                extras: extras(&p, a)?,
+            });
+        }
+        let mut fixed_amounts = Vec::new();
+        for (j, a) in c.fixed_amounts.iter().flatten().enumerate() {
+            let p = format!("{cp}.fixed_amounts[{j}]");
+            fixed_amounts.push(FixedAmount {
+                amount_key: text(&a.amount_key, &format!("{p}.amount_key"), 40)?,
+                amount: amount(&a.amount, &format!("{p}.amount"))?,
+                extras: extras(&p, a)?,
+            });
+        }
+        categories.push(Category {
+            code: text(&c.code, &format!("{cp}.code"), 20)?,
+            description: opt_text(&c.description, &format!("{cp}.description"), 100)?.unwrap_or_default(),
+            amount_ranges,
+            fixed_amounts,
+        });
+    }
+    Ok(BranchDataAnswer {
+        hash,
+        data: BranchData {
+            messages,
+            questions: questions(&r.questions, P)?,
+            categories,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dealer_code_lenient_pads() {
+        assert_eq!(DealerCode::parse_lenient("1").unwrap().as_str(), "001");
+        assert_eq!(DealerCode::parse_lenient("001").unwrap().as_str(), "001");
+        assert!(DealerCode::parse_lenient("1000").is_err());
+        assert!(DealerCode::parse_lenient("a1").is_err());
+    }
+
+    #[test]
+    fn reversed_range_names_path() {
+        let r = wire::ListBranchDataResponse {
+            hashes: Some(wire::Hashes {
+                general: Some("09A9681D09A9681D".into()),
+            }),
+            categories: Some(vec![wire::Category {
+                code: Some("01".into()),
+                amount_ranges: Some(vec![wire::AmountRange {
+                    amount_key: Some("1".into()),
+                    min_amount: Some("900".into()),
+                    max_amount: Some("100".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let e = branch_data(&r).unwrap_err();
+        assert_eq!(e.path, "list_branch_data_response.categories[0].amount_ranges[0]");
+        assert!(e.problem.contains("greater"), "{e}");
+    }
+
+    #[test]
+    fn negative_amount_rejected() {
+        assert!(parse_uint("-5", 10).unwrap_err().contains("negative"));
+        assert!(parse_uint("5.5", 10).is_err());
+        assert!(parse_uint("11", 10).is_err());
+        assert_eq!(parse_uint("10", 10), Ok(10));
+    }
+
+    #[test]
+    fn ddd_list_has_67_unique() {
+        let set: BTreeSet<_> = ALL_DDDS.iter().collect();
+        assert_eq!(set.len(), 67);
+        assert!(Ddd::parse("20").is_err());
+        assert!(Ddd::parse("11").is_ok());
+    }
+}

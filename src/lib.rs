@@ -1,0 +1,11 @@
+//! carat-catalogd: keeps a local copy of the Carat (e-SiTef) Recharge REST v3
+//! catalog and serves it to store applications over a read-only Unix socket.
+//!
+//! Data flows one way: trigger → sync → Carat client → validated catalog →
+//! store → in-memory snapshot → socket API. See `README.md`.
+
+pub mod carat;
+pub mod catalog;
+pub mod config;
+pub mod net;
+pub mod secret;
