@@ -9,3 +9,5 @@ pub mod catalog;
 pub mod config;
 pub mod net;
 pub mod secret;
+pub mod sim;
+pub mod store;

@@ -495,6 +495,12 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
         {
             return true;
         }
+        // Verifier errors can arrive wrapped in types that hide the rustls
+        // error from downcasting; their text still says what happened.
+        let text = err.to_string();
+        if text.contains("invalid peer certificate") || text.contains("certificate verify") {
+            return true;
+        }
         cur = err.source();
     }
     false

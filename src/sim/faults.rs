@@ -1,0 +1,227 @@
+//! Faults the simulator injects on demand: a rule says which endpoint, what
+//! goes wrong, after how many good answers and how many times. Owns the
+//! rule table and the JSON mutations; the handlers decide where to apply them.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// Which simulated endpoint a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimEndpoint {
+    Begin,
+    Dealers,
+    BranchesNormal,
+    BranchesOthers,
+}
+
+impl SimEndpoint {
+    pub const ALL: [SimEndpoint; 4] = [
+        SimEndpoint::Begin,
+        SimEndpoint::Dealers,
+        SimEndpoint::BranchesNormal,
+        SimEndpoint::BranchesOthers,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SimEndpoint::Begin => "begin",
+            SimEndpoint::Dealers => "dealers",
+            SimEndpoint::BranchesNormal => "branches_normal",
+            SimEndpoint::BranchesOthers => "branches_others",
+        }
+    }
+
+    /// The top-level key of the answer's JSON.
+    pub fn envelope(self) -> &'static str {
+        match self {
+            SimEndpoint::Begin => "begin_recharge_response",
+            SimEndpoint::Dealers => "list_dealers_response",
+            SimEndpoint::BranchesNormal | SimEndpoint::BranchesOthers => "list_branch_data_response",
+        }
+    }
+}
+
+/// What goes wrong.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Extra delay, then a normal answer.
+    Latency { ms: u64 },
+    /// An HTTP status with an esitef error body, and `Retry-After` when set.
+    Status {
+        status: u16,
+        #[serde(default)]
+        retry_after: Option<u64>,
+    },
+    /// HTTP 200 with `esitef.code` ≠ 0.
+    Esitef { code: String, message: String },
+    /// The transaction is reported expired (status EXP).
+    NitExpired,
+    /// A body that is not JSON.
+    Malformed,
+    /// Half the body, then the connection drops.
+    Truncated,
+    /// Never answers.
+    Hang,
+    /// The table changes (new hash) just before this answer.
+    HashChange,
+    /// A field of the wrong JSON type.
+    WrongTypes,
+    /// A required field missing (`hashes`, or `nit` on begin).
+    MissingField,
+    /// An over-long, non-digit code.
+    BadCode,
+    /// A negative amount.
+    NegativeAmount,
+    /// `min_amount` > `max_amount`.
+    ReversedAmounts,
+    /// An empty dealer list.
+    EmptyDealers,
+    /// A chunked body of this many bytes (1 GiB if unset).
+    HugeBody {
+        #[serde(default)]
+        bytes: Option<u64>,
+    },
+    /// A body that keeps coming, slowly, forever.
+    EndlessBody,
+    /// The TCP connection is reset (RST) instead of an answer.
+    Reset,
+    /// Authenticity-POST mode: the POST is not sent.
+    AuthPostMissing,
+    /// Authenticity-POST mode: the POST names another order.
+    AuthPostWrongOrder,
+}
+
+/// A rule: `endpoint` (any when absent) gets `kind`, after `after` good
+/// answers, `times` times (forever when absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRule {
+    #[serde(default)]
+    pub endpoint: Option<SimEndpoint>,
+    #[serde(flatten)]
+    pub kind: FaultKind,
+    #[serde(default)]
+    pub after: u32,
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+impl FaultRule {
+    pub fn new(endpoint: Option<SimEndpoint>, kind: FaultKind) -> Self {
+        FaultRule {
+            endpoint,
+            kind,
+            after: 0,
+            times: None,
+        }
+    }
+    pub fn after(mut self, n: u32) -> Self {
+        self.after = n;
+        self
+    }
+    pub fn times(mut self, n: u32) -> Self {
+        self.times = Some(n);
+        self
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct FaultTable {
+    rules: Vec<(FaultRule, u32, u32)>,
+}
+
+impl FaultTable {
+    pub fn add(&mut self, r: FaultRule) {
+        self.rules.push((r, 0, 0));
+    }
+
+    pub fn clear(&mut self) {
+        self.rules.clear();
+    }
+
+    pub fn rules(&self) -> Vec<FaultRule> {
+        self.rules.iter().map(|(r, _, _)| r.clone()).collect()
+    }
+
+    /// The faults that fire for one request of `ep`, in rule order.
+    pub fn fire(&mut self, ep: SimEndpoint) -> Vec<FaultKind> {
+        let mut out = vec![];
+        for (rule, seen, fired) in &mut self.rules {
+            if rule.endpoint.is_some_and(|e| e != ep) {
+                continue;
+            }
+            *seen += 1;
+            if *seen > rule.after && rule.times.is_none_or(|t| *fired < t) {
+                *fired += 1;
+                out.push(rule.kind.clone());
+            }
+        }
+        out
+    }
+}
+
+fn first_range(v: &mut Value) -> Option<&mut Value> {
+    v.get_mut("categories")?
+        .get_mut(0)?
+        .get_mut("amount_ranges")?
+        .get_mut(0)
+}
+
+/// Applies a body-changing fault to a normal answer's inner object.
+/// Returns false when the fault does not change bodies.
+pub fn mutate(kind: &FaultKind, ep: SimEndpoint, inner: &mut Value) -> bool {
+    match kind {
+        FaultKind::Esitef { code, message } => {
+            inner["esitef"] = json!({"code": code, "message": message});
+        }
+        FaultKind::NitExpired => {
+            inner["status"] = json!("EXP");
+            inner["esitef"] = json!({"code": "3", "message": "Transacao expirada (simulada)."});
+        }
+        FaultKind::WrongTypes => match ep {
+            SimEndpoint::Begin => inner["nit"] = json!({"unexpected": "object"}),
+            SimEndpoint::Dealers => inner["dealers"] = json!("not a list"),
+            _ => inner["categories"] = json!({"not": "a list"}),
+        },
+        FaultKind::MissingField => {
+            if let Some(o) = inner.as_object_mut() {
+                match ep {
+                    SimEndpoint::Begin => o.remove("nit"),
+                    _ => o.remove("hashes"),
+                };
+            }
+        }
+        FaultKind::BadCode => match ep {
+            SimEndpoint::Begin => inner["nit"] = json!("SHORT"),
+            SimEndpoint::Dealers => {
+                if let Some(d) = inner.get_mut("dealers").and_then(|d| d.get_mut(0)) {
+                    d["code"] = json!("00A12345");
+                }
+            }
+            _ => {
+                if let Some(r) = first_range(inner) {
+                    r["min_amount"] = json!("12A");
+                }
+            }
+        },
+        FaultKind::NegativeAmount => {
+            if let Some(r) = first_range(inner) {
+                r["min_amount"] = json!("-500");
+            }
+        }
+        FaultKind::ReversedAmounts => {
+            if let Some(r) = first_range(inner) {
+                r["min_amount"] = json!("90000");
+                r["max_amount"] = json!("100");
+            }
+        }
+        FaultKind::EmptyDealers => {
+            if ep == SimEndpoint::Dealers {
+                inner["dealers"] = json!([]);
+            }
+        }
+        _ => return false,
+    }
+    true
+}

@@ -1,0 +1,300 @@
+//! The Carat simulator: a real HTTPS server on loopback that speaks Recharge
+//! REST v3 the way the documents describe it, checks what Carat checks
+//! (merchant key, the JWT against a public key, the NIT, the session's
+//! recharge type), performs the authenticity POST, and injects faults on
+//! demand. The demo, the tests and the benchmarks run against it. It shares
+//! the wire models with the client but none of the daemon's logic.
+//!
+//! Control: `SimHandle` in-process, or the `/_sim/*` routes over HTTPS
+//! (`GET /_sim/stats`, `POST /_sim/faults`, `DELETE /_sim/faults`,
+//! `POST /_sim/bump?type=normal`, `GET|PUT /_sim/catalog`,
+//! `POST /_sim/latency?ms=50`, `POST /_sim/reset-stats`).
+
+pub mod catalog;
+pub mod faults;
+mod server;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+use tokio::sync::watch;
+
+pub use catalog::{GenSpec, SimCatalog};
+pub use faults::{FaultKind, FaultRule, SimEndpoint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("simulator TLS: {0}")]
+    Tls(String),
+    #[error("simulator cannot listen on {addr}: {detail}")]
+    Bind { addr: SocketAddr, detail: String },
+    #[error("simulator: {0}")]
+    Other(String),
+}
+
+/// How the simulated merchant authenticates.
+#[derive(Debug, Clone)]
+pub enum SimAuth {
+    /// Signature mode: every call needs a JWT signed by this key's private half.
+    Signature { public_key_pem: Vec<u8> },
+    /// Authenticity-POST mode: the NIT is POSTed to `url` during begin.
+    AuthenticityPost {
+        url: reqwest::Url,
+        /// Extra root to trust when `url` is HTTPS with a private certificate.
+        ca_pem: Option<Vec<u8>>,
+    },
+}
+
+/// The simulator's TLS certificate: made at start, or given.
+#[derive(Debug, Clone)]
+pub enum SimTls {
+    Generate,
+    Pem { cert: Vec<u8>, key: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub listen: SocketAddr,
+    pub tls: SimTls,
+    pub merchant_id: String,
+    pub merchant_key: String,
+    pub auth: SimAuth,
+    pub catalog: SimCatalog,
+    /// Delay before every answer.
+    pub latency: Duration,
+    /// How long a NIT lives.
+    pub nit_ttl: Duration,
+}
+
+impl SimConfig {
+    pub fn new(merchant_id: &str, merchant_key: &str, auth: SimAuth) -> Self {
+        SimConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls: SimTls::Generate,
+            merchant_id: merchant_id.to_owned(),
+            merchant_key: merchant_key.to_owned(),
+            auth,
+            catalog: SimCatalog::generate(GenSpec::default()),
+            latency: Duration::ZERO,
+            nit_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct SimSession {
+    recharge_type: String,
+    order_id: String,
+    merchant_usn: String,
+    created: Instant,
+}
+
+#[derive(Debug)]
+struct State {
+    catalog: SimCatalog,
+    faults: faults::FaultTable,
+    sessions: HashMap<String, SimSession>,
+    counts: BTreeMap<SimEndpoint, u64>,
+    auth_posts: u64,
+    latency: Duration,
+}
+
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    config: SimConfig,
+    decoding_key: Option<jsonwebtoken::DecodingKey>,
+    post_client: reqwest::Client,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave State half-updated in a
+        // way that matters for a simulator: keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Request counts and state, as `GET /_sim/stats` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SimStats {
+    pub requests: BTreeMap<String, u64>,
+    pub total: u64,
+    pub sessions: u64,
+    pub authenticity_posts: u64,
+    pub hashes: BTreeMap<String, String>,
+}
+
+/// A running simulator.
+pub struct SimHandle {
+    pub addr: SocketAddr,
+    /// `https://localhost:PORT/e-sitef`
+    pub base_url: String,
+    /// The certificate to trust (PEM): a CA made for this run.
+    pub ca_pem: Vec<u8>,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl SimHandle {
+    pub fn stats(&self) -> SimStats {
+        server::stats(&self.shared)
+    }
+    pub fn count(&self, ep: SimEndpoint) -> u64 {
+        self.shared.lock().counts.get(&ep).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> u64 {
+        self.shared.lock().counts.values().sum()
+    }
+    pub fn reset_stats(&self) {
+        let mut s = self.shared.lock();
+        s.counts.clear();
+        s.auth_posts = 0;
+    }
+    pub fn add_fault(&self, rule: FaultRule) {
+        self.shared.lock().faults.add(rule);
+    }
+    pub fn clear_faults(&self) {
+        self.shared.lock().faults.clear();
+    }
+    /// A new version of `rt` with a new hash; returns it.
+    pub fn bump(&self, rt: &str) -> Option<String> {
+        self.shared.lock().catalog.bump(rt)
+    }
+    pub fn hash(&self, rt: &str) -> Option<String> {
+        self.shared.lock().catalog.types.get(rt).map(|t| t.hash())
+    }
+    pub fn catalog(&self) -> SimCatalog {
+        self.shared.lock().catalog.clone()
+    }
+    pub fn set_catalog(&self, c: SimCatalog) {
+        self.shared.lock().catalog = c;
+    }
+    pub fn set_latency(&self, d: Duration) {
+        self.shared.lock().latency = d;
+    }
+    /// Stops the server.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// A CA and a server certificate for `localhost`, `127.0.0.1` and `::1`,
+/// made for one run: (ca_pem, cert_chain_pem, key_pem).
+pub fn make_test_pki() -> Result<(String, String, String), SimError> {
+    let tls = |e: rcgen::Error| SimError::Tls(e.to_string());
+    let ca_key = KeyPair::generate().map_err(tls)?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "carat-sim test CA (this run only)");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(tls)?;
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().map_err(tls)?;
+    let mut leaf = CertificateParams::new(vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ])
+    .map_err(tls)?;
+    leaf.distinguished_name.push(DnType::CommonName, "localhost");
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).map_err(tls)?;
+    Ok((ca_cert.pem(), leaf_cert.pem(), leaf_key.serialize_pem()))
+}
+
+/// An RSA key pair for signature mode: (private PKCS#8 PEM, public SPKI PEM).
+pub fn make_rsa_key(bits_4096: bool) -> Result<(String, String), SimError> {
+    let size = if bits_4096 {
+        rcgen::RsaKeySize::_4096
+    } else {
+        rcgen::RsaKeySize::_2048
+    };
+    let kp =
+        KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size).map_err(|e| SimError::Tls(e.to_string()))?;
+    Ok((kp.serialize_pem(), kp.public_key_pem()))
+}
+
+/// Starts the simulator; it serves until the handle is stopped or dropped.
+pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
+    let (ca_pem, cert_pem, key_pem) = match &config.tls {
+        SimTls::Generate => make_test_pki()?,
+        SimTls::Pem { cert, key } => (
+            String::from_utf8_lossy(cert).into_owned(),
+            String::from_utf8_lossy(cert).into_owned(),
+            String::from_utf8_lossy(key).into_owned(),
+        ),
+    };
+    let acceptor = crate::net::tls_acceptor(cert_pem.as_bytes(), key_pem.as_bytes())
+        .map_err(|e| SimError::Tls(e.to_string()))?;
+    let decoding_key = match &config.auth {
+        SimAuth::Signature { public_key_pem } => Some(
+            jsonwebtoken::DecodingKey::from_rsa_pem(public_key_pem)
+                .map_err(|e| SimError::Other(format!("public key: {e}")))?,
+        ),
+        SimAuth::AuthenticityPost { .. } => None,
+    };
+    let mut pc = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none());
+    if let SimAuth::AuthenticityPost {
+        ca_pem: Some(pem), ..
+    } = &config.auth
+    {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| SimError::Tls(e.to_string()))?;
+        pc = pc.tls_certs_merge(certs);
+    }
+    let post_client = pc.build().map_err(|e| SimError::Other(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| SimError::Bind {
+            addr: config.listen,
+            detail: e.to_string(),
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| SimError::Other(e.to_string()))?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State {
+            catalog: config.catalog.clone(),
+            faults: faults::FaultTable::default(),
+            sessions: HashMap::new(),
+            counts: BTreeMap::new(),
+            auth_posts: 0,
+            latency: config.latency,
+        }),
+        config,
+        decoding_key,
+        post_client,
+    });
+    let router = server::router(shared.clone());
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        crate::net::serve_tcp(listener, Some(acceptor), router, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await;
+    });
+    tracing::info!(%addr, "Carat simulator listening");
+    Ok(SimHandle {
+        addr,
+        base_url: format!("https://localhost:{}/e-sitef", addr.port()),
+        ca_pem: ca_pem.into_bytes(),
+        shared,
+        stop,
+        task: Some(task),
+    })
+}

@@ -1,0 +1,466 @@
+//! The SQLite store: migrations (`schema/*.sql`, `PRAGMA user_version`),
+//! the catalog of each recharge type, the run log, the session counter and
+//! the persisted cool-down. Writes use `BEGIN IMMEDIATE`; a catalog is
+//! replaced in one transaction together with its hash and its run record, so
+//! a reader sees the old catalog or the new one, never a mix.
+//!
+//! Blocking (rusqlite): async callers use `spawn_blocking` and never hold a
+//! `Store` across an `.await`. Only the sync writes; the API never opens it.
+
+mod catalog_rows;
+pub mod lock;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+
+use crate::carat::SessionIds;
+use crate::catalog::{Catalog, GeneralHash, RechargeType};
+
+/// The migrations, in order; migration N sets `user_version` to N.
+const MIGRATIONS: &[&str] = &[include_str!("../../schema/001_initial.sql")];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {detail}")]
+    Open { path: PathBuf, detail: String },
+    #[error(
+        "store {path} has schema version {found}, newer than this binary knows ({known}); upgrade carat-catalogd"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("store: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("store holds invalid data: {0}")]
+    Corrupt(String),
+}
+
+/// Times as the contract writes them: RFC 3339 UTC, seconds.
+pub fn fmt_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| StoreError::Corrupt(format!("bad time {s:?}")))
+}
+
+/// The version held for one recharge type.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VersionInfo {
+    pub recharge_type: RechargeType,
+    pub general_hash: GeneralHash,
+    pub synced_at: DateTime<Utc>,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// Outcome of one sync attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Running,
+    Unchanged,
+    Updated,
+    Failed,
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Running => "running",
+            Outcome::Unchanged => "unchanged",
+            Outcome::Updated => "updated",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+    fn parse(s: &str) -> Outcome {
+        match s {
+            "unchanged" => Outcome::Unchanged,
+            "updated" => Outcome::Updated,
+            "failed" => Outcome::Failed,
+            "interrupted" => Outcome::Interrupted,
+            _ => Outcome::Running,
+        }
+    }
+}
+
+/// How a run ended, written with [`Store::finish_run`] or inside
+/// [`Store::replace_catalog`].
+#[derive(Debug, Clone, Default)]
+pub struct RunEnd {
+    pub new_hash: Option<String>,
+    pub requests: u64,
+    pub restarts: u32,
+    pub nit_renewals: u32,
+    pub duration_ms: u64,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+}
+
+/// One row of the run log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub recharge_type: String,
+    pub trigger: String,
+    pub forced: bool,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Outcome,
+    pub previous_hash: Option<String>,
+    pub new_hash: Option<String>,
+    pub requests: i64,
+    pub restarts: i64,
+    pub nit_renewals: i64,
+    pub duration_ms: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error: Option<String>,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the store at `path`. The
+    /// parent directory must exist.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |detail: String| StoreError::Open {
+            path: path.to_owned(),
+            detail,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| open_err(e.to_string()))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(|e| open_err(e.to_string()))?;
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| open_err(format!("cannot enable WAL: {e}")))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(open_err(format!("journal_mode is {mode}, WAL refused")));
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store {
+            conn,
+            path: path.to_owned(),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store read-only (the CLI readers and tests).
+    pub fn open_readonly(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        let found: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > known {
+            return Err(StoreError::TooNew {
+                path: self.path.clone(),
+                found,
+                known,
+            });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+            tracing::info!(path = %self.path.display(), version = i + 1, "store migrated");
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`, `"ok"` when healthy.
+    pub fn integrity_check(&self) -> Result<String, StoreError> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// The next session's ids: strictly increasing across restarts. The
+    /// sequence is at least a tenth of a second count since the epoch, so it
+    /// stays far from the small numbers a store's own sales use.
+    pub fn next_session_ids(&mut self, prefix: &str, now: DateTime<Utc>) -> Result<SessionIds, StoreError> {
+        let floor = now.timestamp_millis().max(0) / 100;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let last: i64 = tx
+            .query_row("SELECT value FROM counter WHERE name = 'session'", [], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        let next = (last + 1).max(floor);
+        if next > 999_999_999_999 {
+            return Err(StoreError::Corrupt("session counter exceeds 12 digits".into()));
+        }
+        tx.execute(
+            "INSERT INTO counter (name, value) VALUES ('session', ?1)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            params![next],
+        )?;
+        tx.commit()?;
+        Ok(SessionIds {
+            order_id: format!("{prefix}{next}"),
+            merchant_usn: next.to_string(),
+        })
+    }
+
+    /// The version held for `rt`, if a catalog of that type was committed.
+    pub fn version(&self, rt: RechargeType) -> Result<Option<VersionInfo>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT general_hash, synced_at, checked_at FROM catalog_version WHERE recharge_type = ?1",
+                params![rt.as_str()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        match row {
+            None => Ok(None),
+            Some((h, s, c)) => Ok(Some(VersionInfo {
+                recharge_type: rt,
+                general_hash: GeneralHash::parse(&h).map_err(StoreError::Corrupt)?,
+                synced_at: parse_time(&s)?,
+                checked_at: parse_time(&c)?,
+            })),
+        }
+    }
+
+    /// Carat confirmed `hash` is current: record `checked_at` and finish the
+    /// run as unchanged, in one transaction.
+    pub fn mark_unchanged(
+        &mut self,
+        rt: RechargeType,
+        hash: &GeneralHash,
+        at: DateTime<Utc>,
+        run_id: i64,
+        end: &RunEnd,
+    ) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = tx.execute(
+            "UPDATE catalog_version SET checked_at = ?3 WHERE recharge_type = ?1 AND general_hash = ?2",
+            params![rt.as_str(), hash.as_str(), fmt_time(at)],
+        )?;
+        finish_run_in(&tx, run_id, Outcome::Unchanged, end, at)?;
+        tx.commit()?;
+        Ok(n == 1)
+    }
+
+    /// Replaces the whole catalog of `cat.recharge_type` and finishes the run
+    /// as updated, in one `BEGIN IMMEDIATE` transaction. On any error nothing
+    /// is changed.
+    pub fn replace_catalog(
+        &mut self,
+        cat: &Catalog,
+        at: DateTime<Utc>,
+        run_id: i64,
+        end: &RunEnd,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        catalog_rows::delete_type(&tx, cat.recharge_type)?;
+        catalog_rows::insert(&tx, cat)?;
+        tx.execute(
+            "INSERT INTO catalog_version (recharge_type, general_hash, synced_at, checked_at)
+             VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (recharge_type) DO UPDATE SET
+               general_hash = excluded.general_hash, synced_at = excluded.synced_at,
+               checked_at = excluded.checked_at",
+            params![
+                cat.recharge_type.as_str(),
+                cat.general_hash.as_str(),
+                fmt_time(at)
+            ],
+        )?;
+        finish_run_in(&tx, run_id, Outcome::Updated, end, at)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The committed catalog of `rt` with its version, if any.
+    pub fn load_catalog(&self, rt: RechargeType) -> Result<Option<(Catalog, VersionInfo)>, StoreError> {
+        // One read transaction, so the version and the rows agree.
+        let tx = self.conn.unchecked_transaction()?;
+        let Some(v) = self.version(rt)? else {
+            return Ok(None);
+        };
+        let cat = catalog_rows::load(&tx, rt, v.general_hash.clone())?;
+        tx.finish()?;
+        Ok(Some((cat, v)))
+    }
+
+    /// Opens a run record (outcome `running`).
+    pub fn begin_run(
+        &mut self,
+        rt: RechargeType,
+        trigger: &str,
+        forced: bool,
+        previous_hash: Option<&GeneralHash>,
+        at: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO sync_run (recharge_type, trigger, forced, started_at, outcome, previous_hash)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5)",
+            params![
+                rt.as_str(),
+                trigger,
+                forced,
+                fmt_time(at),
+                previous_hash.map(|h| h.as_str())
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Closes a run record as failed (or any outcome that writes no catalog).
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        outcome: Outcome,
+        end: &RunEnd,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        finish_run_in(&tx, run_id, outcome, end, at)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs left `running` by a process that died: marks them interrupted.
+    pub fn close_interrupted_runs(&mut self, at: DateTime<Utc>) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE sync_run SET outcome = 'interrupted', finished_at = ?1,
+               error_kind = 'interrupted', error = 'the process stopped during this sync; nothing was committed'
+             WHERE outcome = 'running'",
+            params![fmt_time(at)],
+        )?)
+    }
+
+    /// The latest runs, newest first; of one type when given.
+    pub fn recent_runs(&self, rt: Option<RechargeType>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, recharge_type, trigger, forced, started_at, finished_at, outcome, previous_hash,
+                    new_hash, requests, restarts, nit_renewals, duration_ms, error_kind, error
+             FROM sync_run WHERE (?1 IS NULL OR recharge_type = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![rt.map(|t| t.as_str()), limit as i64], |r| {
+            Ok(RunRecord {
+                id: r.get(0)?,
+                recharge_type: r.get(1)?,
+                trigger: r.get(2)?,
+                forced: r.get(3)?,
+                started_at: r.get(4)?,
+                finished_at: r.get(5)?,
+                outcome: Outcome::parse(&r.get::<_, String>(6)?),
+                previous_hash: r.get(7)?,
+                new_hash: r.get(8)?,
+                requests: r.get(9)?,
+                restarts: r.get(10)?,
+                nit_renewals: r.get(11)?,
+                duration_ms: r.get(12)?,
+                error_kind: r.get(13)?,
+                error: r.get(14)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The persisted cool-down, if it has not passed yet.
+    pub fn cooldown(&self, now: DateTime<Utc>) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT until, reason FROM cooldown WHERE scope = 'carat'",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        match row {
+            Some((u, reason)) => {
+                let until = parse_time(&u)?;
+                Ok((until > now).then_some((until, reason)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_cooldown(&mut self, until: DateTime<Utc>, reason: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO cooldown (scope, until, reason) VALUES ('carat', ?1, ?2)
+             ON CONFLICT (scope) DO UPDATE SET until = excluded.until, reason = excluded.reason",
+            params![fmt_time(until), reason],
+        )?;
+        Ok(())
+    }
+}
+
+fn finish_run_in(
+    tx: &rusqlite::Transaction<'_>,
+    run_id: i64,
+    outcome: Outcome,
+    end: &RunEnd,
+    at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE sync_run SET outcome = ?2, finished_at = ?3, new_hash = ?4, requests = ?5, restarts = ?6,
+           nit_renewals = ?7, duration_ms = ?8, error_kind = ?9, error = ?10
+         WHERE id = ?1",
+        params![
+            run_id,
+            outcome.as_str(),
+            fmt_time(at),
+            end.new_hash,
+            end.requests as i64,
+            end.restarts,
+            end.nit_renewals,
+            end.duration_ms as i64,
+            end.error_kind,
+            end.error
+        ],
+    )?;
+    Ok(())
+}

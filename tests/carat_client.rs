@@ -1,0 +1,385 @@
+//! The Carat client against the simulator over real TLS: both auth modes,
+//! a rejected signature, and every fault kind mapped to its typed error.
+
+mod common;
+
+use std::time::Duration;
+
+use carat_catalogd::carat::client::{AuthMode, ClientSettings};
+use carat_catalogd::carat::{CaratClient, CaratError, ErrorClass, Session, SessionIds};
+use carat_catalogd::catalog::{BranchCode, Ddd, DealerCode, GeneralHash, RechargeType};
+use carat_catalogd::sim::{self, FaultKind, FaultRule, GenSpec, SimAuth, SimCatalog, SimConfig, SimEndpoint};
+use common::*;
+
+fn ids(n: u64) -> SessionIds {
+    SessionIds {
+        order_id: format!("CATSYNC{n}"),
+        merchant_usn: n.to_string(),
+    }
+}
+
+fn zero() -> GeneralHash {
+    GeneralHash::zero()
+}
+
+async fn begin_normal(c: &CaratClient) -> Session {
+    c.begin(RechargeType::Normal, &zero(), &ids(17_000_000_001))
+        .await
+        .expect("begin")
+}
+
+#[tokio::test]
+async fn signature_mode_begin_dealers_branch_data() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 4,
+        ddds: 67,
+        ranges: 3,
+    }))
+    .await;
+    let c = signature_client(&sim);
+
+    let s = begin_normal(&c).await;
+    assert_eq!(s.general_hash.as_str(), sim.hash("normal").unwrap());
+    assert_eq!(s.nit.as_str().len(), 64);
+
+    let dealers = c.dealers(&s, &zero()).await.expect("dealers");
+    let names: Vec<_> = dealers.dealers.iter().map(|d| d.name.as_str()).collect();
+    assert_eq!(names, ["Vivo", "Claro", "Oi", "Tim"]);
+    assert_eq!(dealers.hash, s.general_hash);
+
+    let d = DealerCode::parse("001").unwrap();
+    let bd = c
+        .branch_data_normal(&s, &d, &Ddd::parse("11").unwrap(), &zero())
+        .await
+        .expect("branch data");
+    let cat = &bd.data.categories[0];
+    assert_eq!(cat.amount_ranges.len(), 3);
+    // The simulator's first range: 500 centavos minimum, bonus present; the
+    // second has no bonus at all (absent stays None, never 0).
+    assert_eq!(cat.amount_ranges[0].min_amount, 500);
+    assert_eq!(cat.amount_ranges[0].extras.bonus, Some(50));
+    assert_eq!(cat.amount_ranges[1].extras.bonus, None);
+    assert_eq!(cat.amount_ranges[0].extras.expiry_days, Some(30));
+
+    // others: branch data by PUT with the inferred body.
+    let so = c
+        .begin(RechargeType::Others, &zero(), &ids(17_000_000_002))
+        .await
+        .expect("begin others");
+    let od = c.dealers(&so, &zero()).await.expect("others dealers");
+    assert_eq!(od.dealers.len(), 6);
+    let e_prepag = od.dealers.iter().find(|d| d.code.as_str() == "901").unwrap();
+    assert_eq!(e_prepag.branches.len(), 3);
+    assert_eq!(e_prepag.type_name.as_deref(), Some("PIN GAMES"));
+    let bd = c
+        .branch_data_others(
+            &so,
+            &e_prepag.code,
+            &BranchCode::parse("98001000000").unwrap(),
+            &zero(),
+        )
+        .await
+        .expect("others branch data");
+    assert_eq!(bd.data.categories[0].fixed_amounts.len(), 3);
+
+    // A normal-only call on an others session is refused by Carat's rule.
+    let err = c
+        .branch_data_normal(&so, &d, &Ddd::parse("11").unwrap(), &zero())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CaratError::Status { status: 400, .. }), "{err}");
+
+    assert_eq!(sim.count(SimEndpoint::Begin), 2);
+    assert_eq!(sim.count(SimEndpoint::Dealers), 2);
+}
+
+#[tokio::test]
+async fn authenticity_post_mode_over_tls() {
+    init_tracing();
+    // The receiver: real HTTPS with its own certificate.
+    let (ca, cert, key) = sim::make_test_pki().unwrap();
+    let rx = receiver();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = carat_catalogd::net::tls_acceptor(cert.as_bytes(), key.as_bytes()).unwrap();
+    let router = rx.router();
+    let server = tokio::spawn(carat_catalogd::net::serve_tcp(
+        listener,
+        Some(acceptor),
+        router,
+        std::future::pending(),
+    ));
+
+    let cfg = SimConfig::new(
+        MERCHANT_ID,
+        MERCHANT_KEY,
+        SimAuth::AuthenticityPost {
+            url: format!("https://localhost:{port}/carat/authenticity")
+                .parse()
+                .unwrap(),
+            ca_pem: Some(ca.into_bytes()),
+        },
+    );
+    let sim = sim::start(cfg).await.unwrap();
+    let c = CaratClient::new(
+        client_settings(&sim),
+        AuthMode::AuthenticityPost {
+            receiver: rx.clone(),
+            wait: Duration::from_secs(5),
+        },
+    )
+    .unwrap();
+
+    let s = begin_normal(&c).await;
+    assert_eq!(s.general_hash.as_str(), sim.hash("normal").unwrap());
+    assert_eq!(sim.stats().authenticity_posts, 1);
+    let dealers = c.dealers(&s, &zero()).await.expect("dealers");
+    assert_eq!(dealers.dealers.len(), 4);
+    let bd = c
+        .branch_data_normal(&s, &dealers.dealers[3].code, &Ddd::parse("99").unwrap(), &zero())
+        .await
+        .expect("branch data");
+    assert!(!bd.data.categories.is_empty());
+
+    // The POST never comes: a clear error after wait_seconds.
+    let short = CaratClient::new(
+        client_settings(&sim),
+        AuthMode::AuthenticityPost {
+            receiver: rx.clone(),
+            wait: Duration::from_millis(300),
+        },
+    )
+    .unwrap();
+    sim.add_fault(FaultRule::new(Some(SimEndpoint::Begin), FaultKind::AuthPostMissing).times(1));
+    let err = short
+        .begin(RechargeType::Normal, &zero(), &ids(17_000_000_010))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CaratError::AuthenticityTimeout { .. }), "{err}");
+    assert!(err.to_string().contains("did not arrive"), "{err}");
+
+    // The POST names another order: it is not taken for ours.
+    sim.add_fault(FaultRule::new(Some(SimEndpoint::Begin), FaultKind::AuthPostWrongOrder).times(1));
+    let err = short
+        .begin(RechargeType::Normal, &zero(), &ids(17_000_000_011))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CaratError::AuthenticityTimeout { .. }), "{err}");
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_token_signed_with_the_wrong_key_is_an_authentication_error() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec::default())).await;
+    let wrong = carat_catalogd::carat::auth::JwtSigner::from_pem(
+        other_rsa_key().0.as_bytes(),
+        "wrong key",
+        MERCHANT_ID,
+        carat_catalogd::secret::Secret::new(MERCHANT_KEY.into()),
+    )
+    .unwrap();
+    let c = CaratClient::new(
+        client_settings(&sim),
+        AuthMode::Signature(std::sync::Arc::new(wrong)),
+    )
+    .unwrap();
+    let err = c
+        .begin(RechargeType::Normal, &zero(), &ids(17_000_000_020))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Auth, "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("HTTP 401"), "{msg}");
+    assert!(!msg.contains(MERCHANT_KEY), "the merchant key leaked: {msg}");
+
+    // A wrong merchant key in the body, right signature: 401 as well.
+    let mut settings = client_settings(&sim);
+    settings.merchant_key = carat_catalogd::secret::Secret::new("WRONGKEY123".into());
+    let c = CaratClient::new(settings, AuthMode::Signature(signer())).unwrap();
+    let err = c
+        .begin(RechargeType::Normal, &zero(), &ids(17_000_000_021))
+        .await
+        .unwrap_err();
+    assert_eq!(err.class(), ErrorClass::Auth, "{err}");
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_tls_error() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec::default())).await;
+    let mut settings = client_settings(&sim);
+    settings.extra_ca_pem = None;
+    let c = CaratClient::new(settings, AuthMode::Signature(signer())).unwrap();
+    let err = c
+        .begin(RechargeType::Normal, &zero(), &ids(17_000_000_030))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CaratError::Tls { .. }), "{err:?}");
+    assert_eq!(sim.total(), 0, "no request may reach an untrusted server");
+}
+
+/// Each fault, injected on the dealer listing, gives its own typed error.
+#[tokio::test]
+async fn every_fault_kind_maps_to_its_typed_error() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 2,
+        ddds: 2,
+        ranges: 2,
+    }))
+    .await;
+    let mut settings = client_settings(&sim);
+    settings.request_timeout = Duration::from_millis(1500);
+    settings.max_body = 1024 * 1024;
+    let c = CaratClient::new(settings, AuthMode::Signature(signer())).unwrap();
+    let s = begin_normal(&c).await;
+    let ddd = Ddd::parse("11").unwrap();
+    let dealer = DealerCode::parse("001").unwrap();
+
+    type Check = fn(&CaratError) -> bool;
+    let cases: Vec<(SimEndpoint, FaultKind, Check)> = vec![
+        (
+            SimEndpoint::Dealers,
+            FaultKind::Status {
+                status: 503,
+                retry_after: Some(7),
+            },
+            |e| {
+                matches!(e, CaratError::Status { status: 503, retry_after: Some(d), .. } if d.as_secs() == 7)
+                    && e.class() == ErrorClass::Transient
+            },
+        ),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::Status {
+                status: 400,
+                retry_after: None,
+            },
+            |e| matches!(e, CaratError::Status { status: 400, .. }) && e.class() == ErrorClass::Permanent,
+        ),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::Status {
+                status: 403,
+                retry_after: None,
+            },
+            |e| e.class() == ErrorClass::Auth,
+        ),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::Status {
+                status: 404,
+                retry_after: None,
+            },
+            |e| e.class() == ErrorClass::NitRejected,
+        ),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::Esitef {
+                code: "1".into(),
+                message: "Campo NIT nulo".into(),
+            },
+            |e| matches!(e, CaratError::Esitef { code, message, .. } if code == "1" && message.contains("NIT nulo")),
+        ),
+        (SimEndpoint::Dealers, FaultKind::NitExpired, |e| {
+            e.class() == ErrorClass::NitRejected
+        }),
+        (SimEndpoint::Dealers, FaultKind::Malformed, |e| {
+            matches!(e, CaratError::Malformed { .. })
+        }),
+        (SimEndpoint::Dealers, FaultKind::Truncated, |e| {
+            matches!(e, CaratError::Incomplete { .. }) && e.class() == ErrorClass::Transient
+        }),
+        (SimEndpoint::Dealers, FaultKind::Hang, |e| {
+            matches!(e, CaratError::Timeout { .. })
+        }),
+        (SimEndpoint::Dealers, FaultKind::EndlessBody, |e| {
+            matches!(e, CaratError::Timeout { .. })
+        }),
+        (SimEndpoint::Dealers, FaultKind::HugeBody { bytes: None }, |e| {
+            matches!(e, CaratError::TooLarge { .. })
+        }),
+        (SimEndpoint::Dealers, FaultKind::Reset, |e| {
+            e.class() == ErrorClass::Transient
+        }),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::WrongTypes,
+            |e| matches!(e, CaratError::Malformed { detail, .. } if detail.contains("dealers")),
+        ),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::MissingField,
+            |e| matches!(e, CaratError::InvalidField { source, .. } if source.path == "list_dealers_response.hashes"),
+        ),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::BadCode,
+            |e| matches!(e, CaratError::InvalidField { source, .. } if source.path == "list_dealers_response.dealers[0].code"),
+        ),
+        (
+            SimEndpoint::BranchesNormal,
+            FaultKind::NegativeAmount,
+            |e| matches!(e, CaratError::InvalidField { source, .. } if source.problem.contains("negative")),
+        ),
+        (
+            SimEndpoint::BranchesNormal,
+            FaultKind::ReversedAmounts,
+            |e| matches!(e, CaratError::InvalidField { source, .. } if source.problem.contains("greater than")),
+        ),
+    ];
+    for (ep, kind, check) in cases {
+        sim.clear_faults();
+        sim.add_fault(FaultRule::new(Some(ep), kind.clone()).times(1));
+        let err = match ep {
+            SimEndpoint::Dealers => c.dealers(&s, &zero()).await.map(|_| ()),
+            _ => c.branch_data_normal(&s, &dealer, &ddd, &zero()).await.map(|_| ()),
+        }
+        .expect_err(&format!("{kind:?} must fail"));
+        assert!(check(&err), "{kind:?} gave {err:?}");
+        // The fault fired once: the same call now succeeds.
+        match ep {
+            SimEndpoint::Dealers => c.dealers(&s, &zero()).await.map(|_| ()),
+            _ => c.branch_data_normal(&s, &dealer, &ddd, &zero()).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("after {kind:?}: {e}"));
+    }
+
+    // An unknown NIT: 404, classified as a dead NIT.
+    let mut dead = s.clone();
+    dead.nit = carat_catalogd::catalog::Nit::parse(&"a".repeat(64)).unwrap();
+    let err = c.dealers(&dead, &zero()).await.unwrap_err();
+    assert_eq!(err.class(), ErrorClass::NitRejected, "{err}");
+
+    // Latency is only a delay.
+    sim.add_fault(FaultRule::new(Some(SimEndpoint::Dealers), FaultKind::Latency { ms: 300 }).times(1));
+    let t = std::time::Instant::now();
+    c.dealers(&s, &zero()).await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn empty_dealer_list_and_mid_session_hash_change_are_visible() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 2,
+        ddds: 2,
+        ranges: 1,
+    }))
+    .await;
+    let c = signature_client(&sim);
+    let s = begin_normal(&c).await;
+    sim.add_fault(FaultRule::new(Some(SimEndpoint::Dealers), FaultKind::EmptyDealers).times(1));
+    assert!(c.dealers(&s, &zero()).await.unwrap().dealers.is_empty());
+    sim.add_fault(FaultRule::new(Some(SimEndpoint::Dealers), FaultKind::HashChange).times(1));
+    let d = c.dealers(&s, &zero()).await.unwrap();
+    assert_ne!(d.hash, s.general_hash, "the answer carries the new hash");
+}
+
+#[tokio::test]
+async fn settings_refuse_an_empty_ca_file() {
+    let sim = start_sim_signature(SimCatalog::default()).await;
+    let settings = ClientSettings {
+        extra_ca_pem: Some(b"not a certificate".to_vec()),
+        ..client_settings(&sim)
+    };
+    let err = CaratClient::new(settings, AuthMode::Signature(signer())).unwrap_err();
+    assert!(err.to_string().contains("carat.ca_file"), "{err}");
+}
