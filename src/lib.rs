@@ -11,3 +11,4 @@ pub mod net;
 pub mod secret;
 pub mod sim;
 pub mod store;
+pub mod sync;
