@@ -4,10 +4,12 @@
 //! Data flows one way: trigger → sync → Carat client → validated catalog →
 //! store → in-memory snapshot → socket API. See `README.md`.
 
+pub mod app;
 pub mod carat;
 pub mod catalog;
 pub mod config;
 pub mod net;
+pub mod report;
 pub mod secret;
 pub mod sim;
 pub mod store;

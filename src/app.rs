@@ -1,0 +1,118 @@
+//! Wiring shared by the one-shot `sync` and the daemon: the Carat client
+//! built from the validated config, the authenticity-POST receiver server,
+//! and the store. Owns construction only; the flows live in `sync` and
+//! `daemon`.
+
+use std::future::Future;
+use std::path::Path;
+
+use crate::carat::CaratClient;
+use crate::carat::auth::{AuthenticityReceiver, ReceiverSettings};
+use crate::carat::client::{AuthMode, ClientBuildError, ClientSettings};
+use crate::config::{AuthConfig, Config};
+use crate::store::{Store, StoreError};
+use crate::sync::{StoreHandle, Syncer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("carat.authenticity_post.listen {addr}: {detail}")]
+    Listen { addr: String, detail: String },
+    #[error("carat.authenticity_post: {0}")]
+    Tls(String),
+    #[error("store directory {path}: {detail}")]
+    StoreDir { path: String, detail: String },
+}
+
+/// The client and, in authenticity-POST mode, the receiver it waits on.
+pub fn build_client(cfg: &Config) -> Result<(CaratClient, Option<AuthenticityReceiver>), AppError> {
+    let c = &cfg.carat;
+    let settings = ClientSettings {
+        base_url: c.base_url.clone(),
+        merchant_id: c.merchant_id.clone(),
+        merchant_key: c.merchant_key.clone(),
+        connect_timeout: c.connect_timeout,
+        request_timeout: c.request_timeout,
+        extra_ca_pem: c.ca_pem.clone(),
+        max_body: c.max_body_bytes,
+        pool_size: c.concurrency,
+    };
+    match &c.auth {
+        AuthConfig::Signature { signer, .. } => Ok((
+            CaratClient::new(settings, AuthMode::Signature(signer.clone()))?,
+            None,
+        )),
+        AuthConfig::AuthenticityPost(a) => {
+            let receiver = AuthenticityReceiver::new(ReceiverSettings {
+                merchant_id: c.merchant_id.clone(),
+                path: a.path.clone(),
+                forward_url: a.forward_url.clone(),
+            });
+            let client = CaratClient::new(
+                settings,
+                AuthMode::AuthenticityPost {
+                    receiver: receiver.clone(),
+                    wait: a.wait,
+                },
+            )?;
+            Ok((client, Some(receiver)))
+        }
+    }
+}
+
+/// Binds and serves the authenticity-POST receiver until `shutdown`.
+pub async fn start_receiver(
+    cfg: &Config,
+    receiver: &AuthenticityReceiver,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, AppError> {
+    let AuthConfig::AuthenticityPost(a) = &cfg.carat.auth else {
+        return Err(AppError::Tls("not in authenticity_post mode".into()));
+    };
+    let tls = match &a.tls {
+        Some((cert, key)) => {
+            let cert = std::fs::read(cert).map_err(|e| AppError::Tls(format!("tls_cert_file: {e}")))?;
+            let key = std::fs::read(key).map_err(|e| AppError::Tls(format!("tls_key_file: {e}")))?;
+            Some(crate::net::tls_acceptor(&cert, &key).map_err(|e| AppError::Tls(e.to_string()))?)
+        }
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(a.listen)
+        .await
+        .map_err(|e| AppError::Listen {
+            addr: a.listen.to_string(),
+            detail: e.to_string(),
+        })?;
+    tracing::info!(listen = %a.listen, path = %a.path, tls = tls.is_some(), "authenticity-POST receiver listening");
+    let router = receiver.router();
+    Ok(tokio::spawn(crate::net::serve_tcp(
+        listener, tls, router, shutdown,
+    )))
+}
+
+/// Opens the store, saying clearly when its directory is missing.
+pub fn open_store(path: &Path) -> Result<Store, AppError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.is_dir()
+    {
+        return Err(AppError::StoreDir {
+            path: dir.display().to_string(),
+            detail: "does not exist (create it, or set store.path)".into(),
+        });
+    }
+    Ok(Store::open(path)?)
+}
+
+/// The syncer for this configuration.
+pub fn syncer(cfg: &Config, client: CaratClient, store: StoreHandle) -> Syncer {
+    Syncer {
+        client,
+        store,
+        sync: cfg.sync.clone(),
+        order_id_prefix: cfg.carat.order_id_prefix.clone(),
+        concurrency: cfg.carat.concurrency,
+    }
+}
