@@ -77,7 +77,9 @@ struct RawAuthPost {
 struct RawSync {
     schedule: Option<String>,
     jitter_seconds: Option<i64>,
+    #[serde(default, deserialize_with = "list_or_csv")]
     recharge_types: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "list_or_csv")]
     ddds: Option<Vec<String>>,
     stale_after_seconds: Option<i64>,
     retries: Option<i64>,
@@ -100,6 +102,24 @@ struct RawApi {
     socket_group: Option<String>,
     control_socket: Option<PathBuf>,
     max_connections: Option<i64>,
+}
+
+/// A list, or a comma-separated string (how an environment variable such as
+/// `CARAT_CATALOGD_SYNC__DDDS=11,21` arrives). `config`'s own list parsing
+/// would also turn `11` into a number and strip leading zeros elsewhere.
+fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrCsv {
+        List(Vec<String>),
+        Csv(String),
+    }
+    Ok(match Option::<ListOrCsv>::deserialize(d)? {
+        None => None,
+        Some(ListOrCsv::List(v)) => Some(v),
+        Some(ListOrCsv::Csv(s)) if s.trim().is_empty() => Some(vec![]),
+        Some(ListOrCsv::Csv(s)) => Some(s.split(',').map(|x| x.trim().to_owned()).collect()),
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -262,9 +282,6 @@ impl Config {
                 config::Environment::with_prefix(ENV_PREFIX)
                     .prefix_separator("_")
                     .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("sync.recharge_types")
-                    .with_list_parse_key("sync.ddds")
                     .source(Some(env.into_iter().collect())),
             )
             .build()

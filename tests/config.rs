@@ -1,0 +1,228 @@
+//! Configuration: file + environment, and a clear error naming the key for
+//! every kind of mistake; `check-config` from the real binary.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use carat_catalogd::config::{Config, ConfigError};
+use common::*;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "merchant_key", &format!("{MERCHANT_KEY}\n"), 0o600);
+        write(dir.path(), "jwtRS256.key", &rsa_key().0, 0o600);
+        Env { dir }
+    }
+    fn p(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    /// A valid config with `extra` lines appended to its sections.
+    fn config(&self, carat_extra: &str, rest: &str) -> PathBuf {
+        let body = format!(
+            r#"[carat]
+base_url = "https://esitef-homologacao.softwareexpress.com.br/e-sitef"
+merchant_id = "LOJATESTE"
+merchant_key_file = "{key}"
+auth = "signature"
+private_key_file = "{pk}"
+{carat_extra}
+{rest}
+"#,
+            key = self.p("merchant_key").display(),
+            pk = self.p("jwtRS256.key").display(),
+        );
+        write(self.dir.path(), "config.toml", &body, 0o640)
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ConfigError> {
+    Config::load_with_env(path, HashMap::new())
+}
+
+fn err_for(path: &Path, key: &str) -> String {
+    let e = load(path).expect_err("must be refused");
+    assert!(e.mentions(key), "expected a problem with {key}, got: {e}");
+    e.to_string()
+}
+
+/// Replaces one line of the valid config.
+fn with_line(env: &Env, old: &str, new: &str) -> PathBuf {
+    let p = env.config("", "");
+    let s = std::fs::read_to_string(&p).unwrap().replace(old, new);
+    std::fs::write(&p, s).unwrap();
+    p
+}
+
+#[test]
+fn a_valid_config_loads_with_defaults() {
+    let env = Env::new();
+    let c = load(&env.config("", "")).unwrap();
+    assert_eq!(c.carat.merchant_key.expose(), MERCHANT_KEY);
+    assert_eq!(c.carat.concurrency, 8);
+    assert_eq!(c.sync.ddds.len(), 67, "empty ddds means all 67");
+    assert_eq!(c.sync.recharge_types.len(), 3);
+    assert_eq!(c.carat.order_id_prefix, "CATSYNC");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn base_url_must_be_https_and_a_domain() {
+    let env = Env::new();
+    let base = "https://esitef-homologacao.softwareexpress.com.br/e-sitef";
+    let e = err_for(&with_line(&env, base, "https://200.201.202.203/e-sitef"), "carat.base_url");
+    assert!(e.contains("IP address"), "{e}");
+    let e = err_for(
+        &with_line(&env, base, "http://esitef-homologacao.softwareexpress.com.br/e-sitef"),
+        "carat.base_url",
+    );
+    assert!(e.contains("https"), "{e}");
+    // The loopback simulator is the one exception.
+    load(&with_line(&env, base, "https://localhost:8443/e-sitef")).unwrap();
+    load(&with_line(&env, base, "https://127.0.0.1:8443/e-sitef")).unwrap();
+}
+
+#[test]
+fn merchant_key_problems_name_the_key() {
+    let env = Env::new();
+    let key_line = format!("merchant_key_file = \"{}\"", env.p("merchant_key").display());
+    let e = err_for(&with_line(&env, &key_line, "merchant_key_file = \"/nonexistent/key\""), "carat.merchant_key_file");
+    assert!(e.contains("cannot read"), "{e}");
+    write(env.dir.path(), "short_key", "ABC\n", 0o600);
+    let e = err_for(
+        &with_line(&env, &key_line, &format!("merchant_key_file = \"{}\"", env.p("short_key").display())),
+        "carat.merchant_key_file",
+    );
+    assert!(e.contains("too short"), "{e}");
+    let e = err_for(&with_line(&env, &key_line, "merchant_key = \"not-a-valid key!\""), "carat.merchant_key");
+    assert!(e.contains("letters and digits"), "{e}");
+    assert!(!e.contains("not-a-valid"), "an invalid key is still not echoed: {e}");
+}
+
+#[test]
+fn private_key_problems_name_the_key() {
+    let env = Env::new();
+    let pk_line = format!("private_key_file = \"{}\"", env.p("jwtRS256.key").display());
+    let e = err_for(&with_line(&env, &pk_line, "private_key_file = \"/nonexistent.pem\""), "carat.private_key_file");
+    assert!(e.contains("cannot read"), "{e}");
+    write(env.dir.path(), "garbage.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", 0o600);
+    err_for(
+        &with_line(&env, &pk_line, &format!("private_key_file = \"{}\"", env.p("garbage.pem").display())),
+        "carat.private_key_file",
+    );
+    let small = format!("{}/tests/fixtures/rsa1024_test_only.pem", env!("CARGO_MANIFEST_DIR"));
+    let e = err_for(&with_line(&env, &pk_line, &format!("private_key_file = \"{small}\"")), "carat.private_key_file");
+    assert!(e.contains("2048"), "{e}");
+    assert!(!e.contains("BEGIN"), "no key material in errors: {e}");
+}
+
+#[test]
+fn sync_section_problems_name_the_key() {
+    let env = Env::new();
+    let e = err_for(&env.config("", "[sync]\nrecharge_types = [\"normal\", \"gift\"]"), "sync.recharge_types");
+    assert!(e.contains("gift"), "{e}");
+    let e = err_for(&env.config("", "[sync]\nddds = [\"11\", \"20\"]"), "sync.ddds");
+    assert!(e.contains("\"20\""), "{e}");
+    let e = err_for(&env.config("", "[sync]\nschedule = \"*/15 * * * *\""), "sync.schedule");
+    assert!(e.contains("seconds first"), "{e}");
+    err_for(&env.config("", "[sync]\njitter_seconds = -5"), "sync.jitter_seconds");
+    err_for(&env.config("concurrency = 0", ""), "carat.concurrency");
+    err_for(&with_line(&env, "auth = \"signature\"", "auth = \"password\""), "carat.auth");
+}
+
+#[test]
+fn several_problems_are_reported_together() {
+    let env = Env::new();
+    let e = load(&env.config("concurrency = 500", "[sync]\nddds = [\"00\"]\nschedule = \"nope\"")).unwrap_err();
+    for key in ["carat.concurrency", "sync.ddds", "sync.schedule"] {
+        assert!(e.mentions(key), "{key} missing in {e}");
+    }
+}
+
+#[test]
+fn an_unknown_key_is_refused() {
+    let env = Env::new();
+    let e = load(&env.config("merchnt_id = \"typo\"", "")).unwrap_err().to_string();
+    assert!(e.contains("merchnt_id"), "{e}");
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let env = Env::new();
+    let p = env.config("", "[sync]\nddds = [\"11\"]");
+    let vars: HashMap<String, String> = [
+        ("CARAT_CATALOGD_CARAT__CONCURRENCY", "3"),
+        ("CARAT_CATALOGD_SYNC__RECHARGE_TYPES", "normal,others"),
+        ("CARAT_CATALOGD_SYNC__DDDS", "21,11"),
+        ("CARAT_CATALOGD_STORE__PATH", "/tmp/elsewhere.db"),
+        ("CARAT_CATALOGD_CARAT__MERCHANT_ID", "007LOJA"),
+        ("CARAT_CATALOGD_CONFIG", "/ignored/as/a/setting"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let c = Config::load_with_env(&p, vars).unwrap();
+    assert_eq!(c.carat.concurrency, 3);
+    assert_eq!(c.sync.recharge_types.len(), 2);
+    let ddds: Vec<_> = c.sync.ddds.iter().map(|d| d.as_str()).collect();
+    assert_eq!(ddds, ["11", "21"]);
+    assert_eq!(c.store.path, PathBuf::from("/tmp/elsewhere.db"));
+    assert_eq!(c.carat.merchant_id, "007LOJA", "leading zeros survive");
+}
+
+#[test]
+fn a_world_readable_config_holding_the_key_gets_a_warning() {
+    let env = Env::new();
+    let key_line = format!("merchant_key_file = \"{}\"", env.p("merchant_key").display());
+    let p = with_line(&env, &key_line, &format!("merchant_key = \"{MERCHANT_KEY}\""));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = load(&p).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("readable by every user")), "{:?}", c.warnings);
+}
+
+#[test]
+fn check_config_prints_redacted_and_fails_on_errors() {
+    let env = Env::new();
+    let key_line = format!("merchant_key_file = \"{}\"", env.p("merchant_key").display());
+    let inline = with_line(&env, &key_line, &format!("merchant_key = \"{MERCHANT_KEY}\""));
+    let p = env.p("good.toml");
+    std::fs::rename(&inline, &p).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+        .args(["--config", p.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("merchant_key = \"[redacted]\""), "{stdout}");
+    assert!(stdout.contains("merchant_id = \"LOJATESTE\""), "{stdout}");
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!all.contains(MERCHANT_KEY), "the merchant key leaked");
+    assert!(!all.contains("PRIVATE KEY"), "key material leaked");
+
+    let bad = env.config("", "[sync]\nrecharge_types = [\"gift\"]");
+    let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+        .args(["--config", bad.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sync.recharge_types: unknown recharge type \"gift\""), "{stderr}");
+
+    // The config path can come from the environment too.
+    let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+        .arg("check-config")
+        .env("CARAT_CATALOGD_CONFIG", &p)
+        .env("CARAT_CATALOGD_CARAT__CONCURRENCY", "5")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("concurrency = 5"));
+}
