@@ -77,10 +77,17 @@ fn a_valid_config_loads_with_defaults() {
 fn base_url_must_be_https_and_a_domain() {
     let env = Env::new();
     let base = "https://esitef-homologacao.softwareexpress.com.br/e-sitef";
-    let e = err_for(&with_line(&env, base, "https://200.201.202.203/e-sitef"), "carat.base_url");
+    let e = err_for(
+        &with_line(&env, base, "https://200.201.202.203/e-sitef"),
+        "carat.base_url",
+    );
     assert!(e.contains("IP address"), "{e}");
     let e = err_for(
-        &with_line(&env, base, "http://esitef-homologacao.softwareexpress.com.br/e-sitef"),
+        &with_line(
+            &env,
+            base,
+            "http://esitef-homologacao.softwareexpress.com.br/e-sitef",
+        ),
         "carat.base_url",
     );
     assert!(e.contains("https"), "{e}");
@@ -93,32 +100,63 @@ fn base_url_must_be_https_and_a_domain() {
 fn merchant_key_problems_name_the_key() {
     let env = Env::new();
     let key_line = format!("merchant_key_file = \"{}\"", env.p("merchant_key").display());
-    let e = err_for(&with_line(&env, &key_line, "merchant_key_file = \"/nonexistent/key\""), "carat.merchant_key_file");
+    let e = err_for(
+        &with_line(&env, &key_line, "merchant_key_file = \"/nonexistent/key\""),
+        "carat.merchant_key_file",
+    );
     assert!(e.contains("cannot read"), "{e}");
     write(env.dir.path(), "short_key", "ABC\n", 0o600);
     let e = err_for(
-        &with_line(&env, &key_line, &format!("merchant_key_file = \"{}\"", env.p("short_key").display())),
+        &with_line(
+            &env,
+            &key_line,
+            &format!("merchant_key_file = \"{}\"", env.p("short_key").display()),
+        ),
         "carat.merchant_key_file",
     );
     assert!(e.contains("too short"), "{e}");
-    let e = err_for(&with_line(&env, &key_line, "merchant_key = \"not-a-valid key!\""), "carat.merchant_key");
+    let e = err_for(
+        &with_line(&env, &key_line, "merchant_key = \"not-a-valid key!\""),
+        "carat.merchant_key",
+    );
     assert!(e.contains("letters and digits"), "{e}");
-    assert!(!e.contains("not-a-valid"), "an invalid key is still not echoed: {e}");
+    assert!(
+        !e.contains("not-a-valid"),
+        "an invalid key is still not echoed: {e}"
+    );
 }
 
 #[test]
 fn private_key_problems_name_the_key() {
     let env = Env::new();
     let pk_line = format!("private_key_file = \"{}\"", env.p("jwtRS256.key").display());
-    let e = err_for(&with_line(&env, &pk_line, "private_key_file = \"/nonexistent.pem\""), "carat.private_key_file");
-    assert!(e.contains("cannot read"), "{e}");
-    write(env.dir.path(), "garbage.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", 0o600);
-    err_for(
-        &with_line(&env, &pk_line, &format!("private_key_file = \"{}\"", env.p("garbage.pem").display())),
+    let e = err_for(
+        &with_line(&env, &pk_line, "private_key_file = \"/nonexistent.pem\""),
         "carat.private_key_file",
     );
-    let small = format!("{}/tests/fixtures/rsa1024_test_only.pem", env!("CARGO_MANIFEST_DIR"));
-    let e = err_for(&with_line(&env, &pk_line, &format!("private_key_file = \"{small}\"")), "carat.private_key_file");
+    assert!(e.contains("cannot read"), "{e}");
+    write(
+        env.dir.path(),
+        "garbage.pem",
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        0o600,
+    );
+    err_for(
+        &with_line(
+            &env,
+            &pk_line,
+            &format!("private_key_file = \"{}\"", env.p("garbage.pem").display()),
+        ),
+        "carat.private_key_file",
+    );
+    let small = format!(
+        "{}/tests/fixtures/rsa1024_test_only.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let e = err_for(
+        &with_line(&env, &pk_line, &format!("private_key_file = \"{small}\"")),
+        "carat.private_key_file",
+    );
     assert!(e.contains("2048"), "{e}");
     assert!(!e.contains("BEGIN"), "no key material in errors: {e}");
 }
@@ -126,21 +164,37 @@ fn private_key_problems_name_the_key() {
 #[test]
 fn sync_section_problems_name_the_key() {
     let env = Env::new();
-    let e = err_for(&env.config("", "[sync]\nrecharge_types = [\"normal\", \"gift\"]"), "sync.recharge_types");
+    let e = err_for(
+        &env.config("", "[sync]\nrecharge_types = [\"normal\", \"gift\"]"),
+        "sync.recharge_types",
+    );
     assert!(e.contains("gift"), "{e}");
     let e = err_for(&env.config("", "[sync]\nddds = [\"11\", \"20\"]"), "sync.ddds");
     assert!(e.contains("\"20\""), "{e}");
-    let e = err_for(&env.config("", "[sync]\nschedule = \"*/15 * * * *\""), "sync.schedule");
+    let e = err_for(
+        &env.config("", "[sync]\nschedule = \"*/15 * * * *\""),
+        "sync.schedule",
+    );
     assert!(e.contains("seconds first"), "{e}");
-    err_for(&env.config("", "[sync]\njitter_seconds = -5"), "sync.jitter_seconds");
+    err_for(
+        &env.config("", "[sync]\njitter_seconds = -5"),
+        "sync.jitter_seconds",
+    );
     err_for(&env.config("concurrency = 0", ""), "carat.concurrency");
-    err_for(&with_line(&env, "auth = \"signature\"", "auth = \"password\""), "carat.auth");
+    err_for(
+        &with_line(&env, "auth = \"signature\"", "auth = \"password\""),
+        "carat.auth",
+    );
 }
 
 #[test]
 fn several_problems_are_reported_together() {
     let env = Env::new();
-    let e = load(&env.config("concurrency = 500", "[sync]\nddds = [\"00\"]\nschedule = \"nope\"")).unwrap_err();
+    let e = load(&env.config(
+        "concurrency = 500",
+        "[sync]\nddds = [\"00\"]\nschedule = \"nope\"",
+    ))
+    .unwrap_err();
     for key in ["carat.concurrency", "sync.ddds", "sync.schedule"] {
         assert!(e.mentions(key), "{key} missing in {e}");
     }
@@ -149,7 +203,9 @@ fn several_problems_are_reported_together() {
 #[test]
 fn an_unknown_key_is_refused() {
     let env = Env::new();
-    let e = load(&env.config("merchnt_id = \"typo\"", "")).unwrap_err().to_string();
+    let e = load(&env.config("merchnt_id = \"typo\"", ""))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("merchnt_id"), "{e}");
 }
 
@@ -185,7 +241,11 @@ fn a_world_readable_config_holding_the_key_gets_a_warning() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
     let c = load(&p).unwrap();
-    assert!(c.warnings.iter().any(|w| w.contains("readable by every user")), "{:?}", c.warnings);
+    assert!(
+        c.warnings.iter().any(|w| w.contains("readable by every user")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
@@ -214,7 +274,10 @@ fn check_config_prints_redacted_and_fails_on_errors() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("sync.recharge_types: unknown recharge type \"gift\""), "{stderr}");
+    assert!(
+        stderr.contains("sync.recharge_types: unknown recharge type \"gift\""),
+        "{stderr}"
+    );
 
     // The config path can come from the environment too.
     let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))

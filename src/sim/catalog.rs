@@ -83,6 +83,10 @@ pub struct SimCatalog {
     /// Set when generated: `bump` regenerates with new amounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generated: Option<GenSpec>,
+    /// The hash of each type, computed once per change (hashing serialises
+    /// the whole table, far too slow to do per request).
+    #[serde(skip)]
+    hashes: BTreeMap<String, String>,
 }
 
 const SEED_NAMES: [&str; 4] = ["Vivo", "Claro", "Oi", "Tim"];
@@ -311,15 +315,34 @@ impl SimCatalog {
         types.insert("normal".to_owned(), generate_normal(spec, 0));
         types.insert("others".to_owned(), generate_others(0));
         types.insert("invoice".to_owned(), generate_invoice(0));
-        SimCatalog {
+        let mut c = SimCatalog {
             types,
             generated: Some(spec),
-        }
+            hashes: BTreeMap::new(),
+        };
+        c.refresh_hashes();
+        c
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<SimCatalog, String> {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))
+        let mut c: SimCatalog =
+            serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        c.refresh_hashes();
+        Ok(c)
+    }
+
+    /// Recomputes the cached hashes; call after changing `types` directly.
+    pub fn refresh_hashes(&mut self) {
+        self.hashes = self.types.iter().map(|(k, t)| (k.clone(), t.hash())).collect();
+    }
+
+    /// The hash served for `rt`.
+    pub fn hash_of(&self, rt: &str) -> Option<String> {
+        match self.hashes.get(rt) {
+            Some(h) => Some(h.clone()),
+            None => self.types.get(rt).map(|t| t.hash()),
+        }
     }
 
     /// A new version of `rt`: new amounts when generated, and a new hash.
@@ -336,7 +359,9 @@ impl SimCatalog {
                 t.general_hash = None;
             }
         }
-        Some(t.hash())
+        let h = t.hash();
+        self.hashes.insert(rt.to_owned(), h.clone());
+        Some(h)
     }
 }
 

@@ -165,12 +165,13 @@ impl SimHandle {
         self.shared.lock().catalog.bump(rt)
     }
     pub fn hash(&self, rt: &str) -> Option<String> {
-        self.shared.lock().catalog.types.get(rt).map(|t| t.hash())
+        self.shared.lock().catalog.hash_of(rt)
     }
     pub fn catalog(&self) -> SimCatalog {
         self.shared.lock().catalog.clone()
     }
-    pub fn set_catalog(&self, c: SimCatalog) {
+    pub fn set_catalog(&self, mut c: SimCatalog) {
+        c.refresh_hashes();
         self.shared.lock().catalog = c;
     }
     pub fn set_latency(&self, d: Duration) {
@@ -269,7 +270,11 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         .map_err(|e| SimError::Other(e.to_string()))?;
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            catalog: config.catalog.clone(),
+            catalog: {
+                let mut c = config.catalog.clone();
+                c.refresh_hashes();
+                c
+            },
             faults: faults::FaultTable::default(),
             sessions: HashMap::new(),
             counts: BTreeMap::new(),

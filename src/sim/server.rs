@@ -56,8 +56,8 @@ pub(super) fn stats(sh: &Shared) -> SimStats {
         hashes: st
             .catalog
             .types
-            .iter()
-            .map(|(k, t)| (k.clone(), t.hash()))
+            .keys()
+            .filter_map(|k| Some((k.clone(), st.catalog.hash_of(k)?)))
             .collect(),
     }
 }
@@ -304,11 +304,7 @@ async fn begin(State(sh): Sh, fd: Option<Extension<ConnFd>>, headers: HeaderMap,
                 created: Instant::now(),
             },
         );
-        st.catalog
-            .types
-            .get(&rt)
-            .map(|t| t.hash())
-            .unwrap_or_else(|| "0".repeat(16))
+        st.catalog.hash_of(&rt).unwrap_or_else(|| "0".repeat(16))
     };
     match &sh.config.auth {
         SimAuth::Signature { .. } => finish(
@@ -454,17 +450,13 @@ async fn dealers(
     bump_if_asked(&sh, &fired, &s.recharge_type);
     let inner = {
         let st = sh.lock();
-        let t = st
-            .catalog
-            .types
-            .get(&s.recharge_type)
-            .cloned()
-            .unwrap_or_default();
+        let empty = super::catalog::SimTypeCatalog::default();
+        let t = st.catalog.types.get(&s.recharge_type).unwrap_or(&empty);
         let mut inner = json!({
             "status": "NOV",
             "esitef": ok_esitef(),
             "authorizer": {"message": "", "code": "000"},
-            "hashes": {"general": t.hash()},
+            "hashes": {"general": st.catalog.hash_of(&s.recharge_type)},
             "dealers": t.dealers,
         });
         if !t.questions.is_empty() {
@@ -540,13 +532,9 @@ async fn branches_normal(
         {
             return carat_error(EP, StatusCode::OK, "8", "Concessionaria nao encontrada.");
         }
-        let data = t
-            .ddd_data
-            .get(&dealer)
-            .and_then(|m| m.get(ddd))
-            .cloned()
-            .unwrap_or_default();
-        branch_inner(t.hash(), &data)
+        let empty = super::catalog::SimBranchData::default();
+        let data = t.ddd_data.get(&dealer).and_then(|m| m.get(ddd)).unwrap_or(&empty);
+        branch_inner(st.catalog.hash_of("normal").unwrap_or_default(), data)
     };
     finish(&fired, EP, inner)
 }
@@ -596,7 +584,7 @@ async fn branches_others(
         let dealer = pad_dealer(req.dealer_code.as_deref().unwrap_or(""));
         let branch = req.branch_code.clone().unwrap_or_default();
         match t.branch_data.get(&dealer).and_then(|m| m.get(&branch)) {
-            Some(d) => branch_inner(t.hash(), d),
+            Some(d) => branch_inner(st.catalog.hash_of(&s.recharge_type).unwrap_or_default(), d),
             None => return carat_error(EP, StatusCode::OK, "8", "Filial nao encontrada."),
         }
     };
@@ -661,6 +649,7 @@ async fn put_catalog(State(sh): Sh, body: Bytes) -> Response {
     match SimCatalog::from_json(&body) {
         Ok(c) => {
             sh.lock().catalog = c;
+            tracing::info!("simulator: catalog replaced");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e}))).into_response(),

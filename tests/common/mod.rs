@@ -89,3 +89,100 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+pub fn sync_config() -> carat_catalogd::config::SyncConfig {
+    use carat_catalogd::catalog::{ALL_DDDS, Ddd, RechargeType};
+    carat_catalogd::config::SyncConfig {
+        schedule: "0 */15 * * * *".into(),
+        jitter: Duration::ZERO,
+        recharge_types: RechargeType::ALL.to_vec(),
+        ddds: ALL_DDDS.iter().map(|d| Ddd::parse(d).unwrap()).collect(),
+        stale_after: Duration::from_secs(3600),
+        retries: 2,
+        backoff_initial: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(100),
+        max_restarts: 3,
+        allow_empty: false,
+    }
+}
+
+/// A syncer on a fresh store in `dir`, talking to `sim` in signature mode.
+pub fn syncer(sim: &SimHandle, dir: &Path) -> carat_catalogd::sync::Syncer {
+    syncer_with(sim, dir, client_settings(sim), sync_config())
+}
+
+pub fn syncer_with(
+    sim: &SimHandle,
+    dir: &Path,
+    settings: ClientSettings,
+    cfg: carat_catalogd::config::SyncConfig,
+) -> carat_catalogd::sync::Syncer {
+    let _ = sim;
+    let store = carat_catalogd::store::Store::open(&dir.join("catalog.db")).expect("store");
+    carat_catalogd::sync::Syncer {
+        client: CaratClient::new(settings, AuthMode::Signature(signer())).expect("client"),
+        store: carat_catalogd::sync::StoreHandle::new(store),
+        sync: cfg,
+        order_id_prefix: "CATSYNC".into(),
+        concurrency: 8,
+    }
+}
+
+/// Every catalog row of the store, as text, in a stable order: two dumps
+/// are equal exactly when the stored catalogs are.
+pub fn dump_catalog(db: &Path) -> String {
+    dump(db, true)
+}
+
+/// As [`dump_catalog`] without `catalog_version` (whose `checked_at` moves).
+pub fn dump_rows(db: &Path) -> String {
+    dump(db, false)
+}
+
+fn dump(db: &Path, with_version: bool) -> String {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let mut out = String::new();
+    for (table, order) in [
+        ("catalog_version", "recharge_type"),
+        ("dealer", "recharge_type, code"),
+        ("branch", "recharge_type, dealer_code, code"),
+        ("branch_data", "id"),
+        ("branch_message", "branch_data_id, position"),
+        ("question", "recharge_type, branch_data_id, position"),
+        ("category", "id"),
+        ("amount_range", "category_id, position"),
+        ("fixed_amount", "category_id, position"),
+    ] {
+        if table == "catalog_version" && !with_version {
+            continue;
+        }
+        let mut st = c
+            .prepare(&format!("SELECT * FROM {table} ORDER BY {order}"))
+            .unwrap();
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                let mut line = vec![];
+                for i in 0..n {
+                    let v: rusqlite::types::Value = r.get(i)?;
+                    line.push(format!("{v:?}"));
+                }
+                Ok(line.join("|"))
+            })
+            .unwrap();
+        out.push_str(&format!("## {table}\n"));
+        for row in rows {
+            out.push_str(&row.unwrap());
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The runs of the store, newest first.
+pub fn runs(db: &Path) -> Vec<carat_catalogd::store::RunRecord> {
+    carat_catalogd::store::Store::open_readonly(db)
+        .unwrap()
+        .recent_runs(None, 100)
+        .unwrap()
+}
