@@ -27,8 +27,12 @@ pub enum AppError {
     StoreDir { path: String, detail: String },
 }
 
-/// The client and, in authenticity-POST mode, the receiver it waits on.
-pub fn build_client(cfg: &Config) -> Result<(CaratClient, Option<AuthenticityReceiver>), AppError> {
+/// The client and, in authenticity-POST mode, the receiver it waits on
+/// (`existing` when one is already listening, as on a reload).
+pub fn build_client(
+    cfg: &Config,
+    existing: Option<AuthenticityReceiver>,
+) -> Result<(CaratClient, Option<AuthenticityReceiver>), AppError> {
     let c = &cfg.carat;
     let settings = ClientSettings {
         base_url: c.base_url.clone(),
@@ -46,10 +50,12 @@ pub fn build_client(cfg: &Config) -> Result<(CaratClient, Option<AuthenticityRec
             None,
         )),
         AuthConfig::AuthenticityPost(a) => {
-            let receiver = AuthenticityReceiver::new(ReceiverSettings {
-                merchant_id: c.merchant_id.clone(),
-                path: a.path.clone(),
-                forward_url: a.forward_url.clone(),
+            let receiver = existing.unwrap_or_else(|| {
+                AuthenticityReceiver::new(ReceiverSettings {
+                    merchant_id: c.merchant_id.clone(),
+                    path: a.path.clone(),
+                    forward_url: a.forward_url.clone(),
+                })
             });
             let client = CaratClient::new(
                 settings,

@@ -304,6 +304,48 @@ impl Config {
         }
     }
 
+    /// Only the `[api]` section (socket paths): what the command-line readers
+    /// need, without reading any secret or checking the other sections.
+    pub fn api_only(path: &Path) -> Result<ApiConfig, ConfigError> {
+        #[derive(Deserialize)]
+        struct ApiOnly {
+            #[serde(default)]
+            api: RawApi,
+        }
+        let fail = |problem: String| ConfigError {
+            source_path: path.to_owned(),
+            problems: vec![Problem {
+                key: "[api]".into(),
+                problem,
+            }],
+        };
+        let built = config::Config::builder()
+            .add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            )
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(env_overrides().into_iter().collect())),
+            )
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+        let raw: ApiOnly = built.try_deserialize().map_err(|e| fail(e.to_string()))?;
+        let mut p = Problems(vec![]);
+        let api = api_config(raw.api, &mut p);
+        if p.0.is_empty() {
+            Ok(api)
+        } else {
+            Err(ConfigError {
+                source_path: path.to_owned(),
+                problems: p.0,
+            })
+        }
+    }
+
     /// The effective configuration as TOML, secrets shown as `[redacted]`.
     pub fn redacted_toml(&self) -> String {
         use toml::{Table, Value};
@@ -741,21 +783,7 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
             .path
             .unwrap_or_else(|| PathBuf::from("/var/lib/carat-catalogd/catalog.db")),
     };
-    let api = ApiConfig {
-        socket: raw
-            .api
-            .socket
-            .unwrap_or_else(|| PathBuf::from("/run/carat-catalogd/catalog.sock")),
-        socket_group: raw.api.socket_group.filter(|g| !g.is_empty()),
-        control_socket: raw
-            .api
-            .control_socket
-            .unwrap_or_else(|| PathBuf::from("/run/carat-catalogd/control.sock")),
-        max_connections: int_in(p, "api.max_connections", raw.api.max_connections, 256, 1, 65_536) as usize,
-    };
-    if api.socket == api.control_socket {
-        p.add("api.control_socket", "must differ from api.socket");
-    }
+    let api = api_config(raw.api, p);
 
     let (merchant_key, merchant_key_source) = merchant_key?;
     Some(Config {
@@ -790,6 +818,23 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
         api,
         warnings: vec![],
     })
+}
+
+fn api_config(r: RawApi, p: &mut Problems) -> ApiConfig {
+    let api = ApiConfig {
+        socket: r
+            .socket
+            .unwrap_or_else(|| PathBuf::from("/run/carat-catalogd/catalog.sock")),
+        socket_group: r.socket_group.filter(|g| !g.is_empty()),
+        control_socket: r
+            .control_socket
+            .unwrap_or_else(|| PathBuf::from("/run/carat-catalogd/control.sock")),
+        max_connections: int_in(p, "api.max_connections", r.max_connections, 256, 1, 65_536) as usize,
+    };
+    if api.socket == api.control_socket {
+        p.add("api.control_socket", "must differ from api.socket");
+    }
+    api
 }
 
 fn auth_post(r: RawAuthPost, p: &mut Problems) -> Option<AuthPostConfig> {

@@ -4,13 +4,18 @@
 //! Data flows one way: trigger → sync → Carat client → validated catalog →
 //! store → in-memory snapshot → socket API. See `README.md`.
 
+pub mod api;
 pub mod app;
 pub mod carat;
 pub mod catalog;
 pub mod config;
+pub mod daemon;
 pub mod net;
 pub mod report;
+pub mod schedule;
 pub mod secret;
 pub mod sim;
+pub mod snapshot;
+pub mod state;
 pub mod store;
 pub mod sync;

@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use carat_catalogd::api::{client, render};
 use carat_catalogd::catalog::RechargeType;
 use carat_catalogd::config::{CONFIG_PATH_ENV, Config, DEFAULT_CONFIG_PATH};
 use carat_catalogd::report::{HumanProgress, summary};
 use carat_catalogd::store::Outcome;
+use carat_catalogd::sync::TypeResult;
 use carat_catalogd::sync::{StoreHandle, Trigger};
-use carat_catalogd::{app, store};
+use carat_catalogd::{app, daemon, store};
 
 #[derive(Parser)]
 #[command(
@@ -30,6 +32,39 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the daemon: serve the catalog, sync on schedule and on demand.
+    Run,
+    /// Ask the running daemon to sync now (control socket), with progress.
+    Resync {
+        /// Refetch even when Carat's hash is unchanged.
+        #[arg(long)]
+        force: bool,
+        /// Only these recharge types (repeatable).
+        #[arg(long = "type", value_name = "T")]
+        types: Vec<RechargeType>,
+        /// Print the results as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the daemon's status: hashes, age, stale flags, last errors.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the dealers (operators) of a recharge type.
+    Dealers {
+        #[arg(long = "type", value_name = "T", default_value = "normal")]
+        recharge_type: RechargeType,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every dealer's value ranges, bonuses and validity in one DDD.
+    Offers {
+        #[arg(long, value_name = "NN")]
+        ddd: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the effective configuration (secrets redacted); exit non-zero on any error.
     CheckConfig,
     /// Sync once from the command line, without the daemon.
@@ -46,9 +81,22 @@ enum Command {
     },
 }
 
+/// Logs: journald when systemd connected stderr to it, stderr otherwise;
+/// `RUST_LOG` filters (default `info`).
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .try_init();
+        return;
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -68,6 +116,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = match cli.command {
+        Command::Run => runtime().and_then(|rt| rt.block_on(run(&cli.config))),
+        Command::Resync { force, types, json } => {
+            runtime().and_then(|rt| rt.block_on(resync(&cli.config, force, types, json)))
+        }
+        Command::Status { json } => {
+            runtime().and_then(|rt| rt.block_on(read(&cli.config, "/v1/status".into(), json, render::status)))
+        }
+        Command::Dealers { recharge_type, json } => runtime().and_then(|rt| {
+            rt.block_on(read(
+                &cli.config,
+                format!("/v1/catalogs/{recharge_type}/dealers"),
+                json,
+                render::dealers,
+            ))
+        }),
+        Command::Offers { ddd, json } => runtime().and_then(|rt| {
+            rt.block_on(read(
+                &cli.config,
+                format!("/v1/catalogs/normal/ddds/{ddd}"),
+                json,
+                render::offers,
+            ))
+        }),
         Command::CheckConfig => check_config(&cli.config),
         Command::Sync { force, types, json } => {
             runtime().and_then(|rt| rt.block_on(sync(&cli.config, force, types, json)))
@@ -119,7 +190,7 @@ async fn sync(
     store
         .run(|s| s.close_interrupted_runs(chrono::Utc::now()))
         .await?;
-    let (client, receiver) = app::build_client(&cfg)?;
+    let (client, receiver) = app::build_client(&cfg, None)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let receiver_task = match &receiver {
         Some(r) => Some(
@@ -160,4 +231,141 @@ async fn sync(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+async fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = load(path)?;
+    let d = daemon::Daemon::build(path, cfg).await?;
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    d.run(stop_rx).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The socket paths come from the configuration; reading them needs no
+/// secret, so only the [api] section must be valid.
+fn socket_paths(path: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
+    let api = Config::api_only(path)?;
+    Ok((api.socket, api.control_socket))
+}
+
+async fn read(
+    path: &std::path::Path,
+    route: String,
+    json: bool,
+    table: fn(&serde_json::Value) -> String,
+) -> anyhow::Result<ExitCode> {
+    let (socket, _) = socket_paths(path)?;
+    let (status, body) = client::get(&socket, &route).await?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).context("the daemon answered something that is not JSON")?;
+    if status != 200 {
+        let msg = v["error"]["message"].as_str().unwrap_or("error");
+        eprintln!("error: {msg} (HTTP {status})");
+        return Ok(ExitCode::from(1));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        print!("{}", table(&v));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn resync(
+    path: &std::path::Path,
+    force: bool,
+    types: Vec<RechargeType>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let (_, control) = socket_paths(path)?;
+    let mut body = serde_json::json!({ "force": force });
+    if !types.is_empty() {
+        body["recharge_types"] = serde_json::json!(types);
+    }
+    let progress = HumanProgress::new();
+    let mut results: Option<Vec<TypeResult>> = None;
+    let mut finished_raw = None;
+    let mut error = None;
+    let status = client::post_lines(&control, "/v1/sync", serde_json::to_vec(&body)?, |line| {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            return;
+        };
+        match v["event"].as_str() {
+            Some("progress") => {
+                if let (Some(rt), Some(done), Some(total)) = (
+                    v["recharge_type"].as_str().and_then(RechargeType::parse),
+                    v["done"].as_u64(),
+                    v["total"].as_u64(),
+                ) {
+                    carat_catalogd::sync::Progress::progress(&progress, rt, done as usize, total as usize);
+                }
+            }
+            Some("finished") => {
+                results = serde_json::from_value::<Vec<ResultLine>>(v["results"].clone())
+                    .ok()
+                    .map(|r| r.into_iter().map(ResultLine::into_result).collect());
+                finished_raw = Some(v);
+            }
+            _ => error = v["error"]["message"].as_str().map(str::to_owned),
+        }
+    })
+    .await?;
+    if status != 200 {
+        eprintln!(
+            "error: {} (HTTP {status})",
+            error.unwrap_or_else(|| "the daemon refused".into())
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let Some(results) = results else {
+        eprintln!("error: the daemon closed the stream before the sync finished (is it shutting down?)");
+        return Ok(ExitCode::from(2));
+    };
+    for r in &results {
+        progress.finish(r);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&finished_raw)?);
+    } else {
+        print!("{}", summary(&results));
+    }
+    Ok(if results.iter().any(|r| r.outcome == Outcome::Failed) {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// A result as the control socket sends it.
+#[derive(serde::Deserialize)]
+struct ResultLine {
+    recharge_type: RechargeType,
+    outcome: String,
+    general_hash: Option<String>,
+    previous_hash: Option<String>,
+    requests: u64,
+    duration_ms: u64,
+    error: Option<String>,
+}
+
+impl ResultLine {
+    fn into_result(self) -> TypeResult {
+        TypeResult {
+            recharge_type: self.recharge_type,
+            outcome: match self.outcome.as_str() {
+                "unchanged" => Outcome::Unchanged,
+                "updated" => Outcome::Updated,
+                _ => Outcome::Failed,
+            },
+            general_hash: self.general_hash,
+            previous_hash: self.previous_hash,
+            requests: self.requests,
+            duration_ms: self.duration_ms,
+            error: self.error,
+            error_kind: None,
+            error_class: None,
+            retry_after: None,
+            committed: false,
+        }
+    }
 }

@@ -137,6 +137,12 @@ impl CaratClient {
         self.stats.clone()
     }
 
+    /// Shares `stats` (so counters survive a client rebuilt on reload).
+    pub fn with_stats(mut self, stats: Arc<RequestStats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
     pub fn auth_mode(&self) -> &AuthMode {
         &self.auth
     }

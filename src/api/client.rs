@@ -1,0 +1,99 @@
+//! The command line's client of the daemon's sockets: HTTP/1.1 over a Unix
+//! stream (hyper), a plain GET and a streamed POST. Owns no presentation.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "cannot connect to {path}: {detail} (is the daemon running? `systemctl status carat-catalogd`; \
+         is this user in the socket's group?)"
+    )]
+    Connect { path: PathBuf, detail: String },
+    #[error("talking to {path}: {detail}")]
+    Http { path: PathBuf, detail: String },
+}
+
+async fn connect(socket: &Path) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|e| ClientError::Connect {
+            path: socket.to_owned(),
+            detail: e.to_string(),
+        })?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Http {
+            path: socket.to_owned(),
+            detail: e.to_string(),
+        })?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+fn http_err(socket: &Path, e: impl std::fmt::Display) -> ClientError {
+    ClientError::Http {
+        path: socket.to_owned(),
+        detail: e.to_string(),
+    }
+}
+
+/// `GET path`: the status and the whole body.
+pub async fn get(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError> {
+    let mut sender = connect(socket).await?;
+    let req = Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| http_err(socket, e))?;
+    let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| http_err(socket, e))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// `POST path` with a JSON body; calls `on_line` for each line of the
+/// streamed answer as it arrives. Returns the status.
+pub async fn post_lines(
+    socket: &Path,
+    path: &str,
+    body: Vec<u8>,
+    mut on_line: impl FnMut(&[u8]),
+) -> Result<u16, ClientError> {
+    let mut sender = connect(socket).await?;
+    let req = Request::post(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| http_err(socket, e))?;
+    let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut buf: Vec<u8> = vec![];
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| http_err(socket, e))?;
+        if let Some(data) = frame.data_ref() {
+            buf.extend_from_slice(data);
+            while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=i).collect();
+                on_line(&line[..line.len() - 1]);
+            }
+        }
+    }
+    if !buf.is_empty() {
+        on_line(&buf);
+    }
+    Ok(status)
+}

@@ -1,0 +1,139 @@
+//! The control socket (mode 0600, not for store apps): `POST /v1/sync`
+//! queues a sync on the one worker and streams its progress and results as
+//! NDJSON. A request that arrives during a sync waits for it, then runs.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use super::routes::ApiError;
+use crate::catalog::RechargeType;
+use crate::schedule::{SyncEvent, SyncJob, WorkerHandle};
+use crate::sync::Trigger;
+
+#[derive(Clone)]
+pub struct ControlState {
+    pub worker: WorkerHandle,
+    pub shared: std::sync::Arc<crate::state::Shared>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    #[serde(default)]
+    force: bool,
+    #[serde(default)]
+    recharge_types: Option<Vec<String>>,
+}
+
+pub fn router(state: ControlState) -> Router {
+    Router::new()
+        .route("/v1/sync", post(sync))
+        .route(
+            "/v1/health",
+            get(|| async {
+                super::routes::json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
+            }),
+        )
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "the control socket serves POST /v1/sync",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+async fn sync(State(st): State<ControlState>, body: Bytes) -> Response {
+    let req: SyncRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        SyncRequest::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("invalid JSON body: {e}"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let enabled = st.shared.settings.load().enabled.clone();
+    let types = match req.recharge_types {
+        None => None,
+        Some(list) => {
+            let mut out = vec![];
+            for t in list {
+                let Some(rt) = RechargeType::parse(&t) else {
+                    return ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "unknown_recharge_type",
+                        format!("unknown recharge type {:?}", crate::catalog::clip(&t)),
+                    )
+                    .into_response();
+                };
+                if !enabled.contains(&rt) {
+                    return ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "recharge_type_not_enabled",
+                        format!("recharge type {rt} is not enabled (sync.recharge_types)"),
+                    )
+                    .into_response();
+                }
+                if !out.contains(&rt) {
+                    out.push(rt);
+                }
+            }
+            Some(out)
+        }
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let job = SyncJob {
+        force: req.force,
+        types,
+        trigger: Trigger::Manual,
+        events: Some(tx),
+    };
+    tracing::info!(force = job.force, types = ?job.types, "manual sync requested on the control socket");
+    if !st.worker.submit(job).await {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the daemon is shutting down",
+        )
+        .into_response();
+    }
+    let stream = tokio_stream_from(rx).map(|ev| {
+        let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::convert::Infallible>(Bytes::from(line))
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
+    r
+}
+
+/// Events until (and including) `finished`.
+fn tokio_stream_from(rx: mpsc::UnboundedReceiver<SyncEvent>) -> impl futures_util::Stream<Item = SyncEvent> {
+    futures_util::stream::unfold((rx, false), |(mut rx, done)| async move {
+        if done {
+            return None;
+        }
+        let ev = rx.recv().await?;
+        let last = matches!(ev, SyncEvent::Finished { .. });
+        Some((ev, (rx, last)))
+    })
+}

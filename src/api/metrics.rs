@@ -1,0 +1,125 @@
+//! `GET /metrics`: Prometheus text format, rendered from the counters in
+//! `state::Metrics`, the Carat client's request counts and the snapshot.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+
+use crate::catalog::RechargeType;
+use crate::state::Shared;
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+pub fn render(sh: &Shared) -> String {
+    let mut o = String::new();
+    let now = Utc::now();
+    let settings = sh.settings.load();
+    let snap = sh.snapshot.load();
+
+    o.push_str("# HELP carat_catalogd_sync_runs_total Sync attempts by recharge type and outcome.\n");
+    o.push_str("# TYPE carat_catalogd_sync_runs_total counter\n");
+    if let Ok(m) = sh.metrics.sync_runs.lock() {
+        for ((rt, outcome), n) in m.iter() {
+            let _ = writeln!(
+                o,
+                "carat_catalogd_sync_runs_total{{recharge_type=\"{rt}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+    }
+    o.push_str("# HELP carat_catalogd_carat_requests_total Requests to Carat by endpoint and result (HTTP status or error kind).\n");
+    o.push_str("# TYPE carat_catalogd_carat_requests_total counter\n");
+    for (ep, result, n) in sh.carat_stats.snapshot() {
+        let _ = writeln!(
+            o,
+            "carat_catalogd_carat_requests_total{{endpoint=\"{}\",result=\"{}\"}} {n}",
+            ep.as_str(),
+            esc(&result)
+        );
+    }
+    o.push_str("# HELP carat_catalogd_catalog_age_seconds Seconds since the served version was fetched (synced_at).\n");
+    o.push_str("# TYPE carat_catalogd_catalog_age_seconds gauge\n");
+    for (rt, t) in &snap.types {
+        let age = (now - t.version.synced_at).num_seconds().max(0);
+        let _ = writeln!(
+            o,
+            "carat_catalogd_catalog_age_seconds{{recharge_type=\"{rt}\"}} {age}"
+        );
+    }
+    o.push_str("# HELP carat_catalogd_catalog_checked_age_seconds Seconds since Carat last confirmed the served version.\n");
+    o.push_str("# TYPE carat_catalogd_catalog_checked_age_seconds gauge\n");
+    for (rt, t) in &snap.types {
+        let age = (now - t.version.checked_at).num_seconds().max(0);
+        let _ = writeln!(
+            o,
+            "carat_catalogd_catalog_checked_age_seconds{{recharge_type=\"{rt}\"}} {age}"
+        );
+    }
+    o.push_str("# HELP carat_catalogd_catalog_stale 1 when the served catalog is older than stale_after_seconds (or missing).\n");
+    o.push_str("# TYPE carat_catalogd_catalog_stale gauge\n");
+    for rt in &settings.enabled {
+        let stale = snap
+            .types
+            .get(rt)
+            .map(|t| t.is_stale(now, settings.stale_after))
+            .unwrap_or(true);
+        let _ = writeln!(
+            o,
+            "carat_catalogd_catalog_stale{{recharge_type=\"{rt}\"}} {}",
+            u8::from(stale)
+        );
+    }
+    o.push_str("# HELP carat_catalogd_catalog_rows Rows of the served catalog by recharge type and kind.\n");
+    o.push_str("# TYPE carat_catalogd_catalog_rows gauge\n");
+    for rt in RechargeType::ALL {
+        if let Some(t) = snap.types.get(&rt) {
+            let c = t.data.counts;
+            for (kind, n) in [
+                ("dealers", c.dealers),
+                ("branches", c.branches),
+                ("branch_data", c.branch_data),
+                ("amount_ranges", c.amount_ranges),
+                ("fixed_amounts", c.fixed_amounts),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "carat_catalogd_catalog_rows{{recharge_type=\"{rt}\",kind=\"{kind}\"}} {n}"
+                );
+            }
+        }
+    }
+    o.push_str("# HELP carat_catalogd_api_requests_total Local API requests by route and status.\n");
+    o.push_str("# TYPE carat_catalogd_api_requests_total counter\n");
+    if let Ok(m) = sh.metrics.api_requests.lock() {
+        for ((route, status), n) in m.iter() {
+            let _ = writeln!(
+                o,
+                "carat_catalogd_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                esc(route)
+            );
+        }
+    }
+    let running = sh.with_status(|s| s.running);
+    o.push_str(
+        "# HELP carat_catalogd_sync_running 1 while a sync runs.\n# TYPE carat_catalogd_sync_running gauge\n",
+    );
+    let _ = writeln!(o, "carat_catalogd_sync_running {}", u8::from(running));
+    o.push_str("# HELP carat_catalogd_snapshot_builds_total Served-catalog rebuilds after a new version.\n");
+    o.push_str("# TYPE carat_catalogd_snapshot_builds_total counter\n");
+    let _ = writeln!(o, "carat_catalogd_snapshot_builds_total {}", sh.snapshot_builds());
+    o
+}
+
+pub async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
+    let mut r = (StatusCode::OK, render(&sh)).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}

@@ -1,0 +1,319 @@
+//! `carat-catalogd run`: wiring and lifecycle. Opens the store, serves the
+//! last catalog at once (before any network), binds the sockets, starts the
+//! worker and the schedule, talks to systemd (`READY=1`, `STATUS=`,
+//! watchdog, `RELOADING=1`), re-reads the configuration on SIGHUP and shuts
+//! down gracefully on SIGTERM/SIGINT. Owns no protocol or storage logic.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{self, socket};
+use crate::app;
+use crate::carat::auth::AuthenticityReceiver;
+use crate::config::{AuthConfig, Config};
+use crate::schedule::{self, SyncJob, Worker, WorkerHandle, WorkerMsg};
+use crate::state::{ApiSettings, Shared};
+use crate::sync::{StoreHandle, Trigger};
+
+/// How long a running sync may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    App(#[from] app::AppError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("api.socket: {0}")]
+    Socket(socket::SocketError),
+    #[error("api.control_socket: {0}")]
+    ControlSocket(socket::SocketError),
+    #[error("schedule: {0}")]
+    Schedule(String),
+    #[error("signals: {0}")]
+    Signals(std::io::Error),
+}
+
+fn notify(states: &[sd_notify::NotifyState]) {
+    // Harmless when not under systemd (NOTIFY_SOCKET unset).
+    let _ = sd_notify::notify(states);
+}
+
+fn api_settings(cfg: &Config) -> ApiSettings {
+    ApiSettings {
+        enabled: cfg.sync.recharge_types.clone(),
+        stale_after: cfg.sync.stale_after,
+    }
+}
+
+/// Everything the running daemon holds.
+pub struct Daemon {
+    config_path: PathBuf,
+    cfg: Config,
+    shared: Arc<Shared>,
+    store: StoreHandle,
+    receiver: Option<AuthenticityReceiver>,
+}
+
+impl Daemon {
+    /// Opens the store and loads the last catalog: no network yet.
+    pub async fn build(config_path: &Path, cfg: Config) -> Result<Daemon, DaemonError> {
+        let store = StoreHandle::new(app::open_store(&cfg.store.path)?);
+        let closed = store.run(|s| s.close_interrupted_runs(Utc::now())).await?;
+        if closed > 0 {
+            tracing::warn!(
+                runs = closed,
+                "a previous process stopped during a sync; those runs are marked interrupted"
+            );
+        }
+        let (client, receiver) = app::build_client(&cfg, None)?;
+        let shared = Shared::new(api_settings(&cfg), client.stats());
+        schedule::refresh_snapshot(&shared, &store).await?;
+        for (rt, t) in &shared.snapshot.load().types {
+            tracing::info!(recharge_type = %rt, hash = %t.version.general_hash, dealers = t.data.counts.dealers,
+                "serving the stored catalog");
+        }
+        Ok(Daemon {
+            config_path: config_path.to_owned(),
+            cfg,
+            shared,
+            store,
+            receiver,
+        })
+    }
+
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or `stop` turns true), then shuts down.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), DaemonError> {
+        let cfg = self.cfg.clone();
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+        // Sockets first: the catalog is served from here on.
+        let catalog_listener = socket::bind(&cfg.api.socket, 0o660, cfg.api.socket_group.as_deref())
+            .await
+            .map_err(DaemonError::Socket)?;
+        let control_listener = match socket::bind(&cfg.api.control_socket, 0o600, None).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = std::fs::remove_file(&cfg.api.socket);
+                return Err(DaemonError::ControlSocket(e));
+            }
+        };
+        let limits = socket::Limits {
+            max_connections: cfg.api.max_connections,
+            ..Default::default()
+        };
+        let api_task = tokio::spawn(socket::serve(
+            catalog_listener,
+            api::routes::router(self.shared.clone()),
+            limits,
+            shutdown_rx.clone(),
+        ));
+
+        // The worker, its feeds, and the control socket.
+        let (msg_tx, msg_rx) = mpsc::channel(64);
+        let (tick_tx, tick_rx) = mpsc::channel(1);
+        let handle = WorkerHandle {
+            msgs: msg_tx,
+            ticks: tick_tx,
+        };
+        let control_task = tokio::spawn(socket::serve(
+            control_listener,
+            api::control::router(api::control::ControlState {
+                worker: handle.clone(),
+                shared: self.shared.clone(),
+            }),
+            socket::Limits {
+                max_connections: 16,
+                ..Default::default()
+            },
+            shutdown_rx.clone(),
+        ));
+        let receiver_task = match &self.receiver {
+            Some(r) => {
+                let mut rx = shutdown_rx.clone();
+                Some(
+                    app::start_receiver(&cfg, r, async move {
+                        let _ = rx.wait_for(|s| *s).await;
+                    })
+                    .await?,
+                )
+            }
+            None => None,
+        };
+        let (client, _) = app::build_client(&cfg, self.receiver.clone())?;
+        let client = client.with_stats(self.shared.carat_stats.clone());
+        let worker = Worker {
+            shared: self.shared.clone(),
+            store: self.store.clone(),
+            syncer: app::syncer(&cfg, client, self.store.clone()),
+            store_path: cfg.store.path.clone(),
+            shutdown: shutdown_rx.clone(),
+            grace: SHUTDOWN_GRACE,
+            on_status: Box::new(|line| notify(&[sd_notify::NotifyState::Status(line)])),
+        };
+        let worker_task = tokio::spawn(worker.run(msg_rx, tick_rx));
+
+        let (mut cron, mut cron_id) =
+            schedule::start_cron(&cfg.sync.schedule, cfg.sync.jitter, handle.clone())
+                .await
+                .map_err(|e| DaemonError::Schedule(e.to_string()))?;
+
+        // A missing or stale catalog is synced at once; the rest waits for
+        // the schedule.
+        let now = Utc::now();
+        let snap = self.shared.snapshot.load_full();
+        let due: Vec<_> = cfg
+            .sync
+            .recharge_types
+            .iter()
+            .copied()
+            .filter(|rt| {
+                snap.types
+                    .get(rt)
+                    .is_none_or(|t| t.is_stale(now, cfg.sync.stale_after))
+            })
+            .collect();
+        if !due.is_empty() {
+            tracing::info!(types = ?due, "missing or stale catalog: syncing now");
+            handle
+                .submit(SyncJob {
+                    types: Some(due),
+                    ..SyncJob::new(Trigger::Startup)
+                })
+                .await;
+        }
+
+        notify(&[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status("serving the catalog"),
+        ]);
+        tracing::info!(socket = %cfg.api.socket.display(), control = %cfg.api.control_socket.display(),
+            "carat-catalogd ready");
+        let watchdog = sd_notify::watchdog_enabled().map(|every| {
+            tokio::spawn(async move {
+                let mut t = tokio::time::interval(every / 2);
+                loop {
+                    t.tick().await;
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            })
+        });
+
+        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
+                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
+                _ = crate::state::stopped(&mut stop) => { tracing::info!("stop requested: shutting down"); break; }
+                _ = hup.recv() => {
+                    notify(&[sd_notify::NotifyState::Reloading]);
+                    match self.reload(&handle, &cron, &mut cron_id).await {
+                        Ok(()) => notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("configuration reloaded")]),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload refused; keeping the running configuration");
+                            notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("reload refused: invalid configuration (see the log)")]);
+                        }
+                    }
+                }
+            }
+        }
+
+        notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = shutdown_tx.send(true);
+        let _ = cron.shutdown().await;
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        // The worker lets a running sync finish within the grace period.
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), worker_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(8), api_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
+        if let Some(t) = receiver_task {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+        for p in [&cfg.api.socket, &cfg.api.control_socket] {
+            if let Err(e) = std::fs::remove_file(p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %p.display(), error = %e, "could not remove the socket file");
+            }
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// SIGHUP: re-reads the configuration; a broken one changes nothing.
+    async fn reload(
+        &mut self,
+        handle: &WorkerHandle,
+        cron: &tokio_cron_scheduler::JobScheduler,
+        cron_id: &mut uuid::Uuid,
+    ) -> Result<(), String> {
+        let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+        for w in &new.warnings {
+            tracing::warn!("{w}");
+        }
+        let old = &self.cfg;
+        let mut restart_needed = vec![];
+        if new.store.path != old.store.path {
+            restart_needed.push("store.path");
+        }
+        if new.api.socket != old.api.socket
+            || new.api.control_socket != old.api.control_socket
+            || new.api.socket_group != old.api.socket_group
+            || new.api.max_connections != old.api.max_connections
+        {
+            restart_needed.push("[api]");
+        }
+        let auth_changed = match (&old.carat.auth, &new.carat.auth) {
+            (AuthConfig::Signature { .. }, AuthConfig::Signature { .. }) => false,
+            (AuthConfig::AuthenticityPost(a), AuthConfig::AuthenticityPost(b)) => {
+                a.listen != b.listen || a.path != b.path || a.tls != b.tls || a.forward_url != b.forward_url
+            }
+            _ => true,
+        };
+        if auth_changed {
+            return Err(
+                "carat.auth / carat.authenticity_post changed: that needs a restart (systemctl restart)"
+                    .into(),
+            );
+        }
+        for key in &restart_needed {
+            tracing::warn!(
+                key,
+                "changed in the configuration but needs a restart to take effect"
+            );
+        }
+        let (client, _) = app::build_client(&new, self.receiver.clone()).map_err(|e| e.to_string())?;
+        let client = client.with_stats(self.shared.carat_stats.clone());
+        let syncer = app::syncer(&new, client, self.store.clone());
+        if new.sync.schedule != old.sync.schedule || new.sync.jitter != old.sync.jitter {
+            let id = schedule::add_cron_job(cron, &new.sync.schedule, new.sync.jitter, handle.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            let _ = cron.remove(cron_id).await;
+            *cron_id = id;
+        }
+        self.shared.settings.store(Arc::new(api_settings(&new)));
+        handle
+            .msgs
+            .send(WorkerMsg::Reconfigure(Box::new(syncer)))
+            .await
+            .map_err(|_| "the worker stopped".to_owned())?;
+        handle.submit(SyncJob::new(Trigger::Reload)).await;
+        tracing::info!(path = %self.config_path.display(), "configuration reloaded; checking Carat now");
+        self.cfg = new;
+        Ok(())
+    }
+}

@@ -1,0 +1,382 @@
+//! The single sync worker and what feeds it. Cron ticks (tokio-cron-scheduler,
+//! UTC, plus a random jitter) only *send a tick*: the channel holds one, so a
+//! tick that arrives during a run is coalesced and runs never overlap.
+//! Manual jobs (control socket, SIGHUP) queue behind the running one and
+//! carry no jitter. A failed check is retried with backoff before the next
+//! tick. After each run the snapshot is refreshed from the store.
+//!
+//! Owns the sync lock for the daemon's lifetime; the only writer of the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+use crate::carat::ErrorClass;
+use crate::catalog::RechargeType;
+use crate::snapshot::{Snapshot, TypeData, TypeSnapshot};
+use crate::state::Shared;
+use crate::store::{Outcome, fmt_time, lock};
+use crate::sync::{Progress, StoreHandle, Syncer, Trigger, TypeResult};
+
+/// A request for a sync.
+#[derive(Debug)]
+pub struct SyncJob {
+    pub force: bool,
+    /// `None`: every configured type.
+    pub types: Option<Vec<RechargeType>>,
+    pub trigger: Trigger,
+    /// Progress and the final results, for whoever asked (control socket).
+    pub events: Option<mpsc::UnboundedSender<SyncEvent>>,
+}
+
+impl SyncJob {
+    pub fn new(trigger: Trigger) -> Self {
+        SyncJob {
+            force: false,
+            types: None,
+            trigger,
+            events: None,
+        }
+    }
+}
+
+/// NDJSON events of the control socket.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum SyncEvent {
+    Progress {
+        recharge_type: RechargeType,
+        done: usize,
+        total: usize,
+    },
+    Finished {
+        results: Vec<TypeResult>,
+    },
+}
+
+pub enum WorkerMsg {
+    Job(SyncJob),
+    /// A reloaded configuration: the new syncer and schedule settings.
+    Reconfigure(Box<Syncer>),
+}
+
+/// Handles to feed the worker.
+#[derive(Clone)]
+pub struct WorkerHandle {
+    pub msgs: mpsc::Sender<WorkerMsg>,
+    pub ticks: mpsc::Sender<()>,
+}
+
+impl WorkerHandle {
+    pub async fn submit(&self, job: SyncJob) -> bool {
+        self.msgs.send(WorkerMsg::Job(job)).await.is_ok()
+    }
+    /// A scheduled tick; dropped when one is already waiting.
+    pub fn tick(&self) {
+        let _ = self.ticks.try_send(());
+    }
+}
+
+struct ChannelProgress<'a> {
+    tx: Option<&'a mpsc::UnboundedSender<SyncEvent>>,
+}
+
+impl Progress for ChannelProgress<'_> {
+    fn progress(&self, rt: RechargeType, done: usize, total: usize) {
+        if let Some(tx) = self.tx {
+            let _ = tx.send(SyncEvent::Progress {
+                recharge_type: rt,
+                done,
+                total,
+            });
+        }
+    }
+}
+
+/// Check-level retry delays after failures: 30 s doubling, at most 15 min.
+fn check_retry_delay(failures: u32) -> Duration {
+    let cap = Duration::from_secs(30)
+        .saturating_mul(1 << failures.min(5))
+        .min(Duration::from_secs(900));
+    let ms = cap.as_millis() as u64;
+    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+}
+
+pub struct Worker {
+    pub shared: Arc<Shared>,
+    pub store: StoreHandle,
+    pub syncer: Syncer,
+    pub store_path: std::path::PathBuf,
+    pub shutdown: watch::Receiver<bool>,
+    pub grace: Duration,
+    /// Called with a one-line summary after each run (sd-notify STATUS=).
+    pub on_status: Box<dyn Fn(&str) + Send + Sync>,
+}
+
+impl Worker {
+    /// Runs until shutdown. Returns when the current run has finished or
+    /// was abandoned after the grace period.
+    pub async fn run(mut self, mut msgs: mpsc::Receiver<WorkerMsg>, mut ticks: mpsc::Receiver<()>) {
+        let mut held_lock: Option<lock::SyncLock> = None;
+        let mut retry: Option<(tokio::time::Instant, Vec<RechargeType>)> = None;
+        let mut failures: u32 = 0;
+        loop {
+            self.update_next_check(retry.as_ref().map(|r| r.0));
+            let retry_at = retry.as_ref().map(|r| r.0);
+            let job = tokio::select! {
+                biased;
+                _ = crate::state::stopped(&mut self.shutdown) => break,
+                m = msgs.recv() => match m {
+                    Some(WorkerMsg::Job(j)) => j,
+                    Some(WorkerMsg::Reconfigure(s)) => {
+                        tracing::info!("sync worker reconfigured");
+                        self.syncer = *s;
+                        continue;
+                    }
+                    None => break,
+                },
+                Some(()) = ticks.recv() => SyncJob::new(Trigger::Schedule),
+                _ = async {
+                    match retry_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let types = retry.take().map(|r| r.1);
+                    SyncJob { types, ..SyncJob::new(Trigger::Retry) }
+                }
+            };
+            if held_lock.is_none() {
+                match lock::acquire(&self.store_path, "carat-catalogd run (daemon)") {
+                    Ok(l) => held_lock = Some(l),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot sync now");
+                        let results = self.refused(&job, &e.to_string());
+                        self.finish(job, results).await;
+                        retry = Some((tokio::time::Instant::now() + Duration::from_secs(30), vec![]));
+                        continue;
+                    }
+                }
+            }
+            let Some(results) = self.run_job(&job).await else {
+                tracing::warn!(
+                    "shutdown: the running sync was abandoned after the grace period; nothing was committed by it"
+                );
+                break;
+            };
+            // Retry failed types (but not refused credentials) before the next tick.
+            let failed: Vec<_> = results
+                .iter()
+                .filter(|r| r.outcome == Outcome::Failed && r.error_class != Some(ErrorClass::Auth))
+                .collect();
+            if failed.is_empty() {
+                failures = 0;
+                retry = None;
+            } else {
+                let mut delay = check_retry_delay(failures);
+                failures = failures.saturating_add(1);
+                for r in &failed {
+                    if let Some(ra) = r.retry_after {
+                        delay = delay.max(ra);
+                    }
+                }
+                let types = failed.iter().map(|r| r.recharge_type).collect();
+                tracing::info!(delay_s = delay.as_secs(), "failed check will be retried");
+                retry = Some((tokio::time::Instant::now() + delay, types));
+            }
+            self.finish(job, results).await;
+        }
+        drop(held_lock);
+    }
+
+    fn refused(&self, job: &SyncJob, why: &str) -> Vec<TypeResult> {
+        self.types_of(job)
+            .into_iter()
+            .map(|rt| TypeResult {
+                recharge_type: rt,
+                outcome: Outcome::Failed,
+                general_hash: None,
+                previous_hash: None,
+                requests: 0,
+                duration_ms: 0,
+                error: Some(why.to_owned()),
+                error_kind: Some("locked".into()),
+                error_class: None,
+                retry_after: None,
+                committed: false,
+            })
+            .collect()
+    }
+
+    fn types_of(&self, job: &SyncJob) -> Vec<RechargeType> {
+        match &job.types {
+            Some(t) if !t.is_empty() => t.clone(),
+            _ => self.syncer.sync.recharge_types.clone(),
+        }
+    }
+
+    /// Runs every type of the job; `None` when shutdown cut it short.
+    async fn run_job(&mut self, job: &SyncJob) -> Option<Vec<TypeResult>> {
+        let started = Utc::now();
+        self.shared.with_status(|s| {
+            s.running = true;
+            s.running_since = Some(fmt_time(started));
+        });
+        let types = self.types_of(job);
+        let progress = ChannelProgress {
+            tx: job.events.as_ref(),
+        };
+        let syncer = self.syncer.clone();
+        let all = async {
+            let mut results = vec![];
+            for rt in types {
+                results.push(syncer.sync_type(rt, job.force, job.trigger, &progress).await);
+            }
+            results
+        };
+        let mut shutdown = self.shutdown.clone();
+        let grace = self.grace;
+        let out = tokio::select! {
+            r = all => Some(r),
+            _ = async {
+                let _ = shutdown.wait_for(|s| *s).await;
+                tokio::time::sleep(grace).await;
+            } => None,
+        };
+        self.shared.with_status(|s| {
+            s.running = false;
+            s.running_since = None;
+        });
+        if let Some(results) = &out {
+            self.shared.record_results(job.trigger.as_str(), started, results);
+        }
+        out
+    }
+
+    async fn finish(&self, job: SyncJob, results: Vec<TypeResult>) {
+        if let Err(e) = refresh_snapshot(&self.shared, &self.store).await {
+            tracing::error!(error = %e, "could not refresh the served catalog from the store");
+        }
+        let line = results
+            .iter()
+            .map(|r| format!("{} {}", r.recharge_type, r.outcome.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        (self.on_status)(&format!("last check {}: {line}", fmt_time(Utc::now())));
+        if let Some(tx) = job.events {
+            let _ = tx.send(SyncEvent::Finished { results });
+        }
+    }
+
+    fn update_next_check(&self, retry_at: Option<tokio::time::Instant>) {
+        let cron = crate::config::parse_cron(&self.syncer.sync.schedule).ok();
+        let next_tick = cron.and_then(|c| c.find_next_occurrence(&Utc::now(), false).ok());
+        let retry = retry_at.map(|t| {
+            Utc::now()
+                + chrono::Duration::from_std(t.saturating_duration_since(tokio::time::Instant::now()))
+                    .unwrap_or_default()
+        });
+        let next = match (next_tick, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.shared.with_status(|s| s.next_check = next.map(fmt_time));
+    }
+}
+
+/// Rebuilds the served snapshot from the store: types whose hash did not
+/// change keep their pre-built bodies and only take the new `checked_at`.
+pub async fn refresh_snapshot(
+    shared: &Arc<Shared>,
+    store: &StoreHandle,
+) -> Result<(), crate::store::StoreError> {
+    let current = shared.snapshot.load_full();
+    let enabled = shared.settings.load().enabled.clone();
+    let (snap, rebuilt) = store
+        .run(move |s| {
+            let mut next = Snapshot::default();
+            let mut rebuilt = 0u64;
+            for rt in enabled {
+                let Some(version) = s.version(rt)? else { continue };
+                let reuse = current
+                    .types
+                    .get(&rt)
+                    .filter(|t| t.version.general_hash == version.general_hash)
+                    .map(|t| t.data.clone());
+                let data = match reuse {
+                    Some(d) => d,
+                    None => {
+                        let Some((cat, v)) = s.load_catalog(rt)? else {
+                            continue;
+                        };
+                        rebuilt += 1;
+                        let data = Arc::new(TypeData::build(&cat));
+                        next.types.insert(rt, TypeSnapshot { version: v, data });
+                        continue;
+                    }
+                };
+                next.types.insert(rt, TypeSnapshot { version, data });
+            }
+            Ok((next, rebuilt))
+        })
+        .await?;
+    shared.snapshot.store(Arc::new(snap));
+    if rebuilt > 0 {
+        shared
+            .metrics
+            .snapshot_builds
+            .fetch_add(rebuilt, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(rebuilt, "served catalog swapped");
+        release_freed_memory();
+    }
+    Ok(())
+}
+
+/// Gives memory freed by the old snapshot back to the system (glibc keeps
+/// it otherwise, and the resident size would show the peak forever).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Starts the cron schedule: each firing waits a random jitter, then sends
+/// one tick. Returns the scheduler (keep it alive) and the job id.
+pub async fn start_cron(
+    schedule: &str,
+    jitter: Duration,
+    worker: WorkerHandle,
+) -> Result<(JobScheduler, uuid::Uuid), tokio_cron_scheduler::JobSchedulerError> {
+    let sched = JobScheduler::new().await?;
+    let id = add_cron_job(&sched, schedule, jitter, worker).await?;
+    sched.start().await?;
+    Ok((sched, id))
+}
+
+pub async fn add_cron_job(
+    sched: &JobScheduler,
+    schedule: &str,
+    jitter: Duration,
+    worker: WorkerHandle,
+) -> Result<uuid::Uuid, tokio_cron_scheduler::JobSchedulerError> {
+    let job = Job::new_async(schedule, move |_id, _sched| {
+        let worker = worker.clone();
+        Box::pin(async move {
+            let ms = jitter.as_millis() as u64;
+            if ms > 0 {
+                let wait = rand::rng().random_range(0..=ms);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            tracing::debug!("scheduled check due");
+            worker.tick();
+        })
+    })?;
+    sched.add(job).await
+}

@@ -1,0 +1,148 @@
+//! What the running daemon shares between the sync worker (the only writer)
+//! and the socket API (readers): the current snapshot, the status board and
+//! the metrics. Locks here are std mutexes held for a few field updates,
+//! never across an `.await`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::carat::RequestStats;
+use crate::catalog::RechargeType;
+use crate::snapshot::Snapshot;
+use crate::store::Outcome;
+use crate::sync::TypeResult;
+
+/// The settings the API needs; replaced on reload.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub enabled: Vec<RechargeType>,
+    pub stale_after: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorInfo {
+    pub at: String,
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeStatus {
+    pub last_outcome: Option<Outcome>,
+    pub last_attempt_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_error: Option<ErrorInfo>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRun {
+    pub trigger: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub results: Vec<TypeResult>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StatusBoard {
+    pub running: bool,
+    pub running_since: Option<String>,
+    pub next_check: Option<String>,
+    pub last_run: Option<LastRun>,
+    #[serde(skip)]
+    pub per_type: BTreeMap<RechargeType, TypeStatus>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub sync_runs: Mutex<BTreeMap<(RechargeType, &'static str), u64>>,
+    pub api_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    pub snapshot_builds: AtomicU64,
+}
+
+impl Metrics {
+    pub fn count_api(&self, route: &'static str, status: u16) {
+        if let Ok(mut m) = self.api_requests.lock() {
+            *m.entry((route, status)).or_default() += 1;
+        }
+    }
+}
+
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub settings: ArcSwap<ApiSettings>,
+    pub status: Mutex<StatusBoard>,
+    pub metrics: Metrics,
+    pub carat_stats: Arc<RequestStats>,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Shared {
+    pub fn new(settings: ApiSettings, carat_stats: Arc<RequestStats>) -> Arc<Self> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            settings: ArcSwap::from_pointee(settings),
+            status: Mutex::new(StatusBoard::default()),
+            metrics: Metrics::default(),
+            carat_stats,
+            started_at: Utc::now(),
+        })
+    }
+
+    pub fn with_status<R>(&self, f: impl FnOnce(&mut StatusBoard) -> R) -> R {
+        let mut g = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut g)
+    }
+
+    /// Records a finished run on the board and in the metrics.
+    pub fn record_results(&self, trigger: &str, started: DateTime<Utc>, results: &[TypeResult]) {
+        let now = crate::store::fmt_time(Utc::now());
+        if let Ok(mut m) = self.metrics.sync_runs.lock() {
+            for r in results {
+                *m.entry((r.recharge_type, r.outcome.as_str())).or_default() += 1;
+            }
+        }
+        self.with_status(|s| {
+            for r in results {
+                let t = s.per_type.entry(r.recharge_type).or_default();
+                t.last_outcome = Some(r.outcome);
+                t.last_attempt_at = Some(now.clone());
+                match &r.error {
+                    Some(e) => {
+                        t.last_error = Some(ErrorInfo {
+                            at: now.clone(),
+                            kind: r.error_kind.clone().unwrap_or_else(|| "error".into()),
+                            message: e.clone(),
+                        })
+                    }
+                    None => {
+                        t.last_success_at = Some(now.clone());
+                        t.last_error = None;
+                    }
+                }
+            }
+            s.last_run = Some(LastRun {
+                trigger: trigger.to_owned(),
+                started_at: crate::store::fmt_time(started),
+                finished_at: now.clone(),
+                results: results.to_vec(),
+            });
+        });
+    }
+
+    pub fn snapshot_builds(&self) -> u64 {
+        self.metrics.snapshot_builds.load(Ordering::Relaxed)
+    }
+}
+
+/// Resolves once `rx` holds `true` (or its sender is gone); holds no borrow
+/// of the channel afterwards, so it can sit in a `select!` across awaits.
+pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
