@@ -186,3 +186,217 @@ pub fn runs(db: &Path) -> Vec<carat_catalogd::store::RunRecord> {
         .recent_runs(None, 100)
         .unwrap()
 }
+
+/// A real `carat-catalogd run` process in a temp dir, against `sim`.
+pub struct DaemonProc {
+    pub dir: tempfile::TempDir,
+    pub child: Option<std::process::Child>,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub control: PathBuf,
+    pub db: PathBuf,
+    pub stderr: PathBuf,
+}
+
+pub struct DaemonOpts {
+    pub types: &'static str,
+    pub schedule: &'static str,
+    pub stale_after: u64,
+    pub extra_sync: &'static str,
+    pub rust_log: &'static str,
+}
+
+impl Default for DaemonOpts {
+    fn default() -> Self {
+        DaemonOpts {
+            types: r#"["normal", "others", "invoice"]"#,
+            schedule: "0 0 0 1 1 *",
+            stale_after: 3600,
+            extra_sync: "",
+            rust_log: "info",
+        }
+    }
+}
+
+pub fn daemon_config(dir: &Path, sim: &SimHandle, o: &DaemonOpts) -> PathBuf {
+    write(dir, "merchant_key", MERCHANT_KEY, 0o600);
+    write(dir, "jwtRS256.key", &rsa_key().0, 0o600);
+    write(
+        dir,
+        "sim-ca.pem",
+        std::str::from_utf8(&sim.ca_pem).unwrap(),
+        0o644,
+    );
+    let body = format!(
+        r#"[carat]
+base_url = "{base}"
+merchant_id = "{MERCHANT_ID}"
+merchant_key_file = "{d}/merchant_key"
+auth = "signature"
+private_key_file = "{d}/jwtRS256.key"
+ca_file = "{d}/sim-ca.pem"
+connect_timeout_seconds = 2
+request_timeout_seconds = 3
+
+[sync]
+schedule = "{schedule}"
+jitter_seconds = 0
+recharge_types = {types}
+stale_after_seconds = {stale}
+retries = 1
+backoff_initial_ms = 10
+backoff_max_seconds = 1
+{extra}
+
+[store]
+path = "{d}/catalog.db"
+
+[api]
+socket = "{d}/catalog.sock"
+control_socket = "{d}/control.sock"
+"#,
+        base = sim.base_url,
+        d = dir.display(),
+        schedule = o.schedule,
+        types = o.types,
+        stale = o.stale_after,
+        extra = o.extra_sync,
+    );
+    write(dir, "config.toml", &body, 0o640)
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_carat-catalogd")
+}
+
+impl DaemonProc {
+    /// Starts the daemon and waits until its socket answers.
+    pub async fn start(sim: &SimHandle, o: DaemonOpts) -> DaemonProc {
+        let dir = tempfile::tempdir().unwrap();
+        let config = daemon_config(dir.path(), sim, &o);
+        let mut d = DaemonProc {
+            socket: dir.path().join("catalog.sock"),
+            control: dir.path().join("control.sock"),
+            db: dir.path().join("catalog.db"),
+            stderr: dir.path().join("daemon.stderr"),
+            config,
+            child: None,
+            dir,
+        };
+        d.spawn(o.rust_log);
+        d.wait_ready().await;
+        d
+    }
+
+    pub fn spawn(&mut self, rust_log: &str) {
+        let err = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr)
+            .unwrap();
+        let child = std::process::Command::new(bin())
+            .args(["--config", self.config.to_str().unwrap(), "run"])
+            .env("RUST_LOG", rust_log)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(std::process::Stdio::null())
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if let Ok((200, _)) = carat_catalogd::api::client::get(&self.socket, "/v1/health").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("daemon did not become ready:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the process to exit; its status.
+    pub async fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "daemon did not exit:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let (status, body) = carat_catalogd::api::client::get(&self.socket, path)
+            .await
+            .unwrap();
+        let v = if body.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&body)
+                .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()))
+        };
+        (status, v)
+    }
+
+    /// Polls `/v1/status` until `pred` holds.
+    pub async fn wait_status(
+        &self,
+        what: &str,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        for _ in 0..300 {
+            let (_, v) = self.get("/v1/status").await;
+            if pred(&v) {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}:\n{}", self.log());
+    }
+
+    /// Runs the CLI against this daemon's config.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for DaemonProc {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// All types synced (hash present) according to `/v1/status`.
+pub fn all_synced(v: &serde_json::Value, types: &[&str]) -> bool {
+    types.iter().all(|t| v["types"][t]["general_hash"].is_string())
+}

@@ -1,0 +1,497 @@
+//! The real daemon binary in a temp dir against the simulator: every route
+//! of the socket contract, ETag/304, the error cases, serving through Carat
+//! failures, resync, SIGHUP, socket modes, a second daemon, SIGTERM.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use carat_catalogd::sim::{FaultKind, FaultRule, GenSpec, SimCatalog, SimEndpoint};
+use common::*;
+use serde_json::Value;
+
+const ALL: [&str; 3] = ["normal", "others", "invoice"];
+
+async fn sim() -> carat_catalogd::sim::SimHandle {
+    start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 4,
+        ddds: 67,
+        ranges: 3,
+    }))
+    .await
+}
+
+async fn raw(
+    d: &DaemonProc,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = tx
+        .send_request(req.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let hs = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+    (status, hs, body)
+}
+
+fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    hs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_serves_the_contract_shapes_and_the_simulators_data() {
+    let sim = sim().await;
+    let d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    let status = d.wait_status("first sync", |v| all_synced(v, &ALL)).await;
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    let hash = sim.hash("normal").unwrap();
+    assert_eq!(status["types"]["normal"]["general_hash"], hash.as_str());
+    assert_eq!(status["types"]["normal"]["stale"], false);
+    assert_eq!(status["types"]["normal"]["counts"]["branch_data"], 4 * 67);
+    assert_eq!(status["types"]["normal"]["last_outcome"], "updated");
+    assert!(status["sync"]["next_check"].is_string());
+
+    assert_eq!(
+        d.get("/v1/health").await,
+        (200, serde_json::json!({"status": "ok"}))
+    );
+
+    let (s, cat) = d.get("/v1/catalogs/normal").await;
+    assert_eq!(s, 200);
+    for f in [
+        "recharge_type",
+        "general_hash",
+        "synced_at",
+        "checked_at",
+        "stale",
+        "dealers",
+        "questions",
+    ] {
+        assert!(cat.get(f).is_some(), "catalog lacks {f}: {cat}");
+    }
+    assert_eq!(
+        cat["dealers"][0],
+        serde_json::json!({"code": "001", "name": "Vivo", "type_code": null, "type_name": null, "branches": []})
+    );
+
+    let (s, inv) = d.get("/v1/catalogs/invoice").await;
+    assert_eq!(s, 200);
+    assert_eq!(inv["questions"][0]["id"], "LPERG:126");
+    assert_eq!(inv["questions"][0]["min"], 1);
+    assert_eq!(inv["questions"][0]["max"], 11);
+    assert_eq!(inv["questions"][0]["min_value"], Value::Null);
+
+    let (s, dealers) = d.get("/v1/catalogs/others/dealers").await;
+    assert_eq!(s, 200);
+    assert_eq!(dealers["dealers"].as_array().unwrap().len(), 6);
+    let prepag = dealers["dealers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["code"] == "900")
+        .unwrap();
+    assert_eq!(prepag["type_name"], "PIN GAMES");
+    assert_eq!(
+        prepag["branches"][1],
+        serde_json::json!({"code": "99100000000", "name": "OnGame"})
+    );
+
+    // Lookups accept a dealer code without its leading zeros.
+    let (s, one) = d.get("/v1/catalogs/normal/dealers/1").await;
+    assert_eq!(s, 200);
+    assert_eq!(one["dealer"]["code"], "001");
+    assert_eq!(one["dealer"]["ddds"].as_array().unwrap().len(), 67);
+
+    // Branch data: centavos as integers, absent optional fields as null.
+    let (s, bd) = d.get("/v1/catalogs/normal/dealers/001/ddds/11").await;
+    assert_eq!(s, 200);
+    assert_eq!(bd["dealer_code"], "001");
+    assert_eq!(bd["ddd"], "11");
+    assert_eq!(bd["general_hash"], hash.as_str());
+    assert_eq!(bd["messages"], serde_json::json!(["MENSAGEM DE TESTE"]));
+    let ranges = &bd["categories"][0]["amount_ranges"];
+    assert_eq!(ranges[0]["min_amount"], 500);
+    assert_eq!(ranges[0]["max_amount"], 5500);
+    assert_eq!(ranges[0]["bonus"], 50);
+    assert_eq!(ranges[0]["expiry_days"], 30);
+    assert_eq!(
+        ranges[1]["bonus"],
+        Value::Null,
+        "the simulator's second range has no bonus"
+    );
+    assert_eq!(ranges[1]["bonus_in_percentage"], Value::Null);
+    assert_eq!(bd["categories"][0]["fixed_amounts"][0]["amount"], 1000);
+
+    let (s, ddd) = d.get("/v1/catalogs/normal/ddds/21").await;
+    assert_eq!(s, 200);
+    assert_eq!(ddd["ddd"], "21");
+    let ds = ddd["dealers"].as_array().unwrap();
+    assert_eq!(ds.len(), 4);
+    assert_eq!(ds[1]["name"], "Claro");
+    assert_eq!(ds[1]["branch_data"]["ddd"], "21");
+    assert!(ds[1]["branch_data"]["categories"][0]["amount_ranges"][0]["min_amount"].is_i64());
+
+    let (s, ob) = d
+        .get("/v1/catalogs/others/dealers/901/branches/98001000000")
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(ob["branch_code"], "98001000000");
+    assert_eq!(ob["categories"][0]["fixed_amounts"].as_array().unwrap().len(), 3);
+
+    let (s, _, metrics) = raw(&d, "GET", "/metrics", &[]).await;
+    assert_eq!(s, 200);
+    let m = String::from_utf8(metrics).unwrap();
+    for needle in [
+        "carat_catalogd_sync_runs_total{recharge_type=\"normal\",outcome=\"updated\"} 1",
+        "carat_catalogd_carat_requests_total{endpoint=\"list_branch_data_normal\",result=\"200\"} 268",
+        "carat_catalogd_catalog_age_seconds{recharge_type=\"normal\"}",
+        "carat_catalogd_catalog_rows{recharge_type=\"normal\",kind=\"amount_ranges\"} 804",
+        "carat_catalogd_api_requests_total{route=\"/v1/catalogs/normal/ddds/{ddd}\",status=\"200\"} 1",
+    ] {
+        assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
+    }
+
+    // ETag is the hash; If-None-Match answers 304 without a body.
+    let (s, hs, _) = raw(&d, "GET", "/v1/catalogs/normal/ddds/11", &[]).await;
+    assert_eq!(s, 200);
+    let etag = header(&hs, "etag").unwrap().to_owned();
+    assert_eq!(etag, format!("\"{hash}\""));
+    assert_eq!(header(&hs, "content-type"), Some("application/json"));
+    let (s, hs, body) = raw(
+        &d,
+        "GET",
+        "/v1/catalogs/normal/ddds/11",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!((s, body.len()), (304, 0));
+    assert_eq!(header(&hs, "etag"), Some(etag.as_str()));
+    let (s, _, _) = raw(
+        &d,
+        "GET",
+        "/v1/catalogs/normal/ddds/11",
+        &[("if-none-match", "\"0000000000000000\"")],
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _, body) = raw(&d, "HEAD", "/v1/catalogs/normal", &[]).await;
+    assert_eq!((s, body.len()), (200, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_json_with_the_contract_codes() {
+    let sim = sim().await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            types: r#"["normal", "others"]"#,
+            ..Default::default()
+        },
+    )
+    .await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal", "others"]))
+        .await;
+
+    let code = |v: &Value| v["error"]["code"].as_str().unwrap_or("").to_owned();
+    for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let (s, hs, body) = raw(&d, method, "/v1/catalogs/normal", &[]).await;
+        assert_eq!(s, 405, "{method}");
+        assert_eq!(header(&hs, "allow"), Some("GET, HEAD"));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(code(&v), "method_not_allowed");
+    }
+    for h in ["origin", "referer"] {
+        let (s, _, body) = raw(&d, "GET", "/v1/status", &[(h, "http://localhost:8080")]).await;
+        assert_eq!(s, 403, "{h}");
+        assert_eq!(code(&serde_json::from_slice(&body).unwrap()), "forbidden");
+    }
+    let cases: [(&str, u16, &str); 11] = [
+        ("/v1/catalogs/gift", 404, "unknown_recharge_type"),
+        ("/v1/catalogs/invoice", 404, "recharge_type_not_enabled"),
+        ("/v1/catalogs/normal/dealers/777", 404, "not_found"),
+        ("/v1/catalogs/normal/dealers/x1", 400, "bad_parameter"),
+        ("/v1/catalogs/normal/dealers/1234", 400, "bad_parameter"),
+        ("/v1/catalogs/normal/ddds/20", 404, "not_found"),
+        ("/v1/catalogs/normal/ddds/1", 400, "bad_parameter"),
+        ("/v1/catalogs/others/ddds/11", 404, "not_found"),
+        (
+            "/v1/catalogs/others/dealers/901/branches/12",
+            400,
+            "bad_parameter",
+        ),
+        (
+            "/v1/catalogs/others/dealers/901/branches/99999999999",
+            404,
+            "not_found",
+        ),
+        ("/v1/nothing/here", 404, "not_found"),
+    ];
+    for (path, want, want_code) in cases {
+        let (s, v) = d.get(path).await;
+        assert_eq!((s, code(&v).as_str()), (want, want_code), "{path}: {v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    // The daemon keeps serving after all that.
+    assert_eq!(d.get("/v1/catalogs/normal/ddds/11").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_never_synced_is_503_and_the_daemon_serves_through_carat_failures() {
+    let sim = sim().await;
+    // invoice never syncs: its begin call always fails.
+    sim.add_fault(
+        FaultRule::new(
+            Some(SimEndpoint::Begin),
+            FaultKind::Status {
+                status: 500,
+                retry_after: None,
+            },
+        )
+        .after(2),
+    );
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            schedule: "*/1 * * * * *",
+            stale_after: 3,
+            ..Default::default()
+        },
+    )
+    .await;
+    let v = d
+        .wait_status("normal and others synced, invoice failed", |v| {
+            all_synced(v, &["normal", "others"]) && v["types"]["invoice"]["last_outcome"] == "failed"
+        })
+        .await;
+    assert!(
+        v["types"]["invoice"]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("HTTP 500")
+    );
+    let (s, e) = d.get("/v1/catalogs/invoice").await;
+    assert_eq!(
+        (s, e["error"]["code"].as_str().unwrap()),
+        (503, "catalog_unavailable")
+    );
+
+    // Carat fails every request from now on: the last catalog is served, and
+    // turns stale once Carat has not confirmed it for stale_after_seconds.
+    let (_, before) = d.get("/v1/catalogs/normal/ddds/11").await;
+    assert_eq!(before["stale"], false);
+    sim.clear_faults();
+    sim.add_fault(FaultRule::new(
+        None,
+        FaultKind::Status {
+            status: 503,
+            retry_after: None,
+        },
+    ));
+    let v = d
+        .wait_status("stale", |v| v["types"]["normal"]["stale"] == true)
+        .await;
+    assert!(
+        v["types"]["normal"]["last_error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("503"),
+        "{v}"
+    );
+    let (s, after) = d.get("/v1/catalogs/normal/ddds/11").await;
+    assert_eq!(s, 200);
+    assert_eq!(after["stale"], true);
+    assert_eq!(after["dealers"], before["dealers"], "the same catalog is served");
+    assert_eq!(after["general_hash"], before["general_hash"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resync_force_refetches_and_reports_progress() {
+    let sim = sim().await;
+    let d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    d.wait_status("first sync", |v| all_synced(v, &ALL)).await;
+    sim.reset_stats();
+    let out = d.cli(&["resync", "--force", "--type", "normal"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("normal   updated"), "{stdout}");
+    assert!(
+        stderr.contains("done=268 total=268"),
+        "progress lines on a non-terminal: {stderr}"
+    );
+    assert_eq!(
+        sim.count(SimEndpoint::BranchesNormal),
+        268,
+        "a forced resync refetches everything"
+    );
+
+    // Unchanged: one request; and the JSON form.
+    sim.reset_stats();
+    let out = d.cli(&["resync", "--json"]);
+    assert!(out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["event"], "finished");
+    assert_eq!(v["results"].as_array().unwrap().len(), 3);
+    assert!(
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["outcome"] == "unchanged")
+    );
+    assert_eq!(sim.total(), 3);
+
+    // A failing resync exits 1 and says why.
+    sim.add_fault(FaultRule::new(
+        Some(SimEndpoint::Begin),
+        FaultKind::Status {
+            status: 401,
+            retry_after: None,
+        },
+    ));
+    let out = d.cli(&["resync", "--type", "others"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("HTTP 401"));
+
+    // The readers for people.
+    let out = d.cli(&["status"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("STALE"));
+    let out = d.cli(&["offers", "--ddd", "11"]);
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(s.contains("R$ 5,00 – R$ 55,00"), "{s}");
+    let out = d.cli(&["dealers", "--type", "others", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["dealers"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_with_a_broken_config_keeps_the_old_one() {
+    let sim = sim().await;
+    let d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    d.wait_status("first sync", |v| all_synced(v, &ALL)).await;
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        good.replace(
+            "stale_after_seconds = 3600",
+            "stale_after_seconds = \"soon\"\n[broken",
+        ),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(d.log().contains("reload refused"), "{}", d.log());
+    let (s, v) = d.get("/v1/status").await;
+    assert_eq!(s, 200);
+    assert_eq!(v["stale_after_seconds"], 3600);
+
+    // A good change is taken, and triggers a check.
+    sim.reset_stats();
+    std::fs::write(
+        &d.config,
+        good.replace("stale_after_seconds = 3600", "stale_after_seconds = 1234"),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_status("reloaded", |v| v["stale_after_seconds"] == 1234)
+        .await;
+    d.wait_status("reload check", |v| v["sync"]["last_run"]["trigger"] == "reload")
+        .await;
+    assert_eq!(sim.count(SimEndpoint::Begin), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_have_their_modes_a_second_daemon_refuses_and_sigterm_cleans_up() {
+    let sim = sim().await;
+    let mut d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    d.wait_status("first sync", |v| all_synced(v, &ALL)).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&d.socket), 0o660);
+    assert_eq!(mode(&d.control), 0o600);
+
+    // A second daemon on the same sockets refuses to start, clearly.
+    let out = std::process::Command::new(bin())
+        .args(["--config", d.config.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already serving"), "{err}");
+    assert_eq!(d.get("/v1/health").await.0, 200, "the first one is untouched");
+
+    d.signal(libc::SIGTERM);
+    let st = d.wait_exit(Duration::from_secs(15)).await;
+    assert!(st.success(), "exit status {st:?}");
+    assert!(
+        !d.socket.exists() && !d.control.exists(),
+        "SIGTERM removes the sockets"
+    );
+
+    // After a crash (SIGKILL) the stale socket file is replaced at start.
+    d.spawn("info");
+    d.wait_ready().await;
+    d.signal(libc::SIGKILL);
+    d.wait_exit(Duration::from_secs(5)).await;
+    assert!(d.socket.exists(), "SIGKILL leaves the file behind");
+    d.spawn("info");
+    d.wait_ready().await;
+    assert_eq!(
+        d.get("/v1/catalogs/normal").await.0,
+        200,
+        "served from the store at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_is_served_from_the_store_before_any_network() {
+    let sim = sim().await;
+    let mut d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    d.wait_status("first sync", |v| all_synced(v, &ALL)).await;
+    let (_, before) = d.get("/v1/catalogs/normal/ddds/11").await;
+    d.signal(libc::SIGTERM);
+    d.wait_exit(Duration::from_secs(15)).await;
+    // Carat is now unreachable altogether.
+    sim.add_fault(FaultRule::new(None, FaultKind::Hang));
+    d.spawn("info");
+    d.wait_ready().await;
+    let (s, after) = d.get("/v1/catalogs/normal/ddds/11").await;
+    assert_eq!(s, 200);
+    assert_eq!(after["dealers"], before["dealers"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_shot_sync_refuses_while_the_daemon_holds_the_store() {
+    let sim = sim().await;
+    let d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    d.wait_status("first sync", |v| all_synced(v, &ALL)).await;
+    let out = d.cli(&["sync"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("carat-catalogd run (daemon)") && err.contains("pid"),
+        "{err}"
+    );
+    let _ = std::fs::Permissions::from_mode(0o600);
+}
