@@ -10,6 +10,7 @@ pub mod carat;
 pub mod catalog;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod net;
 pub mod report;
 pub mod schedule;

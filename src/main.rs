@@ -67,6 +67,15 @@ enum Command {
     },
     /// Print the effective configuration (secrets redacted); exit non-zero on any error.
     CheckConfig,
+    /// Run everything against the built-in Carat simulator on loopback (no root, no network).
+    Demo {
+        /// Directory for keys, config, store and sockets (default: a fresh temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A catalog for the simulator (JSON; see carat-sim --help).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
     /// Sync once from the command line, without the daemon.
     Sync {
         /// Refetch even when Carat's hash is unchanged.
@@ -87,7 +96,7 @@ fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn"));
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
@@ -114,8 +123,12 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Demo { dir, catalog } = cli.command {
+        return demo(dir, catalog);
+    }
     init_logging();
     let result = match cli.command {
+        Command::Demo { .. } => unreachable!("handled above"),
         Command::Run => runtime().and_then(|rt| rt.block_on(run(&cli.config))),
         Command::Resync { force, types, json } => {
             runtime().and_then(|rt| rt.block_on(resync(&cli.config, force, types, json)))
@@ -146,6 +159,38 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The demo: quiet logs while the progress bar runs, then `info`.
+fn demo(dir: Option<PathBuf>, catalog: Option<PathBuf>) -> ExitCode {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let quiet = || tracing_subscriber::EnvFilter::new("warn");
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(quiet());
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .try_init();
+    let opts = carat_catalogd::demo::DemoOptions {
+        dir,
+        catalog,
+        after_first_sync: Box::new(move || {
+            let wanted = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn"));
+            let _ = handle.reload(wanted);
+        }),
+    };
+    match runtime().and_then(|rt| rt.block_on(carat_catalogd::demo::run(opts))) {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)

@@ -1,0 +1,197 @@
+//! `carat-catalogd demo`: the whole daemon against the built-in Carat
+//! simulator, on loopback, in one directory. Makes a merchant key, an RSA
+//! key pair and a TLS certificate trusted only by this run, writes a config
+//! for them, shows the first full sync with its progress bar, prints what to
+//! try next, and serves until Ctrl-C. Needs no root and touches no file
+//! outside its directory.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use rand::Rng;
+
+use crate::config::Config;
+use crate::daemon::Daemon;
+use crate::report::{HumanProgress, summary};
+use crate::sim::{self, GenSpec, SimAuth, SimCatalog, SimConfig};
+use crate::sync::{StoreHandle, Trigger};
+
+pub struct DemoOptions {
+    /// Where everything goes; a fresh temporary directory when `None`.
+    pub dir: Option<PathBuf>,
+    /// A catalog for the simulator (JSON, `GET /_sim/catalog` format).
+    pub catalog: Option<PathBuf>,
+    /// Called once the first sync is done, before serving (quiets logs).
+    pub after_first_sync: Box<dyn Fn() + Send>,
+}
+
+fn write_private(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, content).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let (dir, _temp) = match &opts.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            (d.canonicalize()?, None)
+        }
+        None => {
+            let t = tempfile::Builder::new().prefix("carat-demo-").tempdir()?;
+            (t.path().to_owned(), Some(t))
+        }
+    };
+    // Unix socket paths are limited to ~107 bytes.
+    if dir.join("control.sock").as_os_str().len() > 100 {
+        anyhow::bail!(
+            "{} is too long a path for Unix sockets; choose a shorter --dir",
+            dir.display()
+        );
+    }
+    eprintln!("carat-catalogd demo in {}", dir.display());
+
+    // Credentials of a pretend merchant, made for this run.
+    let merchant_key: String = {
+        const HEX: &[u8] = b"0123456789ABCDEF";
+        let mut rng = rand::rng();
+        (0..32).map(|_| HEX[rng.random_range(0..16)] as char).collect()
+    };
+    let (private_pem, public_pem) = sim::make_rsa_key(false)?;
+    write_private(&dir.join("merchant_key"), merchant_key.as_bytes(), 0o600)?;
+    write_private(&dir.join("jwtRS256.key"), private_pem.as_bytes(), 0o600)?;
+    write_private(&dir.join("jwtRS256.pub"), public_pem.as_bytes(), 0o644)?;
+
+    let catalog = match &opts.catalog {
+        Some(p) => {
+            SimCatalog::from_json(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
+        }
+        None => SimCatalog::generate(GenSpec::default()),
+    };
+    let mut sc = SimConfig::new(
+        "LOJADEMO",
+        &merchant_key,
+        SimAuth::Signature {
+            public_key_pem: public_pem.into_bytes(),
+        },
+    );
+    sc.catalog = catalog;
+    let simh = sim::start(sc).await?;
+    let port = simh.addr.port();
+    write_private(&dir.join("sim-ca.pem"), &simh.ca_pem, 0o644)?;
+
+    let d = dir.display();
+    let config_path = dir.join("config.toml");
+    let config = format!(
+        r#"# Written by `carat-catalogd demo`: the built-in Carat simulator on loopback.
+[carat]
+base_url = "{base}"
+merchant_id = "LOJADEMO"
+merchant_key_file = "{d}/merchant_key"
+auth = "signature"
+private_key_file = "{d}/jwtRS256.key"
+ca_file = "{d}/sim-ca.pem"
+
+[sync]
+schedule = "0 * * * * *"     # every minute, so a change shows up quickly
+jitter_seconds = 5
+recharge_types = ["normal", "others", "invoice"]
+stale_after_seconds = 3600
+
+[store]
+path = "{d}/catalog.db"
+
+[api]
+socket = "{d}/catalog.sock"
+control_socket = "{d}/control.sock"
+"#,
+        base = simh.base_url
+    );
+    write_private(&config_path, config.as_bytes(), 0o600)?;
+    let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    // The first full sync, in front of the user.
+    {
+        let _lock = crate::store::lock::acquire(&cfg.store.path, "carat-catalogd demo")?;
+        let store = StoreHandle::new(crate::app::open_store(&cfg.store.path)?);
+        let (client, _) = crate::app::build_client(&cfg, None)?;
+        let syncer = crate::app::syncer(&cfg, client, store);
+        let progress = HumanProgress::new();
+        let mut results = vec![];
+        for rt in cfg.sync.recharge_types.clone() {
+            let r = syncer.sync_type(rt, false, Trigger::Cli, &progress).await;
+            progress.finish(&r);
+            results.push(r);
+        }
+        eprintln!();
+        eprint!("{}", summary(&results));
+    }
+    (opts.after_first_sync)();
+
+    let daemon = Daemon::build(&config_path, cfg.clone()).await?;
+    let shared = daemon.shared();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(daemon.run(stop_rx));
+    // Wait for the socket before telling anyone to use it.
+    for _ in 0..100 {
+        if crate::api::client::get(&cfg.api.socket, "/v1/health")
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let snap = shared.snapshot.load();
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "carat-catalogd".into());
+    let mut out = String::from("\nThe catalog is synced and served:\n");
+    for (rt, t) in &snap.types {
+        let c = t.data.counts;
+        let ddds = t.data.ddd_tails.len();
+        out.push_str(&format!(
+            "  {rt:<8} hash {}  {} dealers{}  {} value ranges, {} fixed values\n",
+            t.version.general_hash,
+            c.dealers,
+            if ddds > 0 {
+                format!(" × {ddds} DDDs")
+            } else {
+                format!(", {} branches", c.branches)
+            },
+            c.amount_ranges,
+            c.fixed_amounts
+        ));
+    }
+    let sock = cfg.api.socket.display();
+    let cfgp = config_path.display();
+    out.push_str(&format!(
+        r#"
+Try, in another terminal:
+  curl --unix-socket {sock} http://localhost/v1/catalogs/normal/ddds/11
+  curl --unix-socket {sock} http://localhost/v1/status
+  {exe} --config {cfgp} status
+  {exe} --config {cfgp} dealers --type others
+  {exe} --config {cfgp} offers --ddd 11
+  {exe} --config {cfgp} resync --force
+
+Change the simulated catalog (a new general_hash), then watch the next
+check (every minute) or a resync pick it up:
+  curl --cacert {d}/sim-ca.pem -X POST https://localhost:{port}/_sim/bump
+  {exe} --config {cfgp} resync
+
+Serving until Ctrl-C.
+"#
+    ));
+    println!("{out}");
+
+    let result = serving.await.context("the daemon task failed")?;
+    let _ = stop_tx.send(true);
+    simh.stop().await;
+    result?;
+    Ok(())
+}
