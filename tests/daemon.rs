@@ -22,43 +22,6 @@ async fn sim() -> carat_catalogd::sim::SimHandle {
     .await
 }
 
-async fn raw(
-    d: &DaemonProc,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use http_body_util::BodyExt;
-    let stream = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "localhost");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = tx
-        .send_request(req.body(http_body_util::Full::new(bytes::Bytes::new())).unwrap())
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let hs = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
-    (status, hs, body)
-}
-
-fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    hs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_serves_the_contract_shapes_and_the_simulators_data() {
     let sim = sim().await;

@@ -1,0 +1,342 @@
+//! `schema/openapi.yaml` cannot drift from the code: every route of the
+//! real daemon is fetched and each answer validated against the document
+//! (with every object closed, so an undocumented field fails too), and every
+//! path of the document is exercised.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use carat_catalogd::sim::{GenSpec, SimCatalog};
+use common::*;
+use serde_json::{Value, json};
+
+fn document() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/openapi.yaml")).unwrap();
+    let doc: Value = serde_yaml_ng::from_str(&text).expect("openapi.yaml parses");
+    assert_eq!(doc["openapi"], "3.1.0");
+    doc
+}
+
+/// Closes every object schema (`additionalProperties: false`) for the test:
+/// the published document stays open for clients (fields may be added),
+/// but our own answers must not carry fields it does not describe.
+fn close_objects(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            if m.get("type") == Some(&json!("object"))
+                && m.contains_key("properties")
+                && !m.contains_key("additionalProperties")
+            {
+                m.insert("additionalProperties".into(), json!(false));
+            }
+            for x in m.values_mut() {
+                close_objects(x);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(close_objects),
+        _ => {}
+    }
+}
+
+fn escape(p: &str) -> String {
+    p.replace('~', "~0").replace('/', "~1")
+}
+
+struct Checker {
+    doc: Value,
+    used: BTreeSet<String>,
+}
+
+impl Checker {
+    /// The JSON pointer of the schema of `template`/`method`/`status`/`ctype`.
+    fn schema_pointer(&self, template: &str, method: &str, status: u16, ctype: &str) -> String {
+        let op = format!("/paths/{}/{method}", escape(template));
+        let responses = self
+            .doc
+            .pointer(&format!("{op}/responses"))
+            .unwrap_or_else(|| panic!("{op} not documented"));
+        let (key, resp) = match responses.get(status.to_string()) {
+            Some(r) => (status.to_string(), r),
+            None => (
+                "default".to_owned(),
+                responses
+                    .get("default")
+                    .unwrap_or_else(|| panic!("{op}: status {status} not documented")),
+            ),
+        };
+        let base = match resp.get("$ref").and_then(Value::as_str) {
+            Some(r) => r.trim_start_matches('#').to_owned(),
+            None => format!("{op}/responses/{key}"),
+        };
+        let p = format!("{base}/content/{}/schema", escape(ctype));
+        assert!(
+            self.doc.pointer(&p).is_some(),
+            "{op} {status}: no {ctype} schema at {p}"
+        );
+        p
+    }
+
+    fn validate(&mut self, template: &str, method: &str, status: u16, ctype: &str, body: &Value) {
+        self.used.insert(template.to_owned());
+        let pointer = self.schema_pointer(template, method, status, ctype);
+        let mut root = self.doc.clone();
+        root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
+        // A URI fragment: braces of path templates must be percent-encoded.
+        let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
+        root["$ref"] = json!(format!("#{fragment}"));
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .build(&root)
+            .unwrap_or_else(|e| panic!("schema at {pointer}: {e}"));
+        let errors: Vec<String> = validator
+            .iter_errors(body)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {template} {status} does not match the document:\n{}\n{body:#}",
+            errors.join("\n")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_matches_the_openapi_document() {
+    let mut doc = document();
+    close_objects(&mut doc);
+    let mut c = Checker {
+        doc,
+        used: BTreeSet::new(),
+    };
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 3,
+        ddds: 5,
+        ranges: 3,
+    }))
+    .await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            extra_sync: "ddds = [\"11\", \"21\", \"31\", \"41\", \"51\"]",
+            ..Default::default()
+        },
+    )
+    .await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal", "others", "invoice"]))
+        .await;
+
+    // (path fetched, template documented, expected status)
+    let cases: &[(&str, &str, u16)] = &[
+        ("/v1/health", "/v1/health", 200),
+        ("/v1/status", "/v1/status", 200),
+        ("/v1/catalogs/normal", "/v1/catalogs/{type}", 200),
+        ("/v1/catalogs/others", "/v1/catalogs/{type}", 200),
+        ("/v1/catalogs/invoice", "/v1/catalogs/{type}", 200),
+        ("/v1/catalogs/gift", "/v1/catalogs/{type}", 404),
+        ("/v1/catalogs/normal/dealers", "/v1/catalogs/{type}/dealers", 200),
+        ("/v1/catalogs/others/dealers", "/v1/catalogs/{type}/dealers", 200),
+        (
+            "/v1/catalogs/normal/dealers/2",
+            "/v1/catalogs/{type}/dealers/{dealer}",
+            200,
+        ),
+        (
+            "/v1/catalogs/others/dealers/901",
+            "/v1/catalogs/{type}/dealers/{dealer}",
+            200,
+        ),
+        (
+            "/v1/catalogs/normal/dealers/x",
+            "/v1/catalogs/{type}/dealers/{dealer}",
+            400,
+        ),
+        (
+            "/v1/catalogs/normal/dealers/999",
+            "/v1/catalogs/{type}/dealers/{dealer}",
+            404,
+        ),
+        (
+            "/v1/catalogs/normal/dealers/001/ddds/21",
+            "/v1/catalogs/normal/dealers/{dealer}/ddds/{ddd}",
+            200,
+        ),
+        (
+            "/v1/catalogs/normal/dealers/001/ddds/99",
+            "/v1/catalogs/normal/dealers/{dealer}/ddds/{ddd}",
+            404,
+        ),
+        (
+            "/v1/catalogs/normal/ddds/11",
+            "/v1/catalogs/normal/ddds/{ddd}",
+            200,
+        ),
+        (
+            "/v1/catalogs/normal/ddds/99",
+            "/v1/catalogs/normal/ddds/{ddd}",
+            200,
+        ),
+        (
+            "/v1/catalogs/normal/ddds/1x",
+            "/v1/catalogs/normal/ddds/{ddd}",
+            400,
+        ),
+        (
+            "/v1/catalogs/others/dealers/900/branches/99100000000",
+            "/v1/catalogs/others/dealers/{dealer}/branches/{branch}",
+            200,
+        ),
+        (
+            "/v1/catalogs/others/dealers/900/branches/123",
+            "/v1/catalogs/others/dealers/{dealer}/branches/{branch}",
+            400,
+        ),
+    ];
+    for (path, template, want) in cases {
+        let (status, hs, body) = raw(&d, "GET", path, &[]).await;
+        assert_eq!(status, *want, "{path}");
+        assert_eq!(header(&hs, "content-type"), Some("application/json"), "{path}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        c.validate(template, "get", status, "application/json", &v);
+        if status == 200 && template.starts_with("/v1/catalogs") {
+            let etag = header(&hs, "etag").expect("ETag on catalog answers").to_owned();
+            let (s, _, b) = raw(&d, "GET", path, &[("if-none-match", &etag)]).await;
+            assert_eq!((s, b.len()), (304, 0), "{path}");
+        }
+    }
+    // Method and browser refusals are JSON errors too.
+    let (s, _, b) = raw(&d, "DELETE", "/v1/status", &[]).await;
+    assert_eq!(s, 405);
+    c.validate(
+        "/v1/status",
+        "get",
+        405,
+        "application/json",
+        &serde_json::from_slice(&b).unwrap(),
+    );
+    let (s, _, b) = raw(&d, "GET", "/v1/status", &[("origin", "http://x")]).await;
+    assert_eq!(s, 403);
+    c.validate(
+        "/v1/status",
+        "get",
+        403,
+        "application/json",
+        &serde_json::from_slice(&b).unwrap(),
+    );
+
+    let (s, hs, _) = raw(&d, "GET", "/metrics", &[]).await;
+    assert_eq!(s, 200);
+    assert!(header(&hs, "content-type").unwrap().starts_with("text/plain"));
+    c.used.insert("/metrics".into());
+    assert!(
+        c.doc
+            .pointer("/paths/~1metrics/get/responses/200/content/text~1plain")
+            .is_some()
+    );
+
+    // The control socket: request body and every NDJSON line.
+    let req = json!({"force": true, "recharge_types": ["others"]});
+    let (s, hs, body) = raw_on(
+        &d.control,
+        "POST",
+        "/v1/sync",
+        &[("content-type", "application/json")],
+        req.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(header(&hs, "content-type"), Some("application/x-ndjson"));
+    let lines: Vec<Value> = body
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 2, "progress and finished");
+    assert_eq!(lines.last().unwrap()["event"], "finished");
+    for l in &lines {
+        c.validate("/v1/sync", "post", 200, "application/x-ndjson", l);
+    }
+    let (s, _, b) = raw_on(
+        &d.control,
+        "POST",
+        "/v1/sync",
+        &[],
+        br#"{"recharge_types":["gift"]}"#,
+    )
+    .await;
+    assert_eq!(s, 404);
+    c.validate(
+        "/v1/sync",
+        "post",
+        404,
+        "application/json",
+        &serde_json::from_slice(&b).unwrap(),
+    );
+    let (s, _, b) = raw_on(&d.control, "POST", "/v1/sync", &[], b"{not json").await;
+    assert_eq!(s, 400);
+    c.validate(
+        "/v1/sync",
+        "post",
+        400,
+        "application/json",
+        &serde_json::from_slice(&b).unwrap(),
+    );
+
+    // Every documented path was exercised.
+    let documented: BTreeSet<String> = c.doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(c.used, documented, "routes fetched vs routes documented");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_never_synced_matches_the_documented_503() {
+    let mut doc = document();
+    close_objects(&mut doc);
+    let mut c = Checker {
+        doc,
+        used: BTreeSet::new(),
+    };
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec::default())).await;
+    sim.add_fault(carat_catalogd::sim::FaultRule::new(
+        None,
+        carat_catalogd::sim::FaultKind::Status {
+            status: 500,
+            retry_after: None,
+        },
+    ));
+    let d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    d.wait_status("a failed first sync", |v| {
+        v["types"]["normal"]["last_outcome"] == "failed"
+    })
+    .await;
+    let (s, v) = d.get("/v1/catalogs/normal").await;
+    assert_eq!(s, 503);
+    c.validate("/v1/catalogs/{type}", "get", 503, "application/json", &v);
+    let (_, st) = d.get("/v1/status").await;
+    c.validate("/v1/status", "get", 200, "application/json", &st);
+}
+
+#[test]
+fn the_checker_rejects_an_undocumented_or_mistyped_field() {
+    let checker = || {
+        let mut doc = document();
+        close_objects(&mut doc);
+        Checker {
+            doc,
+            used: BTreeSet::new(),
+        }
+    };
+    for bad in [json!({"status": "ok", "extra": 1}), json!({"status": "down"})] {
+        let mut c = checker();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.validate("/v1/health", "get", 200, "application/json", &bad)
+        }));
+        assert!(r.is_err(), "{bad} must not validate");
+    }
+    checker().validate(
+        "/v1/health",
+        "get",
+        200,
+        "application/json",
+        &json!({"status": "ok"}),
+    );
+}
