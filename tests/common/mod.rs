@@ -117,10 +117,20 @@ pub fn syncer_with(
     settings: ClientSettings,
     cfg: carat_catalogd::config::SyncConfig,
 ) -> carat_catalogd::sync::Syncer {
+    syncer_auth(sim, dir, settings, cfg, AuthMode::Signature(signer()))
+}
+
+pub fn syncer_auth(
+    sim: &SimHandle,
+    dir: &Path,
+    settings: ClientSettings,
+    cfg: carat_catalogd::config::SyncConfig,
+    auth: AuthMode,
+) -> carat_catalogd::sync::Syncer {
     let _ = sim;
     let store = carat_catalogd::store::Store::open(&dir.join("catalog.db")).expect("store");
     carat_catalogd::sync::Syncer {
-        client: CaratClient::new(settings, AuthMode::Signature(signer())).expect("client"),
+        client: CaratClient::new(settings, auth).expect("client"),
         store: carat_catalogd::sync::StoreHandle::new(store),
         sync: cfg,
         order_id_prefix: "CATSYNC".into(),
@@ -449,4 +459,34 @@ pub async fn raw_on(
 
 pub fn header<'a>(hs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     hs.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+/// A receiver over real HTTPS and a simulator in authenticity-POST mode
+/// posting to it: (sim, receiver, server task).
+pub async fn start_authenticity_pair(
+    catalog: carat_catalogd::sim::SimCatalog,
+) -> (SimHandle, AuthenticityReceiver, tokio::task::JoinHandle<()>) {
+    let (ca, cert, key) = sim::make_test_pki().unwrap();
+    let rx = receiver();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = carat_catalogd::net::tls_acceptor(cert.as_bytes(), key.as_bytes()).unwrap();
+    let server = tokio::spawn(carat_catalogd::net::serve_tcp(
+        listener,
+        Some(acceptor),
+        rx.router(),
+        std::future::pending(),
+    ));
+    let mut cfg = SimConfig::new(
+        MERCHANT_ID,
+        MERCHANT_KEY,
+        SimAuth::AuthenticityPost {
+            url: format!("https://localhost:{port}/carat/authenticity")
+                .parse()
+                .unwrap(),
+            ca_pem: Some(ca.into_bytes()),
+        },
+    );
+    cfg.catalog = catalog;
+    (sim::start(cfg).await.unwrap(), rx, server)
 }
