@@ -829,7 +829,7 @@ fn api_config(r: RawApi, p: &mut Problems) -> ApiConfig {
         control_socket: r
             .control_socket
             .unwrap_or_else(|| PathBuf::from("/run/carat-catalogd/control.sock")),
-        max_connections: int_in(p, "api.max_connections", r.max_connections, 256, 1, 65_536) as usize,
+        max_connections: int_in(p, "api.max_connections", r.max_connections, 1024, 1, 65_536) as usize,
     };
     if api.socket == api.control_socket {
         p.add("api.control_socket", "must differ from api.socket");

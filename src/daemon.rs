@@ -51,6 +51,31 @@ fn api_settings(cfg: &Config) -> ApiSettings {
     }
 }
 
+/// Raises the soft open-files limit towards the hard one, so
+/// `api.max_connections` fits (systemd's default soft limit is 1024).
+fn raise_fd_limit(connections: usize) {
+    let want = (connections as u64 + 256).max(4096);
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            let new = libc::rlimit {
+                rlim_cur: want.min(lim.rlim_max),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) != 0 || new.rlim_cur < connections as u64 + 64 {
+                tracing::warn!(
+                    soft = new.rlim_cur,
+                    "the open-files limit is low for api.max_connections; raise LimitNOFILE="
+                );
+            }
+        }
+    }
+}
+
 /// Everything the running daemon holds.
 pub struct Daemon {
     config_path: PathBuf,
@@ -63,6 +88,7 @@ pub struct Daemon {
 impl Daemon {
     /// Opens the store and loads the last catalog: no network yet.
     pub async fn build(config_path: &Path, cfg: Config) -> Result<Daemon, DaemonError> {
+        raise_fd_limit(cfg.api.max_connections);
         let store = StoreHandle::new(app::open_store(&cfg.store.path)?);
         let closed = store.run(|s| s.close_interrupted_runs(Utc::now())).await?;
         if closed > 0 {

@@ -47,7 +47,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_connections: 256,
+            max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
         }
@@ -125,6 +125,17 @@ fn file_name(p: &Path) -> String {
         .unwrap_or_else(|| "sock".into())
 }
 
+/// The answer to a connection over the limit.
+static OVERLOADED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = r#"{"error":{"code":"overloaded","message":"too many connections; retry shortly"}}"#;
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
 /// Serves `router` on `listener` until `shutdown` turns true: then stops
 /// accepting, lets open connections finish their request (bounded), and
 /// returns.
@@ -137,14 +148,8 @@ pub async fn serve(
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
     let (drain_tx, drain_rx) = watch::channel(false);
+    let overflow = Arc::new(Semaphore::new(64));
     loop {
-        let permit = tokio::select! {
-            _ = crate::state::stopped(&mut shutdown) => break,
-            p = permits.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let stream = tokio::select! {
             _ = crate::state::stopped(&mut shutdown) => break,
             a = listener.accept() => match a {
@@ -155,6 +160,23 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        // At the connection limit: a clear 503 and close, rather than a
+        // backlog that leaves everyone hanging.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if let Ok(o) = overflow.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _o = o;
+                    let mut stream = stream;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = stream.write_all(&OVERLOADED).await;
+                        let _ = stream.shutdown().await;
+                    })
+                    .await;
+                });
+            }
+            continue;
         };
         let router = router.clone();
         let mut drain = drain_rx.clone();

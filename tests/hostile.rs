@@ -1,0 +1,261 @@
+//! Hostile local clients on the real socket: malformed HTTP, huge headers
+//! and bodies, every method, path tricks, 1,000 concurrent connections and
+//! slow clients. The daemon answers with errors or closes, keeps serving
+//! well-formed requests from others quickly, and its memory stays bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use carat_catalogd::sim::{GenSpec, SimCatalog};
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+/// Writes `bytes`, then reads until the daemon closes or 3 s pass.
+async fn exchange(d: &DaemonProc, bytes: &[u8]) -> Vec<u8> {
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut out = vec![];
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    out
+}
+
+fn status_of(resp: &[u8]) -> Option<u16> {
+    let head = std::str::from_utf8(resp.get(..12)?).ok()?;
+    head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// A well-formed request from a bystander: must be served, quickly.
+async fn probe(d: &DaemonProc) -> Duration {
+    let t = Instant::now();
+    let (status, body) = tokio::time::timeout(
+        Duration::from_secs(2),
+        carat_catalogd::api::client::get(&d.socket, "/v1/catalogs/normal/ddds/11"),
+    )
+    .await
+    .expect("a well-formed request waited more than 2 s")
+    .unwrap();
+    assert_eq!(status, 200);
+    assert!(body.len() > 1000);
+    t.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_get_errors_and_bystanders_get_served() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 4,
+        ddds: 67,
+        ranges: 3,
+    }))
+    .await;
+    let d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal", "others", "invoice"]))
+        .await;
+    probe(&d).await;
+    let rss_before = rss_kib(d.pid());
+
+    // Malformed requests: an HTTP error or a closed connection, never a hang.
+    for junk in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /v1/status HTTP/9.9\r\n\r\n",
+        b"GET /v1/status\r\n\r\n",
+        b"\x00\x01\x02\x03\xff\xfe\r\n\r\n",
+        b"GET /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"GET /v1/status HTTP/1.1\r\nBad Header Line\r\n\r\n",
+    ] {
+        let resp = exchange(&d, junk).await;
+        match status_of(&resp) {
+            None => assert!(resp.is_empty(), "unparsable answer to {junk:?}"),
+            Some(s) => assert!((400..500).contains(&s), "{junk:?} got {s}"),
+        }
+    }
+
+    // Huge headers: refused (431/400) or closed.
+    let huge = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let resp = exchange(&d, huge.as_bytes()).await;
+    assert!(
+        resp.is_empty() || status_of(&resp).is_some_and(|s| s == 431 || s == 400),
+        "{:?}",
+        status_of(&resp)
+    );
+    let many = format!(
+        "GET /v1/status HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: b\r\n".repeat(5000)
+    );
+    let resp = exchange(&d, many.as_bytes()).await;
+    assert!(
+        resp.is_empty() || status_of(&resp).is_some_and(|s| s >= 400),
+        "{:?}",
+        status_of(&resp)
+    );
+
+    // A huge body: the read-only API answers 405 without reading it.
+    let t = Instant::now();
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    s.write_all(b"POST /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: 1073741824\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = s.write_all(&vec![b'x'; 1 << 20]).await;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status_of(&buf[..n]), Some(405));
+    assert!(t.elapsed() < Duration::from_secs(3));
+    drop(s);
+
+    // Every method.
+    for m in [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "BREW",
+    ] {
+        let resp = exchange(
+            &d,
+            format!("{m} /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let s = status_of(&resp).unwrap_or(0);
+        if m == "GET" || m == "HEAD" {
+            assert_eq!(s, 200, "{m}");
+        } else {
+            assert_eq!(s, 405, "{m}");
+            assert!(
+                String::from_utf8_lossy(&resp)
+                    .to_lowercase()
+                    .contains("allow: get, head"),
+                "{m}"
+            );
+        }
+    }
+
+    // Path traversal and percent-encoding tricks: JSON 4xx, never a file,
+    // never a 5xx.
+    for path in [
+        "/v1/catalogs/../../../../etc/passwd",
+        "/v1/catalogs/..%2f..%2f..%2fetc%2fpasswd",
+        "/v1/catalogs/normal/dealers/%2e%2e",
+        "/v1/catalogs/normal%2fddds/11",
+        "/v1/catalogs/normal/ddds/%00",
+        "/v1/catalogs/normal/ddds/%ff%fe",
+        "/v1/catalogs/normal/dealers/%2525",
+        "/v1/catalogs/%E2%80%AEnormal",
+        "/v1/catalogs/normal/dealers/1/ddds/11/../../../",
+        "//v1//status",
+        "/v1/catalogs/normal/dealers/00000000000000000000000000000001",
+    ] {
+        let resp = exchange(
+            &d,
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let s = status_of(&resp).unwrap_or(0);
+        assert!((400..500).contains(&s), "{path} got {s}");
+        let text = String::from_utf8_lossy(&resp);
+        assert!(!text.contains("root:"), "{path} leaked a file");
+        assert!(
+            text.contains("\"error\"") || s == 400,
+            "{path}: not a JSON error: {text}"
+        );
+    }
+    // A percent-encoded but valid DDD is just that DDD.
+    let resp = exchange(
+        &d,
+        b"GET /v1/catalogs/normal/ddds/%31%31 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&resp), Some(200));
+
+    // 1,000 concurrent connections, idle or asking, while bystanders are served.
+    let mut conns = Vec::new();
+    for i in 0..1000 {
+        let mut c = UnixStream::connect(&d.socket).await.unwrap();
+        if i % 4 == 0 {
+            let _ = c
+                .write_all(b"GET /v1/catalogs/normal HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await;
+        }
+        conns.push(c);
+    }
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        worst = worst.max(probe(&d).await);
+    }
+    assert!(
+        worst < Duration::from_millis(500),
+        "a bystander waited {worst:?} among 1,000 connections"
+    );
+    // Beyond the limit (1024): a clear 503, not a hang.
+    let mut extra = Vec::new();
+    for _ in 0..100 {
+        if let Ok(c) = UnixStream::connect(&d.socket).await {
+            extra.push(c);
+        }
+    }
+    let mut saw_503 = false;
+    for c in extra.iter_mut() {
+        let mut buf = vec![0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), c.read(&mut buf)).await
+            && status_of(&buf[..n]) == Some(503)
+        {
+            saw_503 = true;
+            assert!(String::from_utf8_lossy(&buf[..n]).contains("overloaded"));
+            break;
+        }
+    }
+    assert!(saw_503, "connections over the limit get a 503");
+    drop(extra);
+    drop(conns);
+    probe(&d).await;
+
+    // Slow clients (a byte a second) are cut off by the header timeout,
+    // and do not slow anyone else down.
+    let mut slow = Vec::new();
+    for _ in 0..50 {
+        slow.push(UnixStream::connect(&d.socket).await.unwrap());
+    }
+    let started = Instant::now();
+    let request = b"GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let mut closed_at = None;
+    'outer: for i in 0..40 {
+        for c in slow.iter_mut() {
+            if c.write_all(&[request[i % request.len()]]).await.is_err() {
+                closed_at = Some(started.elapsed());
+                break 'outer;
+            }
+        }
+        worst = worst.max(probe(&d).await);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    let closed_at = closed_at.expect("slow clients are cut off");
+    assert!(
+        closed_at <= Duration::from_secs(15),
+        "cut off after {closed_at:?}"
+    );
+    assert!(
+        worst < Duration::from_millis(500),
+        "a bystander waited {worst:?} beside slow clients"
+    );
+    drop(slow);
+
+    // Memory stayed bounded, and the daemon still serves.
+    let rss_after = rss_kib(d.pid());
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "resident memory grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    probe(&d).await;
+    assert_eq!(d.get("/v1/health").await.0, 200);
+}
