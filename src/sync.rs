@@ -267,6 +267,7 @@ impl Syncer {
                         .await;
                 }
                 let hash = catalog.general_hash.clone();
+                tracing::info!(recharge_type = %rt, hash = %hash, "writing the new catalog");
                 let e = end(Some(hash.as_str().to_owned()), None);
                 let cat = Arc::new(catalog);
                 let c2 = cat.clone();
