@@ -271,21 +271,7 @@ impl Config {
             Ok(_) => return Err(fail("(file)", "is not a regular file".into())),
             Err(e) => return Err(fail("(file)", format!("cannot read it: {e}"))),
         }
-        let env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k != CONFIG_PATH_ENV).collect();
-        let built = config::Config::builder()
-            .add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            )
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("_")
-                    .separator("__")
-                    .source(Some(env.into_iter().collect())),
-            )
-            .build()
-            .map_err(|e| fail("(file)", e.to_string()))?;
+        let built = layered(path, env).map_err(|e| fail("(file)", e.to_string()))?;
         let raw: Raw = built
             .try_deserialize()
             .map_err(|e| fail(&error_key(&e), e.to_string()))?;
@@ -319,20 +305,7 @@ impl Config {
                 problem,
             }],
         };
-        let built = config::Config::builder()
-            .add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            )
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("_")
-                    .separator("__")
-                    .source(Some(env_overrides().into_iter().collect())),
-            )
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
+        let built = layered(path, env_overrides()).map_err(|e| fail(e.to_string()))?;
         let raw: ApiOnly = built.try_deserialize().map_err(|e| fail(e.to_string()))?;
         let mut p = Problems(vec![]);
         let api = api_config(raw.api, &mut p);
@@ -436,6 +409,26 @@ impl Config {
         top.insert("api".into(), Value::Table(api));
         toml::to_string_pretty(&top).unwrap_or_default()
     }
+}
+
+/// The file, then the environment over it. `prefix_separator("_")` with
+/// `separator("__")`: without both, `CARAT_CATALOGD_CARAT__MERCHANT_KEY`
+/// would be silently ignored.
+fn layered(path: &Path, env: HashMap<String, String>) -> Result<config::Config, config::ConfigError> {
+    let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k != CONFIG_PATH_ENV).collect();
+    config::Config::builder()
+        .add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        )
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(env)),
+        )
+        .build()
 }
 
 /// The key a `config` deserialisation error is about, best effort.

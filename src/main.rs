@@ -30,22 +30,26 @@ struct Cli {
     command: Command,
 }
 
+/// What `sync` and `resync` take.
+#[derive(clap::Args)]
+struct SyncArgs {
+    /// Refetch even when Carat's hash is unchanged.
+    #[arg(long)]
+    force: bool,
+    /// Only these recharge types (repeatable); default: the configured ones.
+    #[arg(long = "type", value_name = "T")]
+    types: Vec<RechargeType>,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon: serve the catalog, sync on schedule and on demand.
     Run,
     /// Ask the running daemon to sync now (control socket), with progress.
-    Resync {
-        /// Refetch even when Carat's hash is unchanged.
-        #[arg(long)]
-        force: bool,
-        /// Only these recharge types (repeatable).
-        #[arg(long = "type", value_name = "T")]
-        types: Vec<RechargeType>,
-        /// Print the results as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Resync(SyncArgs),
     /// Show the daemon's status: hashes, age, stale flags, last errors.
     Status {
         #[arg(long)]
@@ -77,17 +81,7 @@ enum Command {
         catalog: Option<PathBuf>,
     },
     /// Sync once from the command line, without the daemon.
-    Sync {
-        /// Refetch even when Carat's hash is unchanged.
-        #[arg(long)]
-        force: bool,
-        /// Only these recharge types (repeatable); default: the configured ones.
-        #[arg(long = "type", value_name = "T")]
-        types: Vec<RechargeType>,
-        /// Print the results as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Sync(SyncArgs),
 }
 
 /// Logs: journald when systemd connected stderr to it, stderr otherwise;
@@ -130,7 +124,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo { .. } => unreachable!("handled above"),
         Command::Run => runtime().and_then(|rt| rt.block_on(run(&cli.config))),
-        Command::Resync { force, types, json } => {
+        Command::Resync(SyncArgs { force, types, json }) => {
             runtime().and_then(|rt| rt.block_on(resync(&cli.config, force, types, json)))
         }
         Command::Status { json } => {
@@ -153,7 +147,7 @@ fn main() -> ExitCode {
             ))
         }),
         Command::CheckConfig => check_config(&cli.config),
-        Command::Sync { force, types, json } => {
+        Command::Sync(SyncArgs { force, types, json }) => {
             runtime().and_then(|rt| rt.block_on(sync(&cli.config, force, types, json)))
         }
     };

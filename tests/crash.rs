@@ -10,8 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use carat_catalogd::carat::wire;
-use carat_catalogd::catalog::{self, BranchKey, Catalog, Ddd, DealerCode, RechargeType};
+use carat_catalogd::catalog::{BranchKey, Catalog, Ddd, DealerCode, RechargeType};
 use carat_catalogd::sim::{GenSpec, SimCatalog};
 use carat_catalogd::store::{Outcome, Store};
 use common::*;
@@ -20,54 +19,7 @@ const MARKER: &str = "writing the new catalog";
 
 /// The catalog the store must hold for the simulator's current `normal`.
 fn expected(sim: &SimCatalog) -> Catalog {
-    let t = &sim.types["normal"];
-    let hash = sim.hash_of("normal");
-    let dl = catalog::dealer_list(
-        &wire::ListDealersResponse {
-            hashes: Some(wire::Hashes {
-                general: hash.clone(),
-            }),
-            dealers: Some(t.dealers.clone()),
-            ..Default::default()
-        },
-        false,
-    )
-    .unwrap();
-    let mut branch_data = std::collections::BTreeMap::new();
-    for (dealer, per) in &t.ddd_data {
-        for (ddd, d) in per {
-            let a = catalog::branch_data(&wire::ListBranchDataResponse {
-                hashes: Some(wire::Hashes {
-                    general: hash.clone(),
-                }),
-                general: Some(
-                    d.messages
-                        .iter()
-                        .map(|m| wire::GeneralMessage {
-                            message: Some(m.clone()),
-                        })
-                        .collect(),
-                ),
-                categories: Some(d.categories.clone()),
-                ..Default::default()
-            })
-            .unwrap();
-            branch_data.insert(
-                (
-                    DealerCode::parse(dealer).unwrap(),
-                    BranchKey::Ddd(Ddd::parse(ddd).unwrap()),
-                ),
-                a.data,
-            );
-        }
-    }
-    Catalog {
-        recharge_type: RechargeType::Normal,
-        general_hash: dl.hash,
-        dealers: dl.dealers,
-        questions: vec![],
-        branch_data,
-    }
+    expected_catalog(sim, RechargeType::Normal)
 }
 
 fn markers(d: &DaemonProc) -> usize {

@@ -4,16 +4,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use carat_catalogd::carat::wire;
-use carat_catalogd::catalog::{
-    self, BranchCode, BranchKey, Catalog, Ddd, DealerCode, GeneralHash, RechargeType,
-};
+use carat_catalogd::catalog::{Catalog, GeneralHash, RechargeType};
 use carat_catalogd::sim::{FaultKind, FaultRule, GenSpec, SimCatalog, SimEndpoint};
 use carat_catalogd::store::{Outcome, Store};
 use carat_catalogd::sync::{NoProgress, Trigger};
@@ -27,76 +23,6 @@ fn small() -> SimCatalog {
         ddds: 67,
         ranges: 2,
     })
-}
-
-/// What the simulator serves for `rt`, through the same validation the
-/// client applies: the catalog the store must end up holding.
-fn expected(sim: &SimCatalog, rt: RechargeType) -> Catalog {
-    let t = &sim.types[rt.as_str()];
-    let dl = catalog::dealer_list(
-        &wire::ListDealersResponse {
-            hashes: Some(wire::Hashes {
-                general: sim.hash_of(rt.as_str()),
-            }),
-            dealers: Some(t.dealers.clone()),
-            questions: Some(t.questions.clone()),
-            ..Default::default()
-        },
-        rt != NORMAL,
-    )
-    .unwrap();
-    let mut branch_data = BTreeMap::new();
-    let bd = |d: &carat_catalogd::sim::catalog::SimBranchData| {
-        catalog::branch_data(&wire::ListBranchDataResponse {
-            hashes: Some(wire::Hashes {
-                general: sim.hash_of(rt.as_str()),
-            }),
-            general: Some(
-                d.messages
-                    .iter()
-                    .map(|m| wire::GeneralMessage {
-                        message: Some(m.clone()),
-                    })
-                    .collect(),
-            ),
-            questions: Some(d.questions.clone()),
-            categories: Some(d.categories.clone()),
-            ..Default::default()
-        })
-        .unwrap()
-        .data
-    };
-    for (dealer, per) in &t.ddd_data {
-        for (ddd, d) in per {
-            branch_data.insert(
-                (
-                    DealerCode::parse(dealer).unwrap(),
-                    BranchKey::Ddd(Ddd::parse(ddd).unwrap()),
-                ),
-                bd(d),
-            );
-        }
-    }
-    if rt == RechargeType::Others {
-        for (dealer, per) in &t.branch_data {
-            for (branch, d) in per {
-                branch_data.insert(
-                    (
-                        DealerCode::parse(dealer).unwrap(),
-                        BranchKey::Branch(BranchCode::parse(branch).unwrap()),
-                    ),
-                    bd(d),
-                );
-            }
-        }
-    }
-    Catalog {
-        recharge_type: rt,
-        general_hash: dl.hash,
-        dealers: dl.dealers,
-        questions: dl.questions,
-        branch_data,
-    }
 }
 
 fn stored(db: &Path, rt: RechargeType) -> Option<Catalog> {
@@ -117,7 +43,11 @@ async fn first_sync_fills_then_one_request_per_type_then_full_refetch() {
     for rt in RechargeType::ALL {
         let r = s.sync_type(rt, false, Trigger::Cli, &NoProgress).await;
         assert_eq!(r.outcome, Outcome::Updated, "{rt}: {:?}", r.error);
-        assert_eq!(stored(&db, rt).unwrap(), expected(&sim.catalog(), rt), "{rt}");
+        assert_eq!(
+            stored(&db, rt).unwrap(),
+            expected_catalog(&sim.catalog(), rt),
+            "{rt}"
+        );
     }
     // normal: begin + dealers + 3 dealers × 67 DDDs.
     assert_eq!(sim.count(SimEndpoint::BranchesNormal), 3 * 67);
@@ -161,7 +91,10 @@ async fn first_sync_fills_then_one_request_per_type_then_full_refetch() {
     assert_eq!(r.outcome, Outcome::Updated);
     assert_eq!(r.general_hash.as_deref(), Some(new_hash.as_str()));
     assert_eq!(r.requests, 2 + 3 * 67);
-    assert_eq!(stored(&db, NORMAL).unwrap(), expected(&sim.catalog(), NORMAL));
+    assert_eq!(
+        stored(&db, NORMAL).unwrap(),
+        expected_catalog(&sim.catalog(), NORMAL)
+    );
     let last = &runs(&db)[0];
     assert_eq!((last.outcome, last.requests), (Outcome::Updated, 2 + 3 * 67));
     assert_eq!(
@@ -309,7 +242,10 @@ async fn every_fault_leaves_the_previous_catalog_untouched() {
     sim.clear_faults();
     let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
     assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
-    assert_eq!(stored(&db, NORMAL).unwrap(), expected(&sim.catalog(), NORMAL));
+    assert_eq!(
+        stored(&db, NORMAL).unwrap(),
+        expected_catalog(&sim.catalog(), NORMAL)
+    );
 }
 
 #[tokio::test]
@@ -420,7 +356,10 @@ async fn a_hash_change_mid_sync_never_commits_a_mixed_catalog() {
     let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
     assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
     assert_eq!(r.general_hash, sim.hash("normal"));
-    assert_eq!(stored(&db, NORMAL).unwrap(), expected(&sim.catalog(), NORMAL));
+    assert_eq!(
+        stored(&db, NORMAL).unwrap(),
+        expected_catalog(&sim.catalog(), NORMAL)
+    );
     assert_eq!(runs(&db)[0].restarts, 1);
 
     // Forever: bounded restarts, then failure, and the last good catalog stays.
@@ -449,7 +388,10 @@ async fn an_expired_nit_mid_sync_opens_a_fresh_session() {
     assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
     assert_eq!(runs(&db)[0].nit_renewals, 1);
     assert_eq!(sim.count(SimEndpoint::Begin), 2);
-    assert_eq!(stored(&db, NORMAL).unwrap(), expected(&sim.catalog(), NORMAL));
+    assert_eq!(
+        stored(&db, NORMAL).unwrap(),
+        expected_catalog(&sim.catalog(), NORMAL)
+    );
 }
 
 #[tokio::test]
@@ -491,9 +433,9 @@ async fn a_reader_sees_the_old_or_the_new_catalog_never_a_mix() {
             .outcome,
         Outcome::Updated
     );
-    let old = expected(&sim.catalog(), NORMAL);
+    let old = expected_catalog(&sim.catalog(), NORMAL);
     sim.bump("normal");
-    let new = expected(&sim.catalog(), NORMAL);
+    let new = expected_catalog(&sim.catalog(), NORMAL);
     assert_ne!(old, new);
     sim.set_latency(Duration::from_millis(3));
 

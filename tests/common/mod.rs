@@ -490,3 +490,79 @@ pub async fn start_authenticity_pair(
     cfg.catalog = catalog;
     (sim::start(cfg).await.unwrap(), rx, server)
 }
+
+/// What the simulator serves for `rt`, through the same validation the
+/// client applies: the catalog the store must end up holding.
+pub fn expected_catalog(
+    sim: &carat_catalogd::sim::SimCatalog,
+    rt: carat_catalogd::catalog::RechargeType,
+) -> carat_catalogd::catalog::Catalog {
+    use carat_catalogd::carat::wire;
+    use carat_catalogd::catalog::{self, BranchCode, BranchKey, Catalog, Ddd, DealerCode, RechargeType};
+    use std::collections::BTreeMap;
+    let t = &sim.types[rt.as_str()];
+    let dl = catalog::dealer_list(
+        &wire::ListDealersResponse {
+            hashes: Some(wire::Hashes {
+                general: sim.hash_of(rt.as_str()),
+            }),
+            dealers: Some(t.dealers.clone()),
+            questions: Some(t.questions.clone()),
+            ..Default::default()
+        },
+        rt != RechargeType::Normal,
+    )
+    .unwrap();
+    let mut branch_data = BTreeMap::new();
+    let bd = |d: &carat_catalogd::sim::catalog::SimBranchData| {
+        catalog::branch_data(&wire::ListBranchDataResponse {
+            hashes: Some(wire::Hashes {
+                general: sim.hash_of(rt.as_str()),
+            }),
+            general: Some(
+                d.messages
+                    .iter()
+                    .map(|m| wire::GeneralMessage {
+                        message: Some(m.clone()),
+                    })
+                    .collect(),
+            ),
+            questions: Some(d.questions.clone()),
+            categories: Some(d.categories.clone()),
+            ..Default::default()
+        })
+        .unwrap()
+        .data
+    };
+    for (dealer, per) in &t.ddd_data {
+        for (ddd, d) in per {
+            branch_data.insert(
+                (
+                    DealerCode::parse(dealer).unwrap(),
+                    BranchKey::Ddd(Ddd::parse(ddd).unwrap()),
+                ),
+                bd(d),
+            );
+        }
+    }
+    if rt == RechargeType::Others {
+        for (dealer, per) in &t.branch_data {
+            for (branch, d) in per {
+                branch_data.insert(
+                    (
+                        DealerCode::parse(dealer).unwrap(),
+                        BranchKey::Branch(BranchCode::parse(branch).unwrap()),
+                    ),
+                    bd(d),
+                );
+            }
+        }
+    }
+    Catalog {
+        recharge_type: rt,
+        general_hash: dl.hash,
+        dealers: dl.dealers,
+        questions: dl.questions,
+        branch_data,
+    }
+}
