@@ -383,3 +383,104 @@ async fn settings_refuse_an_empty_ca_file() {
     let err = CaratClient::new(settings, AuthMode::Signature(signer())).unwrap_err();
     assert!(err.to_string().contains("carat.ca_file"), "{err}");
 }
+
+/// POSTs for transactions the daemon did not start (the store's own sales
+/// share the registered URL) are forwarded with their status relayed, or
+/// acknowledged when no forward_url is set; ours are never forwarded.
+#[tokio::test]
+async fn foreign_authenticity_posts_are_forwarded_or_acknowledged() {
+    use carat_catalogd::carat::auth::{AuthenticityReceiver, ReceiverSettings};
+    use std::sync::{Arc, Mutex};
+    // The store's own endpoint: records what it gets, answers 202.
+    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let g = got.clone();
+    let store_app = axum::Router::new().route(
+        "/carat/authenticity",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let g = g.clone();
+            async move {
+                let ct = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                g.lock().unwrap().push((ct, body));
+                (axum::http::StatusCode::ACCEPTED, "stored")
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let store_port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, store_app).await.unwrap() });
+
+    let serve = |rx: AuthenticityReceiver| async move {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(carat_catalogd::net::serve_tcp(
+            l,
+            None,
+            rx.router(),
+            std::future::pending(),
+        ));
+        format!("http://127.0.0.1:{port}/carat/authenticity")
+    };
+    let forwarding = AuthenticityReceiver::new(ReceiverSettings {
+        merchant_id: MERCHANT_ID.into(),
+        path: "/carat/authenticity".into(),
+        forward_url: Some(
+            format!("http://127.0.0.1:{store_port}/carat/authenticity")
+                .parse()
+                .unwrap(),
+        ),
+    });
+    let url = serve(forwarding.clone()).await;
+    let http = reqwest::Client::new();
+    let foreign = format!(
+        "merchantUSN=555&merchantId={MERCHANT_ID}&orderId=SALE42&nit={}&generalHash=85E791AD85E791AD",
+        "b".repeat(64)
+    );
+    let r = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(foreign.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "the store's status is relayed");
+    assert_eq!(
+        got.lock().unwrap().as_slice(),
+        &[("application/x-www-form-urlencoded".to_owned(), foreign.clone())]
+    );
+
+    // Ours: taken by the waiting session, not forwarded.
+    let pending = forwarding.register("CATSYNC77", "77");
+    let ours = format!(
+        "merchantUSN=77&merchantId={MERCHANT_ID}&orderId=CATSYNC77&nit={}&generalHash=85E791AD85E791AD&extra=1",
+        "c".repeat(64)
+    );
+    let r = http
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(ours)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let grant = pending
+        .wait(Duration::from_secs(1))
+        .await
+        .expect("the session got its NIT");
+    assert_eq!(grant.nit, "c".repeat(64));
+    assert_eq!(got.lock().unwrap().len(), 1, "ours was not forwarded");
+
+    // Without forward_url: acknowledged with 200.
+    let plain = serve(receiver()).await;
+    let r = http
+        .post(&plain)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(foreign)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

@@ -458,3 +458,34 @@ async fn a_one_shot_sync_refuses_while_the_daemon_holds_the_store() {
     );
     let _ = std::fs::Permissions::from_mode(0o600);
 }
+
+/// The cron fires every second while each check takes 2.5 s: ticks go to
+/// the one worker, so checks never overlap, and ticks that arrive during a
+/// check are coalesced into one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_checks_never_overlap_and_ticks_are_coalesced() {
+    let sim = sim().await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            types: r#"["normal"]"#,
+            schedule: "* * * * * *",
+            ..Default::default()
+        },
+    )
+    .await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    sim.add_fault(FaultRule::new(
+        Some(SimEndpoint::Begin),
+        FaultKind::Latency { ms: 2500 },
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    sim.reset_stats();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(sim.max_in_flight(SimEndpoint::Begin), 1, "two checks ran at once");
+    let begins = sim.count(SimEndpoint::Begin);
+    assert!(
+        (2..=5).contains(&begins),
+        "{begins} checks in 8 s of 1 s ticks and 2.5 s checks"
+    );
+}

@@ -500,3 +500,20 @@ fn session_ids_increase_across_restarts_and_fit_carat_formats() {
     }
     let _ = GeneralHash::zero();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fan_out_is_bounded_by_carat_concurrency() {
+    let sim = start_sim_signature(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = syncer(&sim, dir.path());
+    s.concurrency = 3;
+    sim.set_latency(Duration::from_millis(20));
+    let r = s.sync_type(NORMAL, false, Trigger::Cli, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Updated);
+    assert_eq!(
+        sim.max_in_flight(SimEndpoint::BranchesNormal),
+        3,
+        "exactly carat.concurrency at once"
+    );
+    assert_eq!(sim.max_in_flight(SimEndpoint::Begin), 1);
+}

@@ -98,6 +98,8 @@ struct State {
     faults: faults::FaultTable,
     sessions: HashMap<String, SimSession>,
     counts: BTreeMap<SimEndpoint, u64>,
+    in_flight: BTreeMap<SimEndpoint, u64>,
+    max_in_flight: BTreeMap<SimEndpoint, u64>,
     auth_posts: u64,
     latency: Duration,
 }
@@ -122,6 +124,8 @@ impl Shared {
 pub struct SimStats {
     pub requests: BTreeMap<String, u64>,
     pub total: u64,
+    /// The most requests of each endpoint in flight at once.
+    pub max_in_flight: BTreeMap<String, u64>,
     pub sessions: u64,
     pub authenticity_posts: u64,
     pub hashes: BTreeMap<String, String>,
@@ -152,7 +156,12 @@ impl SimHandle {
     pub fn reset_stats(&self) {
         let mut s = self.shared.lock();
         s.counts.clear();
+        s.max_in_flight.clear();
         s.auth_posts = 0;
+    }
+    /// The most requests of `ep` ever in flight at once (since the last reset).
+    pub fn max_in_flight(&self, ep: SimEndpoint) -> u64 {
+        self.shared.lock().max_in_flight.get(&ep).copied().unwrap_or(0)
     }
     pub fn add_fault(&self, rule: FaultRule) {
         self.shared.lock().faults.add(rule);
@@ -278,6 +287,8 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
             faults: faults::FaultTable::default(),
             sessions: HashMap::new(),
             counts: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            max_in_flight: BTreeMap::new(),
             auth_posts: 0,
             latency: config.latency,
         }),

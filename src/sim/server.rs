@@ -51,6 +51,15 @@ pub(super) fn stats(sh: &Shared) -> SimStats {
             .map(|e| (e.as_str().to_owned(), st.counts.get(e).copied().unwrap_or(0)))
             .collect(),
         total: st.counts.values().sum(),
+        max_in_flight: SimEndpoint::ALL
+            .iter()
+            .map(|e| {
+                (
+                    e.as_str().to_owned(),
+                    st.max_in_flight.get(e).copied().unwrap_or(0),
+                )
+            })
+            .collect(),
         sessions: st.sessions.len() as u64,
         authenticity_posts: st.auth_posts,
         hashes: st
@@ -78,12 +87,36 @@ fn carat_error(ep: SimEndpoint, status: StatusCode, code: &str, message: &str) -
 }
 
 /// Counts the request, fires faults and sleeps the latency.
-async fn prelude(sh: &Shared, ep: SimEndpoint) -> Vec<FaultKind> {
+/// Counts a request of `ep` as in flight until dropped (for the
+/// concurrency the client really used).
+pub(super) struct InFlight {
+    sh: Arc<Shared>,
+    ep: SimEndpoint,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut st = self.sh.lock();
+        if let Some(n) = st.in_flight.get_mut(&self.ep) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+async fn prelude(sh: &Arc<Shared>, ep: SimEndpoint) -> (Vec<FaultKind>, InFlight) {
     let (fired, latency) = {
         let mut st = sh.lock();
         *st.counts.entry(ep).or_default() += 1;
+        let n = {
+            let n = st.in_flight.entry(ep).or_default();
+            *n += 1;
+            *n
+        };
+        let max = st.max_in_flight.entry(ep).or_default();
+        *max = (*max).max(n);
         (st.faults.fire(ep), st.latency)
     };
+    let guard = InFlight { sh: sh.clone(), ep };
     let extra: u64 = fired
         .iter()
         .filter_map(|f| match f {
@@ -95,7 +128,7 @@ async fn prelude(sh: &Shared, ep: SimEndpoint) -> Vec<FaultKind> {
     if !total.is_zero() {
         tokio::time::sleep(total).await;
     }
-    fired
+    (fired, guard)
 }
 
 /// Faults that replace the whole answer.
@@ -264,7 +297,7 @@ fn ok_esitef() -> Value {
 
 async fn begin(State(sh): Sh, fd: Option<Extension<ConnFd>>, headers: HeaderMap, body: Bytes) -> Response {
     const EP: SimEndpoint = SimEndpoint::Begin;
-    let fired = prelude(&sh, EP).await;
+    let (fired, _in_flight) = prelude(&sh, EP).await;
     if let Some(r) = replacing(&fired, EP, fd.map(|e| e.0)).await {
         return r;
     }
@@ -439,7 +472,7 @@ async fn dealers(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     const EP: SimEndpoint = SimEndpoint::Dealers;
-    let fired = prelude(&sh, EP).await;
+    let (fired, _in_flight) = prelude(&sh, EP).await;
     if let Some(r) = replacing(&fired, EP, fd.map(|e| e.0)).await {
         return r;
     }
@@ -493,7 +526,7 @@ async fn branches_normal(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     const EP: SimEndpoint = SimEndpoint::BranchesNormal;
-    let fired = prelude(&sh, EP).await;
+    let (fired, _in_flight) = prelude(&sh, EP).await;
     if let Some(r) = replacing(&fired, EP, fd.map(|e| e.0)).await {
         return r;
     }
@@ -547,7 +580,7 @@ async fn branches_others(
     body: Bytes,
 ) -> Response {
     const EP: SimEndpoint = SimEndpoint::BranchesOthers;
-    let fired = prelude(&sh, EP).await;
+    let (fired, _in_flight) = prelude(&sh, EP).await;
     if let Some(r) = replacing(&fired, EP, fd.map(|e| e.0)).await {
         return r;
     }
@@ -601,6 +634,7 @@ async fn stats_route(State(sh): Sh) -> Json<SimStats> {
 async fn reset_stats(State(sh): Sh) -> StatusCode {
     let mut st = sh.lock();
     st.counts.clear();
+    st.max_in_flight.clear();
     st.auth_posts = 0;
     StatusCode::NO_CONTENT
 }
