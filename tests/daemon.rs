@@ -489,3 +489,55 @@ async fn scheduled_checks_never_overlap_and_ticks_are_coalesced() {
         "{begins} checks in 8 s of 1 s ticks and 2.5 s checks"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_socket_gets_the_configured_group() {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: getgid has no preconditions; getgrgid returns static storage
+    // or null, read at once.
+    let (gid, name) = unsafe {
+        let gid = libc::getgid();
+        let gr = libc::getgrgid(gid);
+        assert!(!gr.is_null(), "this process's group has no name");
+        (
+            gid,
+            std::ffi::CStr::from_ptr((*gr).gr_name)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    };
+    let extra_api: &'static str = Box::leak(format!("socket_group = \"{name}\"").into_boxed_str());
+    let sim = sim().await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            extra_api,
+            ..Default::default()
+        },
+    )
+    .await;
+    let m = std::fs::metadata(&d.socket).unwrap();
+    assert_eq!((m.gid(), m.mode() & 0o777), (gid, 0o660));
+    // A group that does not exist is a clear startup error.
+    let bad = std::fs::read_to_string(&d.config).unwrap().replace(
+        &format!("socket_group = \"{name}\""),
+        "socket_group = \"no-such-group-xyz\"",
+    );
+    let cfg = d.dir.path().join("bad.toml");
+    std::fs::write(
+        &cfg,
+        bad.replace("catalog.sock", "other.sock")
+            .replace("control.sock", "other-control.sock"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no-such-group-xyz"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -213,6 +213,7 @@ pub struct DaemonOpts {
     pub schedule: &'static str,
     pub stale_after: u64,
     pub extra_sync: &'static str,
+    pub extra_api: &'static str,
     pub rust_log: &'static str,
 }
 
@@ -223,6 +224,7 @@ impl Default for DaemonOpts {
             schedule: "0 0 0 1 1 *",
             stale_after: 3600,
             extra_sync: "",
+            extra_api: "",
             rust_log: "info",
         }
     }
@@ -264,6 +266,7 @@ path = "{d}/catalog.db"
 [api]
 socket = "{d}/catalog.sock"
 control_socket = "{d}/control.sock"
+{extra_api}
 "#,
         base = sim.base_url,
         d = dir.display(),
@@ -271,6 +274,7 @@ control_socket = "{d}/control.sock"
         types = o.types,
         stale = o.stale_after,
         extra = o.extra_sync,
+        extra_api = o.extra_api,
     );
     write(dir, "config.toml", &body, 0o640)
 }
