@@ -138,13 +138,17 @@ macro_rules! checked_string {
 
 /// Cuts a value for an error message, so a megabyte of garbage does not end
 /// up in a log line.
+/// Control characters become `\u{FFFD}` (no terminal escape sequence from
+/// Carat reaches a log line).
 pub fn clip(s: &str) -> String {
     const MAX: usize = 40;
-    if s.chars().count() <= MAX {
-        s.to_owned()
+    let clean = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
+    let n = s.chars().count();
+    let head: String = s.chars().take(MAX).map(clean).collect();
+    if n <= MAX {
+        head
     } else {
-        let head: String = s.chars().take(MAX).collect();
-        format!("{head}… ({} chars)", s.chars().count())
+        format!("{head}… ({n} chars)")
     }
 }
 
@@ -708,6 +712,19 @@ mod tests {
         let e = branch_data(&r).unwrap_err();
         assert_eq!(e.path, "list_branch_data_response.categories[0].amount_ranges[0]");
         assert!(e.problem.contains("greater"), "{e}");
+    }
+
+    #[test]
+    fn clip_bounds_and_neutralises_control_characters() {
+        assert_eq!(clip("\u{1b}[31m12"), "\u{FFFD}[31m12");
+        let long = clip(&"x".repeat(2000));
+        assert!(long.len() < 80 && long.ends_with("(2000 chars)"), "{long}");
+        let e = esitef_failure(&Some(wire::Esitef {
+            code: Some("\u{1b}[31m12".into()),
+            message: Some("a\nb".into()),
+        }))
+        .unwrap();
+        assert!(!e.0.contains('\u{1b}') && !e.1.contains('\n'), "{e:?}");
     }
 
     #[test]

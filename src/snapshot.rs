@@ -233,6 +233,10 @@ impl TypeData {
             .map(|(i, d)| (&d.code, i))
             .collect();
         for ((dealer, key), data) in &cat.branch_data {
+            // Validation keeps such entries out; never emit `{,` for one.
+            if !order.contains_key(dealer) {
+                continue;
+            }
             let inner = Bytes::from(branch_data_inner(dealer, key, data));
             let key_str = match key {
                 BranchKey::Ddd(d) => d.as_str().to_owned(),

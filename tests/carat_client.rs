@@ -285,6 +285,11 @@ async fn every_fault_kind_maps_to_its_typed_error() {
         (SimEndpoint::Dealers, FaultKind::Malformed, |e| {
             matches!(e, CaratError::Malformed { .. })
         }),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::TrailingGarbage,
+            |e| matches!(e, CaratError::Malformed { detail, .. } if detail.contains("trailing")),
+        ),
         (SimEndpoint::Dealers, FaultKind::Truncated, |e| {
             matches!(e, CaratError::Incomplete { .. }) && e.class() == ErrorClass::Transient
         }),

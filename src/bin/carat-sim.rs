@@ -26,7 +26,7 @@ CONTROL (while it runs, over the same HTTPS port; add --cacert CA.pem or -k to c
   PUT    /_sim/catalog               replace it
   POST   /_sim/latency?ms=50         delay every answer
 Fault kinds: latency{ms} status{status,retry_after} esitef{code,message} nit_expired malformed
-  truncated hang hash_change wrong_types missing_field bad_code negative_amount
+  truncated trailing_garbage hang hash_change wrong_types missing_field bad_code negative_amount
   reversed_amounts empty_dealers huge_body{bytes} endless_body reset auth_post_missing
   auth_post_wrong_order. Endpoints: begin dealers branches_normal branches_others.
 

@@ -348,15 +348,22 @@ impl CaratClient {
                 message: esitef_message(&body),
             });
         }
-        let de = &mut serde_json::Deserializer::from_slice(&body);
-        serde_path_to_error::deserialize(de).map_err(|e| CaratError::Malformed {
+        let malformed = |detail: String| CaratError::Malformed {
             endpoint: ep,
-            detail: if e.path().to_string() == "." {
+            // serde quotes offending values: keep the message bounded.
+            detail: catalog::clip_message(&detail).chars().take(300).collect(),
+        };
+        let mut de = serde_json::Deserializer::from_slice(&body);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            malformed(if e.path().to_string() == "." {
                 e.inner().to_string()
             } else {
                 format!("{}: {}", e.path(), e.inner())
-            },
-        })
+            })
+        })?;
+        // Trailing bytes after the JSON value are not an answer either.
+        de.end().map_err(|e| malformed(e.to_string()))?;
+        Ok(value)
     }
 
     fn map_reqwest(&self, ep: Endpoint, e: reqwest::Error) -> CaratError {

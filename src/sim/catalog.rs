@@ -325,9 +325,10 @@ impl SimCatalog {
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<SimCatalog, String> {
-        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let mut de = serde_json::Deserializer::from_slice(bytes);
         let mut c: SimCatalog =
-            serde_path_to_error::deserialize(de).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+            serde_path_to_error::deserialize(&mut de).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        de.end().map_err(|e| e.to_string())?;
         c.refresh_hashes();
         Ok(c)
     }

@@ -62,6 +62,8 @@ pub enum FaultKind {
     Malformed,
     /// Half the body, then the connection drops.
     Truncated,
+    /// A complete answer followed by extra bytes.
+    TrailingGarbage,
     /// Never answers.
     Hang,
     /// The table changes (new hash) just before this answer.

@@ -236,6 +236,16 @@ fn finish(fired: &[FaultKind], ep: SimEndpoint, mut inner: Value) -> Response {
         faults::mutate(f, ep, &mut inner);
     }
     let body = envelope(ep, inner);
+    if fired.iter().any(|f| matches!(f, FaultKind::TrailingGarbage)) {
+        let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+        bytes.extend_from_slice(b"}\"garbage");
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response();
+    }
     if fired.iter().any(|f| matches!(f, FaultKind::Truncated)) {
         let full = serde_json::to_vec(&body).unwrap_or_default();
         let half = Bytes::from(full[..full.len() / 2].to_vec());

@@ -1,0 +1,42 @@
+//! `GET /v3/rechargedealers` answer: bytes → envelope → esitef →
+//! `dealer_list` with and without branches, and the invariants of a valid list.
+#![no_main]
+
+mod common;
+
+use carat_catalogd::carat::wire::ListDealersResponseEnvelope;
+use carat_catalogd::catalog;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some(env) = common::parse_checked::<ListDealersResponseEnvelope>(data) else {
+        return;
+    };
+    let Some(r) = env.list_dealers_response else {
+        return;
+    };
+    common::check_esitef(&r.esitef);
+    let n = r.dealers.as_ref().map_or(0, Vec::len);
+    let plain = catalog::dealer_list(&r, false);
+    let branched = catalog::dealer_list(&r, true);
+    common::reach("inner");
+    match &plain {
+        Ok(l) => {
+            common::reach(if l.dealers.is_empty() { "valid-empty" } else { "valid-nonempty" });
+            common::check_dealer_list(l, false, n)
+        }
+        Err(e) => common::check_field_error(e),
+    }
+    match &branched {
+        Ok(l) => {
+            common::reach("valid-with-branches");
+            common::check_dealer_list(l, true, n);
+            // `with_branches` only adds a check: same result when both pass.
+            assert_eq!(plain.as_ref().ok(), Some(l), "with_branches changed a valid list");
+        }
+        Err(e) => common::check_field_error(e),
+    }
+    if plain.is_err() {
+        assert!(branched.is_err(), "with_branches accepted what the plain listing rejects");
+    }
+});
