@@ -177,7 +177,24 @@ impl TypeSnapshot {
         (now - self.version.checked_at).to_std().unwrap_or_default() > stale_after
     }
 
-    /// `{"recharge_type":..,"general_hash":..,"synced_at":..,"checked_at":..,"stale":..,` + `tail` + `}`.
+    /// The parts of a body, without copying the shared `tail`:
+    /// `{"recharge_type":..,"general_hash":..,"synced_at":..,"checked_at":..,"stale":..,`,
+    /// `tail`, `}`.
+    pub fn body_parts(&self, now: DateTime<Utc>, stale_after: Duration, tail: &Bytes) -> [Bytes; 3] {
+        let v = &self.version;
+        let head = format!(
+            "{{\"recharge_type\":\"{}\",\"general_hash\":\"{}\",\"synced_at\":\"{}\",\"checked_at\":\"{}\",\"stale\":{}{}",
+            v.recharge_type.as_str(),
+            v.general_hash.as_str(),
+            fmt_time(v.synced_at),
+            fmt_time(v.checked_at),
+            self.is_stale(now, stale_after),
+            if tail.is_empty() { "" } else { "," }
+        );
+        [Bytes::from(head), tail.clone(), Bytes::from_static(b"}")]
+    }
+
+    /// The whole body in one buffer (a copy; tests and small answers).
     pub fn body(&self, now: DateTime<Utc>, stale_after: Duration, tail: &[u8]) -> Bytes {
         let v = &self.version;
         let head = format!(
@@ -225,7 +242,7 @@ impl TypeData {
         let mut branch_data = HashMap::new();
         let mut ddds_of: BTreeMap<&DealerCode, Vec<&str>> = BTreeMap::new();
         // DDD route: dealers (in Carat's order) with data in that DDD.
-        let mut per_ddd: BTreeMap<String, Vec<(usize, Bytes)>> = BTreeMap::new();
+        let mut per_ddd: BTreeMap<String, Vec<(usize, DealerCode, Bytes)>> = BTreeMap::new();
         let order: HashMap<&DealerCode, usize> = cat
             .dealers
             .iter()
@@ -245,20 +262,24 @@ impl TypeData {
             if let BranchKey::Ddd(ddd) = key
                 && !data.categories.is_empty()
             {
+                // Kept once, inside its DDD's body (sliced from it below).
                 ddds_of.entry(dealer).or_default().push(ddd.as_str());
-                per_ddd
-                    .entry(ddd.as_str().to_owned())
-                    .or_default()
-                    .push((order.get(dealer).copied().unwrap_or(usize::MAX), inner.clone()));
+                per_ddd.entry(ddd.as_str().to_owned()).or_default().push((
+                    order.get(dealer).copied().unwrap_or(usize::MAX),
+                    dealer.clone(),
+                    inner,
+                ));
+            } else {
+                branch_data.insert((dealer.clone(), key_str), inner);
             }
-            branch_data.insert((dealer.clone(), key_str), inner);
         }
         let mut ddd_tails = HashMap::new();
         for (ddd, mut entries) in per_ddd {
-            entries.sort_by_key(|(i, _)| *i);
+            entries.sort_by_key(|(i, _, _)| *i);
             let mut b = BytesMut::new();
             b.put_slice(format!("\"ddd\":\"{ddd}\",\"dealers\":[").as_bytes());
-            for (n, (i, inner)) in entries.iter().enumerate() {
+            let mut slices = vec![];
+            for (n, (i, dealer, inner)) in entries.iter().enumerate() {
                 if n > 0 {
                     b.put_u8(b',');
                 }
@@ -274,11 +295,18 @@ impl TypeData {
                     )
                     .as_bytes(),
                 );
+                slices.push((dealer.clone(), b.len(), b.len() + inner.len()));
                 b.put_slice(inner);
                 b.put_slice(b"}}");
             }
             b.put_u8(b']');
-            ddd_tails.insert(ddd, b.freeze());
+            let tail = b.freeze();
+            // The per-(dealer, DDD) route serves a slice of this buffer:
+            // one copy of the data in memory, no copy per request.
+            for (dealer, start, end) in slices {
+                branch_data.insert((dealer, ddd.clone()), tail.slice(start..end));
+            }
+            ddd_tails.insert(ddd, tail);
         }
         let mut dealer_tails = BTreeMap::new();
         for d in &cat.dealers {

@@ -59,6 +59,46 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A body sent as a few shared buffers (written vectored, never joined):
+/// the big pre-built fragment is not copied per request. Its exact size
+/// gives the `Content-Length`.
+struct PartsBody {
+    parts: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl PartsBody {
+    fn new(parts: impl IntoIterator<Item = Bytes>) -> Self {
+        let parts: std::collections::VecDeque<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        let remaining = parts.iter().map(|b| b.len() as u64).sum();
+        PartsBody { parts, remaining }
+    }
+}
+
+impl http_body::Body for PartsBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.pop_front();
+        if let Some(b) = &next {
+            self.remaining -= b.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|b| Ok(http_body::Frame::data(b))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 pub fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
@@ -190,7 +230,7 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 /// A catalog answer: 304 when the client holds this version, else the body.
-fn catalog_response(shared: &Shared, headers: &HeaderMap, snap: &TypeSnapshot, tail: &[u8]) -> Response {
+fn catalog_response(shared: &Shared, headers: &HeaderMap, snap: &TypeSnapshot, tail: &Bytes) -> Response {
     let etag = format!("\"{}\"", snap.version.general_hash.as_str());
     let mut r = if etag_matches(headers, &etag) {
         let mut r = Response::new(Body::empty());
@@ -198,7 +238,11 @@ fn catalog_response(shared: &Shared, headers: &HeaderMap, snap: &TypeSnapshot, t
         r
     } else {
         let stale_after = shared.settings.load().stale_after;
-        json_response(StatusCode::OK, snap.body(Utc::now(), stale_after, tail))
+        let parts = snap.body_parts(Utc::now(), stale_after, tail);
+        let mut r = Response::new(Body::new(PartsBody::new(parts)));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
     };
     if let Ok(v) = HeaderValue::from_str(&etag) {
         r.headers_mut().insert(header::ETAG, v);
@@ -292,8 +336,8 @@ async fn ddd(State(sh): St, headers: HeaderMap, p: Params) -> Result<Response, A
     match snap.data.ddd_tails.get(ddd) {
         Some(tail) => Ok(catalog_response(&sh, &headers, &snap, tail)),
         None => {
-            let empty = format!("\"ddd\":\"{ddd}\",\"dealers\":[]");
-            Ok(catalog_response(&sh, &headers, &snap, empty.as_bytes()))
+            let empty = Bytes::from(format!("\"ddd\":\"{ddd}\",\"dealers\":[]"));
+            Ok(catalog_response(&sh, &headers, &snap, &empty))
         }
     }
 }
