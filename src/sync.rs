@@ -244,10 +244,7 @@ impl Syncer {
             }
             Ok(Attempt::Fetched(catalog)) => {
                 let counts = catalog.counts();
-                let replacing_nonempty = match self.store.run(move |s| s.load_catalog(rt)).await {
-                    Ok(Some((old, _))) => !old.dealers.is_empty(),
-                    _ => false,
-                };
+                let replacing_nonempty = self.store.run(move |s| s.has_dealers(rt)).await.unwrap_or(false);
                 if catalog.dealers.is_empty() && replacing_nonempty && !force && !self.sync.allow_empty {
                     let msg = "Carat returned an empty dealer list; refusing to replace the current catalog \
                                with an empty one (force a sync to accept it)"

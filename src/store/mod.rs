@@ -319,6 +319,15 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the committed catalog of `rt` has any dealer (cheap: no load).
+    pub fn has_dealers(&self, rt: RechargeType) -> Result<bool, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM dealer WHERE recharge_type = ?1)",
+            params![rt.as_str()],
+            |r| r.get(0),
+        )?)
+    }
+
     /// The committed catalog of `rt` with its version, if any.
     pub fn load_catalog(&self, rt: RechargeType) -> Result<Option<(Catalog, VersionInfo)>, StoreError> {
         // One read transaction, so the version and the rows agree.
