@@ -35,14 +35,27 @@ use crate::secret::Secret;
 /// The smallest RSA modulus accepted for the signing key.
 pub const MIN_RSA_BITS: usize = 2048;
 
-/// The JWT claims Carat reads, as the seed examples show them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The JWT claims Carat reads, as the seed examples show them. `Debug`
+/// redacts the merchant key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     pub merchant_id: String,
     pub merchant_key: String,
     pub order_id: String,
     pub merchant_usn: String,
     pub timestamp: String,
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claims")
+            .field("merchant_id", &self.merchant_id)
+            .field("merchant_key", &"[redacted]")
+            .field("order_id", &self.order_id)
+            .field("merchant_usn", &self.merchant_usn)
+            .field("timestamp", &self.timestamp)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
