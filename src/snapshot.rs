@@ -14,114 +14,24 @@ use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use serde_json::json;
 
-use crate::catalog::{
-    AmountRange, BranchData, BranchKey, Catalog, CatalogCounts, Dealer, DealerCode, FixedAmount, Question,
-    RechargeType,
-};
+use crate::catalog::{BranchData, BranchKey, Catalog, CatalogCounts, Dealer, DealerCode, RechargeType};
 use crate::store::{VersionInfo, fmt_time};
 
-/// A value range as the contract spells it (`expiry_days`...).
-#[derive(Serialize)]
-struct RangeOut<'a> {
-    amount_key: &'a str,
-    min_amount: i64,
-    max_amount: i64,
-    bonus: Option<i64>,
-    bonus_in_percentage: Option<&'a str>,
-    payment_amount: Option<i64>,
-    bonus_category: Option<&'a str>,
-    expiry_days: Option<i64>,
-    bonus_expiry_days: Option<i64>,
-    message: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct FixedOut<'a> {
-    amount_key: &'a str,
-    amount: i64,
-    bonus: Option<i64>,
-    bonus_in_percentage: Option<&'a str>,
-    payment_amount: Option<i64>,
-    bonus_category: Option<&'a str>,
-    expiry_days: Option<i64>,
-    bonus_expiry_days: Option<i64>,
-    message: Option<&'a str>,
-}
-
-fn range_out(r: &AmountRange) -> RangeOut<'_> {
-    let e = &r.extras;
-    RangeOut {
-        amount_key: &r.amount_key,
-        min_amount: r.min_amount,
-        max_amount: r.max_amount,
-        bonus: e.bonus,
-        bonus_in_percentage: e.bonus_in_percentage.as_deref(),
-        payment_amount: e.payment_amount,
-        bonus_category: e.bonus_category.as_deref(),
-        expiry_days: e.expiry_days,
-        bonus_expiry_days: e.bonus_expiry_days,
-        message: e.message.as_deref(),
-    }
-}
-
-fn fixed_out(f: &FixedAmount) -> FixedOut<'_> {
-    let e = &f.extras;
-    FixedOut {
-        amount_key: &f.amount_key,
-        amount: f.amount,
-        bonus: e.bonus,
-        bonus_in_percentage: e.bonus_in_percentage.as_deref(),
-        payment_amount: e.payment_amount,
-        bonus_category: e.bonus_category.as_deref(),
-        expiry_days: e.expiry_days,
-        bonus_expiry_days: e.bonus_expiry_days,
-        message: e.message.as_deref(),
-    }
-}
-
-fn question_json(q: &Question) -> serde_json::Value {
-    json!({
-        "id": q.id, "display": q.display, "rule": q.rule, "type": q.kind,
-        "min": q.min, "max": q.max, "min_value": q.min_value, "max_value": q.max_value,
-    })
-}
-
+/// The domain types serialise in the contract's shape (`expiry_days`,
+/// `type`, nulls for absent fields); only the dealer becomes a map, so
+/// routes can add (`ddds`) or drop (`branches`) fields.
 fn dealer_json(d: &Dealer) -> serde_json::Map<String, serde_json::Value> {
-    let mut m = serde_json::Map::new();
-    m.insert("code".into(), json!(d.code.as_str()));
-    m.insert("name".into(), json!(d.name));
-    m.insert("type_code".into(), json!(d.type_code));
-    m.insert("type_name".into(), json!(d.type_name));
-    m.insert(
-        "branches".into(),
-        json!(
-            d.branches
-                .iter()
-                .map(|b| json!({"code": b.code.as_str(), "name": b.name}))
-                .collect::<Vec<_>>()
-        ),
-    );
-    m
+    match serde_json::to_value(d) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// The inside of a branch-data object, without braces and without
 /// `recharge_type`/`general_hash` (the head supplies those).
 fn branch_data_inner(dealer: &DealerCode, key: &BranchKey, d: &BranchData) -> Vec<u8> {
-    let categories: Vec<_> = d
-        .categories
-        .iter()
-        .map(|c| {
-            json!({
-                "code": c.code,
-                "description": c.description,
-                "amount_ranges": c.amount_ranges.iter().map(range_out).collect::<Vec<_>>(),
-                "fixed_amounts": c.fixed_amounts.iter().map(fixed_out).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
     let (key_name, key_value) = match key {
         BranchKey::Ddd(d) => ("ddd", d.as_str()),
         BranchKey::Branch(b) => ("branch_code", b.as_str()),
@@ -130,8 +40,8 @@ fn branch_data_inner(dealer: &DealerCode, key: &BranchKey, d: &BranchData) -> Ve
         "dealer_code": dealer.as_str(),
         key_name: key_value,
         "messages": d.messages,
-        "questions": d.questions.iter().map(question_json).collect::<Vec<_>>(),
-        "categories": categories,
+        "questions": d.questions,
+        "categories": d.categories,
     });
     strip_braces(serde_json::to_vec(&obj).unwrap_or_default())
 }
@@ -143,10 +53,6 @@ fn strip_braces(mut v: Vec<u8>) -> Vec<u8> {
     }
     v
 }
-
-/// A slice of a shared buffer.
-#[derive(Debug, Clone)]
-pub struct Fragment(pub Bytes);
 
 /// The pre-built bodies of one catalog version.
 #[derive(Debug)]
@@ -193,27 +99,6 @@ impl TypeSnapshot {
         );
         [Bytes::from(head), tail.clone(), Bytes::from_static(b"}")]
     }
-
-    /// The whole body in one buffer (a copy; tests and small answers).
-    pub fn body(&self, now: DateTime<Utc>, stale_after: Duration, tail: &[u8]) -> Bytes {
-        let v = &self.version;
-        let head = format!(
-            "{{\"recharge_type\":\"{}\",\"general_hash\":\"{}\",\"synced_at\":\"{}\",\"checked_at\":\"{}\",\"stale\":{}",
-            v.recharge_type.as_str(),
-            v.general_hash.as_str(),
-            fmt_time(v.synced_at),
-            fmt_time(v.checked_at),
-            self.is_stale(now, stale_after)
-        );
-        let mut b = BytesMut::with_capacity(head.len() + tail.len() + 2);
-        b.put_slice(head.as_bytes());
-        if !tail.is_empty() {
-            b.put_u8(b',');
-            b.put_slice(tail);
-        }
-        b.put_u8(b'}');
-        b.freeze()
-    }
 }
 
 /// Every served type, swapped whole.
@@ -232,7 +117,7 @@ impl TypeData {
             .iter()
             .map(|d| serde_json::Value::Object(dealer_json(d)))
             .collect();
-        let questions: Vec<_> = cat.questions.iter().map(question_json).collect();
+        let questions = &cat.questions;
         let catalog_tail = strip_braces(
             serde_json::to_vec(&json!({"dealers": dealers, "questions": questions})).unwrap_or_default(),
         );
@@ -340,7 +225,7 @@ impl TypeData {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{Category, Ddd, Extras, GeneralHash};
+    use crate::catalog::{AmountRange, Category, Ddd, Extras, GeneralHash};
 
     fn tiny() -> Catalog {
         let d = DealerCode::parse("001").unwrap();
@@ -385,6 +270,11 @@ mod tests {
         }
     }
 
+    /// The body as the client receives it.
+    fn joined(snap: &TypeSnapshot, now: DateTime<Utc>, stale_after: Duration, tail: &Bytes) -> Vec<u8> {
+        snap.body_parts(now, stale_after, tail).concat()
+    }
+
     #[test]
     fn bodies_are_valid_json_with_the_contract_fields() {
         let data = Arc::new(TypeData::build(&tiny()));
@@ -400,7 +290,7 @@ mod tests {
         let now = Utc::now();
         let hour = Duration::from_secs(3600);
         let ddd: serde_json::Value =
-            serde_json::from_slice(&snap.body(now, hour, &data.ddd_tails["11"])).unwrap();
+            serde_json::from_slice(&joined(&snap, now, hour, &data.ddd_tails["11"])).unwrap();
         assert_eq!(ddd["stale"], false);
         assert_eq!(ddd["dealers"][0]["code"], "001");
         let r = &ddd["dealers"][0]["branch_data"]["categories"][0]["amount_ranges"][0];
@@ -411,17 +301,22 @@ mod tests {
             !data.ddd_tails.contains_key("21"),
             "no categories: not serving that DDD"
         );
-        let dealer: serde_json::Value = serde_json::from_slice(&snap.body(
+        let dealer: serde_json::Value = serde_json::from_slice(&joined(
+            &snap,
             now,
             hour,
-            &data.dealer_tails.values().next().unwrap().clone(),
+            data.dealer_tails.values().next().unwrap(),
         ))
         .unwrap();
         assert_eq!(dealer["dealer"]["ddds"], json!(["11"]));
         let key = DealerCode::parse("001").unwrap();
-        let bd: serde_json::Value =
-            serde_json::from_slice(&snap.body(now, hour, data.branch_data_tail(&key, "21").unwrap()))
-                .unwrap();
+        let bd: serde_json::Value = serde_json::from_slice(&joined(
+            &snap,
+            now,
+            hour,
+            data.branch_data_tail(&key, "21").unwrap(),
+        ))
+        .unwrap();
         assert_eq!(bd["ddd"], "21");
         assert_eq!(bd["categories"], json!([]));
         assert!(snap.is_stale(now + chrono::Duration::hours(2), hour));
