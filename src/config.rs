@@ -102,6 +102,7 @@ struct RawApi {
     socket_group: Option<String>,
     control_socket: Option<PathBuf>,
     max_connections: Option<i64>,
+    threads: Option<i64>,
 }
 
 /// A list, or a comma-separated string (how an environment variable such as
@@ -200,6 +201,8 @@ pub struct ApiConfig {
     pub socket_group: Option<String>,
     pub control_socket: PathBuf,
     pub max_connections: usize,
+    /// Threads of the read API's own runtime (apart from the sync's).
+    pub threads: usize,
 }
 
 /// One thing wrong with one key.
@@ -402,6 +405,7 @@ impl Config {
         }
         api.insert("control_socket".into(), s(self.api.control_socket.display()));
         api.insert("max_connections".into(), i(self.api.max_connections as u64));
+        api.insert("threads".into(), i(self.api.threads as u64));
         let mut top = Table::new();
         top.insert("carat".into(), Value::Table(carat));
         top.insert("sync".into(), Value::Table(sync));
@@ -823,6 +827,7 @@ fn api_config(r: RawApi, p: &mut Problems) -> ApiConfig {
             .control_socket
             .unwrap_or_else(|| PathBuf::from("/run/carat-catalogd/control.sock")),
         max_connections: int_in(p, "api.max_connections", r.max_connections, 1024, 1, 65_536) as usize,
+        threads: int_in(p, "api.threads", r.threads, 1, 1, 64) as usize,
     };
     if api.socket == api.control_socket {
         p.add("api.control_socket", "must differ from api.socket");

@@ -37,6 +37,8 @@ pub enum DaemonError {
     Schedule(String),
     #[error("signals: {0}")]
     Signals(std::io::Error),
+    #[error("starting the read API's runtime: {0}")]
+    ApiRuntime(String),
 }
 
 fn notify(states: &[sd_notify::NotifyState]) {
@@ -49,6 +51,47 @@ fn api_settings(cfg: &Config) -> ApiSettings {
         enabled: cfg.sync.recharge_types.clone(),
         stale_after: cfg.sync.stale_after,
     }
+}
+
+/// Serves the read API on its own runtime (`api.threads` threads, one by
+/// default): reads never queue behind sync work (JWT signing, JSON parsing,
+/// snapshot builds), and with one thread a request never hops between
+/// threads. Resolves when the server has stopped.
+fn spawn_api_runtime(
+    listener: tokio::net::UnixListener,
+    router: axum::Router,
+    limits: socket::Limits,
+    shutdown: watch::Receiver<bool>,
+    threads: usize,
+) -> Result<tokio::sync::oneshot::Receiver<()>, DaemonError> {
+    let runtime_err = |e: std::io::Error| DaemonError::ApiRuntime(e.to_string());
+    // Moved to the new runtime's reactor.
+    let listener = listener.into_std().map_err(runtime_err)?;
+    let rt = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("api")
+            .enable_all()
+            .build()
+    }
+    .map_err(runtime_err)?;
+    let listener = {
+        let _in_rt = rt.enter();
+        tokio::net::UnixListener::from_std(listener).map_err(runtime_err)?
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("api".into())
+        .spawn(move || {
+            rt.block_on(socket::serve(listener, router, limits, shutdown));
+            // Connections still draining are dropped with the runtime.
+            rt.shutdown_timeout(Duration::from_secs(1));
+            let _ = done_tx.send(());
+        })
+        .map_err(runtime_err)?;
+    Ok(done_rx)
 }
 
 /// Raises the soft open-files limit towards the hard one, so
@@ -137,12 +180,20 @@ impl Daemon {
             max_connections: cfg.api.max_connections,
             ..Default::default()
         };
-        let api_task = tokio::spawn(socket::serve(
+        let api_task = match spawn_api_runtime(
             catalog_listener,
             api::routes::router(self.shared.clone()),
             limits,
             shutdown_rx.clone(),
-        ));
+            cfg.api.threads,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_file(&cfg.api.socket);
+                let _ = std::fs::remove_file(&cfg.api.control_socket);
+                return Err(e);
+            }
+        };
 
         // The worker, its feeds, and the control socket.
         let (msg_tx, msg_rx) = mpsc::channel(64);
@@ -299,6 +350,7 @@ impl Daemon {
             || new.api.control_socket != old.api.control_socket
             || new.api.socket_group != old.api.socket_group
             || new.api.max_connections != old.api.max_connections
+            || new.api.threads != old.api.threads
         {
             restart_needed.push("[api]");
         }

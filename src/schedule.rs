@@ -316,11 +316,11 @@ pub async fn refresh_snapshot(
                         };
                         rebuilt += 1;
                         let data = Arc::new(TypeData::build(&cat));
-                        next.types.insert(rt, TypeSnapshot { version: v, data });
+                        next.types.insert(rt, TypeSnapshot::new(v, data));
                         continue;
                     }
                 };
-                next.types.insert(rt, TypeSnapshot { version, data });
+                next.types.insert(rt, TypeSnapshot::new(version, data));
             }
             Ok((next, rebuilt))
         })

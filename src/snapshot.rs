@@ -3,21 +3,27 @@
 //! never touches SQLite and never waits for a sync.
 //!
 //! The big JSON bodies are serialised once per version: each route's body
-//! is a small per-request head (`recharge_type`, `general_hash`,
-//! `synced_at`, `checked_at`, `stale`) followed by a pre-built fragment.
-//! Only the head changes when Carat confirms a version (`checked_at`).
+//! is a small head (`recharge_type`, `general_hash`, `synced_at`,
+//! `checked_at`, `stale`) followed by a pre-built fragment. The two heads
+//! (stale or not) are built once per `TypeSnapshot`, which is replaced when
+//! Carat confirms a version (`checked_at`); a request only picks one. The
+//! fragments live in one sealed memfd per version (`zerocopy::Arena`).
 //! Owns building and lookup; never writes the store, never calls Carat.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use std::ops::Range;
+
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use http::HeaderValue;
 use serde_json::json;
 
 use crate::catalog::{BranchData, BranchKey, Catalog, CatalogCounts, Dealer, DealerCode, RechargeType};
 use crate::store::{VersionInfo, fmt_time};
+use crate::zerocopy::Arena;
 
 /// The domain types serialise in the contract's shape (`expiry_days`,
 /// `type`, nulls for absent fields); only the dealer becomes a map, so
@@ -54,50 +60,71 @@ fn strip_braces(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// The pre-built bodies of one catalog version.
+/// The pre-built bodies of one catalog version. Every fragment is a
+/// *closed tail*: the body after the per-request head, ending with the
+/// body's closing `}`. All of them are slices of one [`Arena`] (a sealed
+/// memfd where available), so big ones can be sent without copying.
 #[derive(Debug)]
 pub struct TypeData {
     pub recharge_type: RechargeType,
     pub counts: CatalogCounts,
-    /// `"dealers":[...],"questions":[...]` (whole catalog route).
+    /// `"dealers":[...],"questions":[...]}` (whole catalog route).
     pub catalog_tail: Bytes,
-    /// `"dealers":[...]`.
+    /// `"dealers":[...]}`.
     pub dealers_tail: Bytes,
-    /// Per dealer: `"dealer":{...}` with `ddds` for `normal`.
+    /// Per dealer: `"dealer":{...}}` with `ddds` for `normal`.
     pub dealer_tails: BTreeMap<DealerCode, Bytes>,
-    /// Per DDD (normal): `"ddd":"11","dealers":[...]`.
+    /// Per DDD (normal): `"ddd":"11","dealers":[...]}`.
     pub ddd_tails: HashMap<String, Bytes>,
-    /// Per (dealer, DDD or branch): the branch-data inner fragment.
+    /// Per (dealer, DDD or branch): the branch-data fragment.
     pub branch_data: HashMap<(DealerCode, String), Bytes>,
+    /// Bytes held by this version's arena.
+    pub arena_bytes: usize,
 }
 
-/// One type's version plus its data.
+/// One type's version plus its data, and the per-version head parts.
 #[derive(Debug, Clone)]
 pub struct TypeSnapshot {
     pub version: VersionInfo,
     pub data: Arc<TypeData>,
+    /// `{"recharge_type":..,..,"stale":false,` and its `true` twin: built
+    /// once per version, picked per request.
+    heads: [Bytes; 2],
+    /// `"<general_hash>"`.
+    pub etag: HeaderValue,
 }
 
 impl TypeSnapshot {
+    pub fn new(version: VersionInfo, data: Arc<TypeData>) -> Self {
+        let head = |stale: bool| {
+            Bytes::from(format!(
+                "{{\"recharge_type\":\"{}\",\"general_hash\":\"{}\",\"synced_at\":\"{}\",\"checked_at\":\"{}\",\"stale\":{stale},",
+                version.recharge_type.as_str(),
+                version.general_hash.as_str(),
+                fmt_time(version.synced_at),
+                fmt_time(version.checked_at),
+            ))
+        };
+        let etag = HeaderValue::from_str(&format!("\"{}\"", version.general_hash.as_str()))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+        TypeSnapshot {
+            heads: [head(false), head(true)],
+            etag,
+            version,
+            data,
+        }
+    }
+
     pub fn is_stale(&self, now: DateTime<Utc>, stale_after: Duration) -> bool {
         (now - self.version.checked_at).to_std().unwrap_or_default() > stale_after
     }
 
-    /// The parts of a body, without copying the shared `tail`:
-    /// `{"recharge_type":..,"general_hash":..,"synced_at":..,"checked_at":..,"stale":..,`,
-    /// `tail`, `}`.
-    pub fn body_parts(&self, now: DateTime<Utc>, stale_after: Duration, tail: &Bytes) -> [Bytes; 3] {
-        let v = &self.version;
-        let head = format!(
-            "{{\"recharge_type\":\"{}\",\"general_hash\":\"{}\",\"synced_at\":\"{}\",\"checked_at\":\"{}\",\"stale\":{}{}",
-            v.recharge_type.as_str(),
-            v.general_hash.as_str(),
-            fmt_time(v.synced_at),
-            fmt_time(v.checked_at),
-            self.is_stale(now, stale_after),
-            if tail.is_empty() { "" } else { "," }
-        );
-        [Bytes::from(head), tail.clone(), Bytes::from_static(b"}")]
+    /// A body as two shared buffers, neither copied: the head
+    /// `{"recharge_type":..,"general_hash":..,"synced_at":..,"checked_at":..,"stale":..,`
+    /// and the closed tail (`...}`).
+    pub fn body_parts(&self, now: DateTime<Utc>, stale_after: Duration, tail: &Bytes) -> [Bytes; 2] {
+        let head = self.heads[usize::from(self.is_stale(now, stale_after))].clone();
+        [head, tail.clone()]
     }
 }
 
@@ -107,27 +134,47 @@ pub struct Snapshot {
     pub types: BTreeMap<RechargeType, TypeSnapshot>,
 }
 
+/// Collects every fragment into one buffer; each fragment is pushed with
+/// its closing `}` and remembered as a range.
+#[derive(Default)]
+struct ArenaBuilder {
+    buf: Vec<u8>,
+}
+
+impl ArenaBuilder {
+    /// Appends `inner` and a closing `}`; the range covers both.
+    fn closed(&mut self, inner: &[u8]) -> Range<usize> {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(inner);
+        self.buf.push(b'}');
+        start..self.buf.len()
+    }
+}
+
 impl TypeData {
     /// Serialises a catalog's bodies (CPU work: run it off the async threads).
     pub fn build(cat: &Catalog) -> TypeData {
         let rt = cat.recharge_type;
         let hash = cat.general_hash.as_str();
+        let mut ab = ArenaBuilder::default();
         let dealers: Vec<_> = cat
             .dealers
             .iter()
             .map(|d| serde_json::Value::Object(dealer_json(d)))
             .collect();
         let questions = &cat.questions;
-        let catalog_tail = strip_braces(
+        let catalog_tail = ab.closed(&strip_braces(
             serde_json::to_vec(&json!({"dealers": dealers, "questions": questions})).unwrap_or_default(),
-        );
-        let dealers_tail =
-            strip_braces(serde_json::to_vec(&json!({ "dealers": dealers })).unwrap_or_default());
+        ));
+        let dealers_tail = ab.closed(&strip_braces(
+            serde_json::to_vec(&json!({ "dealers": dealers })).unwrap_or_default(),
+        ));
+        drop(dealers);
 
-        let mut branch_data = HashMap::new();
+        let mut branch_data: HashMap<(DealerCode, String), Range<usize>> = HashMap::new();
         let mut ddds_of: BTreeMap<&DealerCode, Vec<&str>> = BTreeMap::new();
         // DDD route: dealers (in Carat's order) with data in that DDD.
-        let mut per_ddd: BTreeMap<String, Vec<(usize, DealerCode, Bytes)>> = BTreeMap::new();
+        let mut per_ddd: BTreeMap<String, Vec<(usize, DealerCode, Vec<u8>)>> = BTreeMap::new();
         let order: HashMap<&DealerCode, usize> = cat
             .dealers
             .iter()
@@ -139,11 +186,7 @@ impl TypeData {
             if !order.contains_key(dealer) {
                 continue;
             }
-            let inner = Bytes::from(branch_data_inner(dealer, key, data));
-            let key_str = match key {
-                BranchKey::Ddd(d) => d.as_str().to_owned(),
-                BranchKey::Branch(b) => b.as_str().to_owned(),
-            };
+            let inner = branch_data_inner(dealer, key, data);
             if let BranchKey::Ddd(ddd) = key
                 && !data.categories.is_empty()
             {
@@ -155,43 +198,48 @@ impl TypeData {
                     inner,
                 ));
             } else {
-                branch_data.insert((dealer.clone(), key_str), inner);
+                let key_str = match key {
+                    BranchKey::Ddd(d) => d.as_str().to_owned(),
+                    BranchKey::Branch(b) => b.as_str().to_owned(),
+                };
+                branch_data.insert((dealer.clone(), key_str), ab.closed(&inner));
             }
         }
         let mut ddd_tails = HashMap::new();
         for (ddd, mut entries) in per_ddd {
             entries.sort_by_key(|(i, _, _)| *i);
-            let mut b = BytesMut::new();
-            b.put_slice(format!("\"ddd\":\"{ddd}\",\"dealers\":[").as_bytes());
-            let mut slices = vec![];
+            let start = ab.buf.len();
+            let b = &mut ab.buf;
+            b.extend_from_slice(format!("\"ddd\":\"{ddd}\",\"dealers\":[").as_bytes());
             for (n, (i, dealer, inner)) in entries.iter().enumerate() {
                 if n > 0 {
-                    b.put_u8(b',');
+                    b.push(b',');
                 }
                 let mut d = cat.dealers.get(*i).map(dealer_json).unwrap_or_default();
                 d.remove("branches");
                 let head = strip_braces(serde_json::to_vec(&d).unwrap_or_default());
-                b.put_u8(b'{');
-                b.put_slice(&head);
-                b.put_slice(
+                b.push(b'{');
+                b.extend_from_slice(&head);
+                b.extend_from_slice(
                     format!(
                         ",\"branch_data\":{{\"recharge_type\":\"{}\",\"general_hash\":\"{hash}\",",
                         rt.as_str()
                     )
                     .as_bytes(),
                 );
-                slices.push((dealer.clone(), b.len(), b.len() + inner.len()));
-                b.put_slice(inner);
-                b.put_slice(b"}}");
+                let inner_start = b.len();
+                b.extend_from_slice(inner);
+                b.extend_from_slice(b"}}");
+                // The per-(dealer, DDD) route serves a slice of this DDD's
+                // body (through the `}` closing `branch_data`): one copy of
+                // the data in memory, no copy per request.
+                branch_data.insert(
+                    (dealer.clone(), ddd.clone()),
+                    inner_start..inner_start + inner.len() + 1,
+                );
             }
-            b.put_u8(b']');
-            let tail = b.freeze();
-            // The per-(dealer, DDD) route serves a slice of this buffer:
-            // one copy of the data in memory, no copy per request.
-            for (dealer, start, end) in slices {
-                branch_data.insert((dealer, ddd.clone()), tail.slice(start..end));
-            }
-            ddd_tails.insert(ddd, tail);
+            b.extend_from_slice(b"]}");
+            ddd_tails.insert(ddd, start..b.len());
         }
         let mut dealer_tails = BTreeMap::new();
         for d in &cat.dealers {
@@ -203,20 +251,23 @@ impl TypeData {
                 );
             }
             let tail = strip_braces(serde_json::to_vec(&json!({ "dealer": m })).unwrap_or_default());
-            dealer_tails.insert(d.code.clone(), Bytes::from(tail));
+            dealer_tails.insert(d.code.clone(), ab.closed(&tail));
         }
+        let arena_bytes = ab.buf.len();
+        let all = Arena::new(ab.buf).bytes();
         TypeData {
             recharge_type: rt,
             counts: cat.counts(),
-            catalog_tail: Bytes::from(catalog_tail),
-            dealers_tail: Bytes::from(dealers_tail),
-            dealer_tails,
-            ddd_tails,
-            branch_data,
+            catalog_tail: all.slice(catalog_tail),
+            dealers_tail: all.slice(dealers_tail),
+            dealer_tails: dealer_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
+            ddd_tails: ddd_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
+            branch_data: branch_data.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
+            arena_bytes,
         }
     }
 
-    /// The branch-data route's tail: `"dealer_code":..` fragment.
+    /// The branch-data route's closed tail (`"dealer_code":..}`).
     pub fn branch_data_tail(&self, dealer: &DealerCode, key: &str) -> Option<&Bytes> {
         self.branch_data.get(&(dealer.clone(), key.to_owned()))
     }
@@ -278,15 +329,15 @@ mod tests {
     #[test]
     fn bodies_are_valid_json_with_the_contract_fields() {
         let data = Arc::new(TypeData::build(&tiny()));
-        let snap = TypeSnapshot {
-            version: VersionInfo {
+        let snap = TypeSnapshot::new(
+            VersionInfo {
                 recharge_type: RechargeType::Normal,
                 general_hash: GeneralHash::parse("09A9681D09A9681D").unwrap(),
                 synced_at: Utc::now(),
                 checked_at: Utc::now(),
             },
-            data: data.clone(),
-        };
+            data.clone(),
+        );
         let now = Utc::now();
         let hour = Duration::from_secs(3600);
         let ddd: serde_json::Value =

@@ -219,20 +219,20 @@ fn type_snapshot(shared: &Shared, rt: &str) -> Result<TypeSnapshot, ApiError> {
     })
 }
 
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+fn etag_matches(headers: &HeaderMap, etag: &[u8]) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().trim_start_matches("W/"))
-        .any(|t| t == etag || t == "*")
+        .any(|t| t.as_bytes() == etag || t == "*")
 }
 
 /// A catalog answer: 304 when the client holds this version, else the body.
 fn catalog_response(shared: &Shared, headers: &HeaderMap, snap: &TypeSnapshot, tail: &Bytes) -> Response {
-    let etag = format!("\"{}\"", snap.version.general_hash.as_str());
-    let mut r = if etag_matches(headers, &etag) {
+    let etag = &snap.etag;
+    let mut r = if etag_matches(headers, etag.as_bytes()) {
         let mut r = Response::new(Body::empty());
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
@@ -244,9 +244,7 @@ fn catalog_response(shared: &Shared, headers: &HeaderMap, snap: &TypeSnapshot, t
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     };
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        r.headers_mut().insert(header::ETAG, v);
-    }
+    r.headers_mut().insert(header::ETAG, etag.clone());
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
@@ -336,7 +334,7 @@ async fn ddd(State(sh): St, headers: HeaderMap, p: Params) -> Result<Response, A
     match snap.data.ddd_tails.get(ddd) {
         Some(tail) => Ok(catalog_response(&sh, &headers, &snap, tail)),
         None => {
-            let empty = Bytes::from(format!("\"ddd\":\"{ddd}\",\"dealers\":[]"));
+            let empty = Bytes::from(format!("\"ddd\":\"{ddd}\",\"dealers\":[]}}"));
             Ok(catalog_response(&sh, &headers, &snap, &empty))
         }
     }

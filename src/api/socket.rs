@@ -189,7 +189,7 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes.max(8192))
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(crate::zerocopy::ZcStream::new(stream)), svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => { let _ = r; }
