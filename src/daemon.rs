@@ -59,7 +59,7 @@ fn api_settings(cfg: &Config) -> ApiSettings {
 /// threads. Resolves when the server has stopped.
 fn spawn_api_runtime(
     listener: tokio::net::UnixListener,
-    router: axum::Router,
+    shared: Arc<Shared>,
     limits: socket::Limits,
     shutdown: watch::Receiver<bool>,
     threads: usize,
@@ -85,7 +85,12 @@ fn spawn_api_runtime(
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
-            rt.block_on(socket::serve(listener, router, limits, shutdown));
+            let service = hyper::service::service_fn(move |req| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(api::routes::handle(
+                    &shared, &req,
+                )))
+            });
+            rt.block_on(socket::serve(listener, service, limits, shutdown));
             // Connections still draining are dropped with the runtime.
             rt.shutdown_timeout(Duration::from_secs(1));
             let _ = done_tx.send(());
@@ -182,7 +187,7 @@ impl Daemon {
         };
         let api_task = match spawn_api_runtime(
             catalog_listener,
-            api::routes::router(self.shared.clone()),
+            self.shared.clone(),
             limits,
             shutdown_rx.clone(),
             cfg.api.threads,
@@ -204,10 +209,10 @@ impl Daemon {
         };
         let control_task = tokio::spawn(socket::serve(
             control_listener,
-            api::control::router(api::control::ControlState {
+            socket::router_service(api::control::router(api::control::ControlState {
                 worker: handle.clone(),
                 shared: self.shared.clone(),
-            }),
+            })),
             socket::Limits {
                 max_connections: 16,
                 ..Default::default()

@@ -58,19 +58,101 @@ pub struct StatusBoard {
     pub per_type: BTreeMap<RechargeType, TypeStatus>,
 }
 
-/// Counters for `/metrics`.
+/// The read API's routes, as metrics labels (fixed: labels must not grow
+/// with paths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiRoute {
+    Health,
+    Status,
+    Catalog,
+    Dealers,
+    Dealer,
+    DealerDdd,
+    Ddd,
+    DealerBranch,
+    Metrics,
+    Unmatched,
+}
+
+impl ApiRoute {
+    pub const ALL: [ApiRoute; 10] = [
+        ApiRoute::Health,
+        ApiRoute::Status,
+        ApiRoute::Catalog,
+        ApiRoute::Dealers,
+        ApiRoute::Dealer,
+        ApiRoute::DealerDdd,
+        ApiRoute::Ddd,
+        ApiRoute::DealerBranch,
+        ApiRoute::Metrics,
+        ApiRoute::Unmatched,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ApiRoute::Health => "/v1/health",
+            ApiRoute::Status => "/v1/status",
+            ApiRoute::Catalog => "/v1/catalogs/{type}",
+            ApiRoute::Dealers => "/v1/catalogs/{type}/dealers",
+            ApiRoute::Dealer => "/v1/catalogs/{type}/dealers/{dealer}",
+            ApiRoute::DealerDdd => "/v1/catalogs/normal/dealers/{dealer}/ddds/{ddd}",
+            ApiRoute::Ddd => "/v1/catalogs/normal/ddds/{ddd}",
+            ApiRoute::DealerBranch => "/v1/catalogs/others/dealers/{dealer}/branches/{branch}",
+            ApiRoute::Metrics => "/metrics",
+            ApiRoute::Unmatched => "unmatched",
+        }
+    }
+}
+
+/// The statuses the API answers with, each with its own counter slot.
+const API_STATUSES: [u16; 9] = [200, 304, 400, 403, 404, 405, 500, 503, 0];
+
+/// Counters for `/metrics`. API requests are counted lock-free (the read
+/// path must not contend); sync runs are rare and use a mutex.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub sync_runs: Mutex<BTreeMap<(RechargeType, &'static str), u64>>,
-    pub api_requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    api: [[AtomicU64; API_STATUSES.len()]; ApiRoute::ALL.len()],
+    /// Any status outside `API_STATUSES` (none is expected).
+    api_other: Mutex<BTreeMap<(&'static str, u16), u64>>,
     pub snapshot_builds: AtomicU64,
 }
 
 impl Metrics {
-    pub fn count_api(&self, route: &'static str, status: u16) {
-        if let Ok(mut m) = self.api_requests.lock() {
-            *m.entry((route, status)).or_default() += 1;
+    pub fn count_api(&self, route: ApiRoute, status: u16) {
+        let r = route as usize;
+        match API_STATUSES[..API_STATUSES.len() - 1]
+            .iter()
+            .position(|s| *s == status)
+        {
+            Some(i) => {
+                self.api[r][i].fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                if let Ok(mut m) = self.api_other.lock() {
+                    *m.entry((route.label(), status)).or_default() += 1;
+                }
+            }
         }
+    }
+
+    /// Every non-zero (route label, status, count), sorted.
+    pub fn api_requests(&self) -> Vec<(&'static str, u16, u64)> {
+        let mut out = BTreeMap::new();
+        for route in ApiRoute::ALL {
+            for (i, status) in API_STATUSES[..API_STATUSES.len() - 1].iter().enumerate() {
+                let n = self.api[route as usize][i].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.insert((route.label(), *status), n);
+                }
+            }
+        }
+        if let Ok(m) = self.api_other.lock() {
+            for (k, n) in m.iter() {
+                *out.entry(*k).or_default() += n;
+            }
+        }
+        out.into_iter().map(|((r, s), n)| (r, s, n)).collect()
     }
 }
 

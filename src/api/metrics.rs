@@ -95,14 +95,12 @@ pub fn render(sh: &Shared) -> String {
     }
     o.push_str("# HELP carat_catalogd_api_requests_total Local API requests by route and status.\n");
     o.push_str("# TYPE carat_catalogd_api_requests_total counter\n");
-    if let Ok(m) = sh.metrics.api_requests.lock() {
-        for ((route, status), n) in m.iter() {
-            let _ = writeln!(
-                o,
-                "carat_catalogd_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                esc(route)
-            );
-        }
+    for (route, status, n) in sh.metrics.api_requests() {
+        let _ = writeln!(
+            o,
+            "carat_catalogd_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+            esc(route)
+        );
     }
     let running = sh.with_status(|s| s.running);
     o.push_str(

@@ -11,8 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::UnixListener;
 use tokio::sync::{Semaphore, watch};
@@ -136,15 +139,40 @@ static OVERLOADED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
     .into_bytes()
 });
 
-/// Serves `router` on `listener` until `shutdown` turns true: then stops
+/// An axum router as a connection's service (the control socket).
+pub fn router_service(
+    router: Router,
+) -> impl Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<axum::response::Response, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    })
+}
+
+/// Serves `service` on `listener` until `shutdown` turns true: then stops
 /// accepting, lets open connections finish their request (bounded), and
 /// returns.
-pub async fn serve(
+pub async fn serve<S, B>(
     listener: UnixListener,
-    router: Router,
+    service: S,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
-) {
+) where
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
     let (drain_tx, drain_rx) = watch::channel(false);
@@ -178,13 +206,10 @@ pub async fn serve(
             }
             continue;
         };
-        let router = router.clone();
+        let svc = service.clone();
         let mut drain = drain_rx.clone();
         conns.spawn(async move {
             let _permit = permit;
-            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                router.clone().oneshot(req.map(axum::body::Body::new))
-            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
