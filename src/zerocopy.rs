@@ -266,6 +266,9 @@ pub struct ZcStream {
     inner: UnixStream,
     /// Cleared when `sendfile` is refused on this stream.
     sendfile: bool,
+    /// Where the last `sendfile` stopped: a partial write's rest, however
+    /// small, continues with `sendfile` rather than being copied.
+    resume_at: usize,
 }
 
 impl ZcStream {
@@ -273,11 +276,12 @@ impl ZcStream {
         ZcStream {
             inner,
             sendfile: true,
+            resume_at: 0,
         }
     }
 
     fn target(&self, buf: &[u8]) -> Option<(Arc<Arena>, u64)> {
-        if !self.sendfile || buf.len() < SENDFILE_MIN {
+        if !self.sendfile || (buf.len() < SENDFILE_MIN && buf.as_ptr() as usize != self.resume_at) {
             return None;
         }
         find(buf)
@@ -352,6 +356,9 @@ impl AsyncWrite for ZcStream {
         };
         if let Some((arena, offset)) = this.target(&bufs[first]) {
             if let Some(r) = ready!(this.poll_sendfile(cx, &arena, offset, bufs[first].len())) {
+                if let Ok(n) = r {
+                    this.resume_at = bufs[first].as_ptr() as usize + n;
+                }
                 return Poll::Ready(r);
             }
             return Pin::new(&mut this.inner).poll_write(cx, &bufs[first]);

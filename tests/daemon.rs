@@ -134,6 +134,13 @@ async fn every_route_serves_the_contract_shapes_and_the_simulators_data() {
     ] {
         assert!(m.contains(needle), "metrics lack {needle}:\n{m}");
     }
+    // The served bodies live in a sealed memfd (sent with sendfile when big).
+    let memfd: u64 = m
+        .lines()
+        .find_map(|l| l.strip_prefix("carat_catalogd_snapshot_bytes{backing=\"memfd\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(memfd > 10_000, "snapshot not in a memfd:\n{m}");
 
     // ETag is the hash; If-None-Match answers 304 without a body.
     let (s, hs, _) = raw(&d, "GET", "/v1/catalogs/normal/ddds/11", &[]).await;
@@ -540,4 +547,71 @@ async fn the_catalog_socket_gets_the_configured_group() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Big bodies go out with sendfile from the snapshot's sealed memfd. A
+/// client still reading an old version's big body when a new version is
+/// swapped in gets that old body complete and intact; the next request
+/// gets the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_are_zero_copy_and_survive_a_version_swap_mid_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 40,
+        ddds: 3,
+        ranges: 10,
+    }))
+    .await;
+    let d = DaemonProc::start(&sim, DaemonOpts::default()).await;
+    d.wait_status("first sync", |v| all_synced(v, &ALL)).await;
+    let path = "/v1/catalogs/normal/ddds/11";
+    let (s, _, old_body) = raw(&d, "GET", path, &[]).await;
+    assert_eq!(s, 200);
+    assert!(
+        old_body.len() > 2 * carat_catalogd::zerocopy::SENDFILE_MIN,
+        "the test needs a big body, got {} bytes",
+        old_body.len()
+    );
+    let metric = |m: &str, name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let (_, _, m) = raw(&d, "GET", "/metrics", &[]).await;
+    let sent = metric(
+        &String::from_utf8_lossy(&m),
+        "carat_catalogd_api_zero_copy_bytes_total",
+    );
+    assert!(
+        sent as usize >= old_body.len() - 2048,
+        "the body did not go through sendfile ({sent} bytes)"
+    );
+
+    // A slow reader: asks, reads a little, and waits.
+    let mut slow = tokio::net::UnixStream::connect(&d.socket).await.unwrap();
+    slow.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut got = vec![0u8; 1000];
+    slow.read_exact(&mut got).await.unwrap();
+
+    // A new version arrives and is served.
+    let old_hash = sim.hash("normal").unwrap();
+    let new_hash = sim.bump("normal").unwrap();
+    let out = d.cli(&["resync", "--type", "normal"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (s, v) = d.get(path).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["general_hash"], new_hash.as_str());
+
+    // The slow reader's old body is whole and unchanged.
+    slow.read_to_end(&mut got).await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let split = text.find("\r\n\r\n").expect("a response head") + 4;
+    let body = &got[split..];
+    assert_eq!(body.len(), old_body.len());
+    assert!(body == &old_body[..], "the old body changed under a slow reader");
+    let v: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(v["general_hash"], old_hash.as_str());
 }

@@ -107,6 +107,26 @@ pub fn render(sh: &Shared) -> String {
         "# HELP carat_catalogd_sync_running 1 while a sync runs.\n# TYPE carat_catalogd_sync_running gauge\n",
     );
     let _ = writeln!(o, "carat_catalogd_sync_running {}", u8::from(running));
+    let zc = crate::zerocopy::stats();
+    o.push_str("# HELP carat_catalogd_snapshot_bytes Bytes of pre-built catalog bodies held, by backing (memfd: sent with sendfile).\n");
+    o.push_str("# TYPE carat_catalogd_snapshot_bytes gauge\n");
+    let _ = writeln!(
+        o,
+        "carat_catalogd_snapshot_bytes{{backing=\"memfd\"}} {}",
+        zc.memfd_bytes
+    );
+    let _ = writeln!(
+        o,
+        "carat_catalogd_snapshot_bytes{{backing=\"heap\"}} {}",
+        zc.heap_bytes
+    );
+    o.push_str("# HELP carat_catalogd_api_zero_copy_bytes_total Response bytes sent with sendfile from the snapshot memfd.\n");
+    o.push_str("# TYPE carat_catalogd_api_zero_copy_bytes_total counter\n");
+    let _ = writeln!(
+        o,
+        "carat_catalogd_api_zero_copy_bytes_total {}",
+        zc.zero_copy_bytes
+    );
     o.push_str("# HELP carat_catalogd_snapshot_builds_total Served-catalog rebuilds after a new version.\n");
     o.push_str("# TYPE carat_catalogd_snapshot_builds_total counter\n");
     let _ = writeln!(o, "carat_catalogd_snapshot_builds_total {}", sh.snapshot_builds());
