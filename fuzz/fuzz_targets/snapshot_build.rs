@@ -26,7 +26,8 @@ use libfuzzer_sys::fuzz_target;
 
 fn body_json(snap: &TypeSnapshot, tail: &[u8], what: &str) -> serde_json::Value {
     let now = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
-    let b = snap.body(now, Duration::from_secs(3600), tail);
+    let tail = bytes::Bytes::copy_from_slice(tail);
+    let b = snap.body_parts(now, Duration::from_secs(3600), &tail).concat();
     match serde_json::from_slice(&b) {
         Ok(v) => v,
         Err(e) => panic!(
@@ -115,15 +116,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let counts = cat.counts();
     assert_eq!(td.counts, counts);
-    let snap = TypeSnapshot {
-        version: VersionInfo {
+    let snap = TypeSnapshot::new(
+        VersionInfo {
             recharge_type: rt,
             general_hash: cat.general_hash.clone(),
             synced_at: Utc.with_ymd_and_hms(2029, 12, 31, 23, 0, 0).unwrap(),
             checked_at: Utc.with_ymd_and_hms(2029, 12, 31, 23, 30, 0).unwrap(),
         },
-        data: td.clone(),
-    };
+        td.clone(),
+    );
     assert_eq!(GeneralHash::parse(cat.general_hash.as_str()).as_ref(), Ok(&cat.general_hash));
 
     let v = body_json(&snap, &td.catalog_tail, "catalog route");
