@@ -11,10 +11,9 @@
 //! Owns building and lookup; never writes the store, never calls Carat.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::ops::Range;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -78,8 +77,6 @@ pub struct TypeData {
     pub ddd_tails: HashMap<String, Bytes>,
     /// Per (dealer, DDD or branch): the branch-data fragment.
     pub branch_data: HashMap<(DealerCode, String), Bytes>,
-    /// Bytes held by this version's arena.
-    pub arena_bytes: usize,
 }
 
 /// One type's version plus its data, and the per-version head parts.
@@ -253,7 +250,6 @@ impl TypeData {
             let tail = strip_braces(serde_json::to_vec(&json!({ "dealer": m })).unwrap_or_default());
             dealer_tails.insert(d.code.clone(), ab.closed(&tail));
         }
-        let arena_bytes = ab.buf.len();
         let all = Arena::new(ab.buf).bytes();
         TypeData {
             recharge_type: rt,
@@ -263,7 +259,6 @@ impl TypeData {
             dealer_tails: dealer_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
             ddd_tails: ddd_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
             branch_data: branch_data.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
-            arena_bytes,
         }
     }
 

@@ -214,6 +214,7 @@ fn memfd_mapping(data: &[u8]) -> io::Result<(usize, OwnedFd)> {
     Ok((addr as usize, fd))
 }
 
+#[derive(Clone)]
 struct Entry {
     start: usize,
     end: usize,
@@ -225,38 +226,27 @@ struct Entry {
 /// else, so a stale entry can never redirect a write to the wrong bytes.
 static REGISTRY: LazyLock<ArcSwap<Vec<Entry>>> = LazyLock::new(|| ArcSwap::from_pointee(Vec::new()));
 
-fn register(arena: &Arc<Arena>, addr: usize, len: usize) {
-    let weak = Arc::downgrade(arena);
-    REGISTRY.rcu(|v| {
-        let mut next: Vec<Entry> = v
-            .iter()
-            .filter(|e| e.arena.strong_count() > 0)
-            .map(|e| Entry {
-                start: e.start,
-                end: e.end,
-                arena: e.arena.clone(),
-            })
-            .collect();
-        next.push(Entry {
-            start: addr,
-            end: addr + len,
-            arena: weak.clone(),
-        });
-        next
-    });
-}
-
-fn unregister_dead() {
+/// Replaces the registry with its live entries plus `add`.
+fn update_registry(add: Option<Entry>) {
     REGISTRY.rcu(|v| {
         v.iter()
             .filter(|e| e.arena.strong_count() > 0)
-            .map(|e| Entry {
-                start: e.start,
-                end: e.end,
-                arena: e.arena.clone(),
-            })
+            .cloned()
+            .chain(add.clone())
             .collect::<Vec<_>>()
     });
+}
+
+fn register(arena: &Arc<Arena>, addr: usize, len: usize) {
+    update_registry(Some(Entry {
+        start: addr,
+        end: addr + len,
+        arena: Arc::downgrade(arena),
+    }));
+}
+
+fn unregister_dead() {
+    update_registry(None);
 }
 
 /// The memfd arena holding `buf` entirely, and `buf`'s offset in it.
