@@ -2,16 +2,16 @@
 //! they are wider (bound inside a private 0700 directory, then renamed into
 //! place), a stale file left by a crash replaced, a live one refused; and the
 //! serve loop: a semaphore bounds connections, headers are size-limited and
-//! idle connections time out. Knows no routes.
+//! idle connections time out; each stream is a `zerocopy::ZcStream`, so big
+//! snapshot bodies leave with `sendfile`. Knows no routes.
 
+use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::convert::Infallible;
 
 use axum::Router;
 use hyper::body::Incoming;
