@@ -586,12 +586,7 @@ fn main() {
     }
 
     // The simulator on its own runtime; idle during the load.
-    let sim_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sim-rt")
-        .enable_all()
-        .build()
-        .unwrap();
+    let sim_rt = runtime("sim-rt", 2);
     let t = Instant::now();
     let (private, public) = sim::make_rsa_key(false).expect("rsa key");
     let spec = GenSpec {
@@ -622,11 +617,7 @@ fn main() {
             .build()
             .unwrap()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(client_threads)
-            .enable_all()
-            .build()
-            .unwrap()
+        runtime("load-rt", client_threads)
     };
 
     let dir = tempfile::tempdir().unwrap();

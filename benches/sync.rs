@@ -287,18 +287,8 @@ fn main() {
         latency.as_millis()
     );
 
-    let sim_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("sim-rt")
-        .enable_all()
-        .build()
-        .unwrap();
-    let cli_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("cli-rt")
-        .enable_all()
-        .build()
-        .unwrap();
+    let sim_rt = runtime("sim-rt", 2);
+    let cli_rt = runtime("cli-rt", 2);
 
     if section("sync") || section("profile") {
         let t = Instant::now();

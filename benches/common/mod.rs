@@ -8,6 +8,17 @@ use std::time::Duration;
 pub const MERCHANT_ID: &str = "LOJATESTE";
 pub const MERCHANT_KEY: &str = "F19DE00177C301DF24A865F11AA9B2567F604891F0F44DDAEFD69E3399E0B7E1";
 
+/// A multi-thread runtime of `threads` workers named `name` (its CPU time
+/// is then read per thread name).
+pub fn runtime(name: &str, threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// An environment knob: `name` parsed, or `default`.
 pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

@@ -60,11 +60,7 @@ impl ApiError {
 
 impl axum::response::IntoResponse for ApiError {
     fn into_response(self) -> axum::response::Response {
-        let mut r = axum::response::Response::new(axum::body::Body::from(self.body()));
-        *r.status_mut() = self.status;
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        r
+        self.response().into_response()
     }
 }
 
