@@ -10,7 +10,9 @@
 //!   them to files and starts nginx (temp config, `listen unix:`) twice:
 //!   `worker_processes 1` and `worker_processes 2`.
 //! * One load generator for every server: K keep-alive HTTP/1.1 connections
-//!   (hyper over `UnixStream`), each sending requests back to back; 1 s of
+//!   over `UnixStream`, each sending requests back to back (a minimal client
+//!   that checks the status and reads Content-Length bytes; BENCH_CLIENT=hyper
+//!   uses hyper's client instead); 1 s of
 //!   warm-up, then a measured window; every latency recorded. The servers
 //!   take turns within each round; rounds repeat; medians are quoted.
 //! * Reads VmRSS / VmHWM / RssAnon of the daemon, and the size of its
@@ -18,14 +20,15 @@
 //!   the load.
 //!
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_SECS (5), BENCH_WARMUP_SECS
-//! (1), BENCH_CONNS (1,32), BENCH_CLIENT_THREADS (1), BENCH_NGINX
+//! (1), BENCH_CONNS (1,32), BENCH_CLIENT (raw), BENCH_CLIENT_THREADS (1), BENCH_NGINX
 //! (path of the nginx binary; default: `nginx` on PATH, then /usr/sbin;
 //! `none` skips nginx), BENCH_ROUTES (ddd11,normal), BENCH_DAEMON_ENV
 //! (`K=V K=V` added to the daemon's environment), BENCH_DAEMON_ALT (path
 //! of a second daemon binary, e.g. a patched build, measured side by side
 //! as `daemon-alt`; BENCH_DAEMON_ALT_ENV: its environment, like
 //! BENCH_DAEMON_ENV), BENCH_DAEMON_BIN (replaces the daemon binary),
-//! BENCH_NGINX_NOSENDFILE (adds an nginx instance with `sendfile off`).
+//! BENCH_NGINX_NOSENDFILE (adds an nginx instance with `sendfile off`),
+//! BENCH_PIN (`C:S`, CPU lists: load generator on C, servers on S).
 //!
 //! Child processes (daemon, nginx) die with the bench: a guard kills them on
 //! return and on panic, and they carry PR_SET_PDEATHSIG for a bench killed
@@ -106,10 +109,15 @@ impl Drop for Guard {
 /// Must be called from the main thread: the signal follows the thread
 /// that forked.
 fn spawn_guarded(name: &str, cmd: &mut Command, group: bool, death_signal: i32) -> Guard {
-    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    let server_cpus = pin().map(|p| p.1);
+    // SAFETY: prctl and sched_setaffinity are async-signal-safe; nothing
+    // else runs between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, death_signal as libc::c_ulong);
+            if let Some(set) = &server_cpus {
+                set_affinity(set);
+            }
             Ok(())
         });
     }
@@ -121,6 +129,28 @@ fn spawn_guarded(name: &str, cmd: &mut Command, group: bool, death_signal: i32) 
         name: name.to_owned(),
         child: Some(child),
         group,
+    }
+}
+
+/// BENCH_PIN=`C:S` (CPU lists, e.g. `0:1`): the load generator runs on
+/// CPUs C, every server (daemon, nginx) on CPUs S. Off by default.
+fn pin() -> Option<(Vec<usize>, Vec<usize>)> {
+    let v = std::env::var("BENCH_PIN").ok()?;
+    let (c, s) = v.split_once(':')?;
+    let list = |x: &str| -> Vec<usize> { x.split(',').filter_map(|n| n.trim().parse().ok()).collect() };
+    Some((list(c), list(s)))
+}
+
+/// Pins the calling thread (and threads and children it creates later).
+fn set_affinity(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it for
+    // CPU numbers below CPU_SETSIZE, which the filter ensures.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
+            libc::CPU_SET(c, &mut set);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
     }
 }
 
@@ -313,7 +343,9 @@ http {{
 struct Load {
     rps: f64,
     p50_us: f64,
+    p90_us: f64,
     p99_us: f64,
+    p999_us: f64,
     max_us: f64,
     errors: u64,
     /// Server CPU per request (all its processes).
@@ -337,7 +369,7 @@ async fn load(
     // Connect everything first.
     let mut senders = Vec::with_capacity(conns);
     for _ in 0..conns {
-        senders.push(connect(socket).await);
+        senders.push(Conn::open(socket, path).await);
     }
     let start = Instant::now();
     let t_begin = start + warmup;
@@ -354,7 +386,7 @@ async fn load(
                 if t0 >= t_end {
                     break;
                 }
-                let ok = one_request(&mut tx, path, expect).await;
+                let ok = tx.request(path, expect).await;
                 let t1 = Instant::now();
                 match ok {
                     Ok(()) => {
@@ -365,7 +397,7 @@ async fn load(
                     Err(reconnect) => {
                         errors += 1;
                         if reconnect {
-                            tx = connect(&socket).await;
+                            tx = Conn::open(&socket, path).await;
                         }
                     }
                 }
@@ -389,12 +421,121 @@ async fn load(
     Load {
         rps: all.len() as f64 / measure.as_secs_f64(),
         p50_us: quantile_sorted(&all, 0.50).unwrap_or(0) as f64,
+        p90_us: quantile_sorted(&all, 0.90).unwrap_or(0) as f64,
         p99_us: quantile_sorted(&all, 0.99).unwrap_or(0) as f64,
+        p999_us: quantile_sorted(&all, 0.999).unwrap_or(0) as f64,
         max_us: all.last().copied().unwrap_or(0) as f64,
         errors,
         server_cpu_us: (s1.saturating_sub(s0)).as_secs_f64() * 1e6 / n,
         client_cpu_us: (c1.saturating_sub(c0)).as_secs_f64() * 1e6 / n,
     }
+}
+
+/// One keep-alive connection of the load generator.
+enum Conn {
+    /// hyper's HTTP/1.1 client (BENCH_CLIENT=hyper).
+    Hyper(Sender),
+    /// A minimal client (BENCH_CLIENT=raw, the default): one fixed request
+    /// written per exchange, the response read until its Content-Length is
+    /// complete. It costs the load generator a fraction of hyper's CPU per
+    /// request, so at 32 connections the server, not the client, is what
+    /// runs out of CPU first.
+    Raw(RawConn),
+}
+
+fn raw_client() -> bool {
+    std::env::var("BENCH_CLIENT").as_deref() != Ok("hyper")
+}
+
+impl Conn {
+    async fn open(socket: &Path, path: &str) -> Conn {
+        if raw_client() {
+            Conn::Raw(RawConn::connect(socket, path).await)
+        } else {
+            Conn::Hyper(connect(socket).await)
+        }
+    }
+
+    /// One GET; Err(true) when the connection must be replaced.
+    async fn request(&mut self, path: &str, expect: usize) -> Result<(), bool> {
+        match self {
+            Conn::Hyper(tx) => one_request(tx, path, expect).await,
+            Conn::Raw(c) => c.request(expect).await,
+        }
+    }
+}
+
+struct RawConn {
+    stream: tokio::net::UnixStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    async fn connect(socket: &Path, path: &str) -> RawConn {
+        let stream = tokio::net::UnixStream::connect(socket)
+            .await
+            .unwrap_or_else(|e| panic!("connect {}: {e}", socket.display()));
+        RawConn {
+            stream,
+            request: format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").into_bytes(),
+            buf: vec![0; 64 * 1024],
+        }
+    }
+
+    async fn request(&mut self, expect: usize) -> Result<(), bool> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(&self.request).await.map_err(|_| true)?;
+        // The head: the servers send it in the first segment, far below 64 KiB.
+        let mut filled = 0;
+        let head_end = loop {
+            if filled == self.buf.len() {
+                return Err(true);
+            }
+            let n = self
+                .stream
+                .read(&mut self.buf[filled..])
+                .await
+                .map_err(|_| true)?;
+            if n == 0 {
+                return Err(true);
+            }
+            filled += n;
+            if let Some(i) = self.buf[..filled].windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = &self.buf[..head_end];
+        let ok = head.starts_with(b"HTTP/1.1 200 ");
+        let Some(len) = content_length(head) else {
+            return Err(true);
+        };
+        // The body: read (and so copied out of the kernel, as a real client
+        // would) and dropped.
+        let mut have = filled - head_end;
+        while have < len {
+            let n = self.stream.read(&mut self.buf).await.map_err(|_| true)?;
+            if n == 0 {
+                return Err(true);
+            }
+            have += n;
+        }
+        if have != len {
+            // More than one response's bytes: the stream is out of step.
+            return Err(true);
+        }
+        if ok && len == expect { Ok(()) } else { Err(false) }
+    }
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    head.split(|&b| b == b'\n').find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?.trim_end();
+        let (name, value) = line.split_once(':')?;
+        name.eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())
+            .flatten()
+    })
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
@@ -570,6 +711,11 @@ fn main() {
 
     println!("# carat-catalogd read benchmark");
     println!("{}", machine_line());
+    if let Some((c, s)) = pin() {
+        // Before any runtime starts, so every load-generator thread inherits it.
+        set_affinity(&c);
+        println!("pinned: load generator on CPUs {c:?}, servers on CPUs {s:?}");
+    }
     let daemon_bin = std::env::var_os("BENCH_DAEMON_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_carat-catalogd")));
@@ -681,7 +827,13 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_owned())
             .unwrap_or_default();
         println!("nginx: {} ({version})", bin.display());
-        let mut variants = vec![(1usize, true), (2, true)];
+        // Pinned, nginx gets as many workers as it has CPUs (what
+        // `worker_processes auto` picks): two workers on one CPU is a
+        // configuration nobody runs.
+        let mut variants = match pin() {
+            Some((_, s)) if s.len() <= 1 => vec![(1usize, true)],
+            _ => vec![(1usize, true), (2, true)],
+        };
         if std::env::var_os("BENCH_NGINX_NOSENDFILE").is_some() {
             variants.push((1, false));
         }
@@ -726,11 +878,16 @@ fn main() {
 
     println!(
         "load: {rounds} rounds × ({} routes × {:?} connections × {} servers), {warmup_secs} s warm-up + \
-         {secs} s measured each; load generator: hyper HTTP/1.1 client, {} runtime thread(s), same process \
+         {secs} s measured each; load generator: {} HTTP/1.1 client, {} runtime thread(s), same process \
          for every server",
         routes.len(),
         conns_list,
         servers.len(),
+        if raw_client() {
+            "minimal (BENCH_CLIENT=raw)"
+        } else {
+            "hyper (BENCH_CLIENT=hyper)"
+        },
         client_threads
     );
 
@@ -742,12 +899,15 @@ fn main() {
                 for (si, s) in servers.iter().enumerate() {
                     let l = rt.block_on(load(&s.socket, route, bodies[ri], c, warmup, measure, || s.cpu()));
                     eprintln!(
-                        "round {} {route} c={c} {}: {:.0} req/s p50 {:.0} µs p99 {:.0} µs errors {}",
+                        "round {} {route} c={c} {}: {:.0} req/s p50 {:.0} p90 {:.0} p99 {:.0} p99.9 {:.0} µs \
+                         errors {}",
                         round + 1,
                         s.name,
                         l.rps,
                         l.p50_us,
+                        l.p90_us,
                         l.p99_us,
+                        l.p999_us,
                         l.errors
                     );
                     results.entry((ri, c, si)).or_default().push(l);
