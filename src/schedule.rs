@@ -259,6 +259,13 @@ impl Worker {
     }
 
     async fn finish(&self, job: SyncJob, results: Vec<TypeResult>) {
+        if results.iter().any(|r| r.committed) {
+            // The sync's catalog, parse buffers and responses are freed, but
+            // glibc keeps them in the sync threads' arenas. Give them back
+            // before the reload and build allocate again in another thread,
+            // or the two add up in the resident peak.
+            release_freed_memory();
+        }
         if let Err(e) = refresh_snapshot(&self.shared, &self.store).await {
             tracing::error!(error = %e, "could not refresh the served catalog from the store");
         }

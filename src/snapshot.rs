@@ -36,7 +36,9 @@ fn dealer_json(d: &Dealer) -> serde_json::Map<String, serde_json::Value> {
 
 /// The inside of a branch-data object, without braces and without
 /// `recharge_type`/`general_hash` (the head supplies those).
-fn branch_data_inner(dealer: &DealerCode, key: &BranchKey, d: &BranchData) -> Vec<u8> {
+/// Appends one branch-data object without its braces to `out` (straight
+/// into the arena's buffer: no intermediate copy of the catalog's data).
+fn write_branch_data_inner(out: &mut Vec<u8>, dealer: &DealerCode, key: &BranchKey, d: &BranchData) {
     let (key_name, key_value) = match key {
         BranchKey::Ddd(d) => ("ddd", d.as_str()),
         BranchKey::Branch(b) => ("branch_code", b.as_str()),
@@ -48,7 +50,18 @@ fn branch_data_inner(dealer: &DealerCode, key: &BranchKey, d: &BranchData) -> Ve
         "questions": d.questions,
         "categories": d.categories,
     });
-    strip_braces(serde_json::to_vec(&obj).unwrap_or_default())
+    let start = out.len();
+    if serde_json::to_writer(&mut *out, &obj).is_err() {
+        // Writing a Value into a Vec cannot fail; never leave half an object.
+        out.truncate(start);
+        return;
+    }
+    // `{…}` → `…`: drop the closing brace, then the opening one (a shift of
+    // this one fragment only).
+    if out.len() >= start + 2 {
+        out.pop();
+        out.remove(start);
+    }
 }
 
 fn strip_braces(mut v: Vec<u8>) -> Vec<u8> {
@@ -146,6 +159,14 @@ impl ArenaBuilder {
         self.buf.push(b'}');
         start..self.buf.len()
     }
+
+    /// Appends what `write` writes and a closing `}`; the range covers both.
+    fn closed_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
+        let start = self.buf.len();
+        write(&mut self.buf);
+        self.buf.push(b'}');
+        start..self.buf.len()
+    }
 }
 
 impl TypeData {
@@ -170,8 +191,9 @@ impl TypeData {
 
         let mut branch_data: HashMap<(DealerCode, String), Range<usize>> = HashMap::new();
         let mut ddds_of: BTreeMap<&DealerCode, Vec<&str>> = BTreeMap::new();
-        // DDD route: dealers (in Carat's order) with data in that DDD.
-        let mut per_ddd: BTreeMap<String, Vec<(usize, DealerCode, Vec<u8>)>> = BTreeMap::new();
+        // DDD route: dealers (in Carat's order) with data in that DDD; only
+        // references here, serialised once below straight into the arena.
+        let mut per_ddd: BTreeMap<&str, Vec<(usize, &DealerCode, &BranchKey, &BranchData)>> = BTreeMap::new();
         let order: HashMap<&DealerCode, usize> = cat
             .dealers
             .iter()
@@ -183,36 +205,37 @@ impl TypeData {
             if !order.contains_key(dealer) {
                 continue;
             }
-            let inner = branch_data_inner(dealer, key, data);
             if let BranchKey::Ddd(ddd) = key
                 && !data.categories.is_empty()
             {
                 // Kept once, inside its DDD's body (sliced from it below).
                 ddds_of.entry(dealer).or_default().push(ddd.as_str());
-                per_ddd.entry(ddd.as_str().to_owned()).or_default().push((
+                per_ddd.entry(ddd.as_str()).or_default().push((
                     order.get(dealer).copied().unwrap_or(usize::MAX),
-                    dealer.clone(),
-                    inner,
+                    dealer,
+                    key,
+                    data,
                 ));
             } else {
                 let key_str = match key {
                     BranchKey::Ddd(d) => d.as_str().to_owned(),
                     BranchKey::Branch(b) => b.as_str().to_owned(),
                 };
-                branch_data.insert((dealer.clone(), key_str), ab.closed(&inner));
+                let range = ab.closed_with(|b| write_branch_data_inner(b, dealer, key, data));
+                branch_data.insert((dealer.clone(), key_str), range);
             }
         }
         let mut ddd_tails = HashMap::new();
         for (ddd, mut entries) in per_ddd {
-            entries.sort_by_key(|(i, _, _)| *i);
+            entries.sort_by_key(|(i, ..)| *i);
             let start = ab.buf.len();
             let b = &mut ab.buf;
             b.extend_from_slice(format!("\"ddd\":\"{ddd}\",\"dealers\":[").as_bytes());
-            for (n, (i, dealer, inner)) in entries.iter().enumerate() {
+            for (n, &(i, dealer, key, data)) in entries.iter().enumerate() {
                 if n > 0 {
                     b.push(b',');
                 }
-                let mut d = cat.dealers.get(*i).map(dealer_json).unwrap_or_default();
+                let mut d = cat.dealers.get(i).map(dealer_json).unwrap_or_default();
                 d.remove("branches");
                 let head = strip_braces(serde_json::to_vec(&d).unwrap_or_default());
                 b.push(b'{');
@@ -225,18 +248,16 @@ impl TypeData {
                     .as_bytes(),
                 );
                 let inner_start = b.len();
-                b.extend_from_slice(inner);
+                write_branch_data_inner(b, dealer, key, data);
+                let inner_end = b.len();
                 b.extend_from_slice(b"}}");
                 // The per-(dealer, DDD) route serves a slice of this DDD's
                 // body (through the `}` closing `branch_data`): one copy of
                 // the data in memory, no copy per request.
-                branch_data.insert(
-                    (dealer.clone(), ddd.clone()),
-                    inner_start..inner_start + inner.len() + 1,
-                );
+                branch_data.insert((dealer.clone(), ddd.to_owned()), inner_start..inner_end + 1);
             }
             b.extend_from_slice(b"]}");
-            ddd_tails.insert(ddd, start..b.len());
+            ddd_tails.insert(ddd.to_owned(), start..b.len());
         }
         let mut dealer_tails = BTreeMap::new();
         for d in &cat.dealers {
