@@ -917,89 +917,91 @@ fn main() {
     }
     let mem_loaded: Vec<Mem> = daemons.iter().map(|d| mem_of(d.guard.pid())).collect();
 
-    let mut t = Table::new(
-        &format!(
-            "Read throughput and latency over the Unix socket (median of {rounds} rounds of {secs} s; \
-             CPU µs/req = CPU time of the server / of the load generator per request)"
-        ),
-        &[
-            "route",
-            "conns",
-            "server",
-            "req/s",
-            "p50 µs",
-            "p99 µs",
-            "max µs",
-            "server CPU µs/req",
-            "client CPU µs/req",
-            "errors",
-        ],
-    );
-    for &(ri, route) in &routes {
-        for &c in &conns_list {
-            for (si, s) in servers.iter().enumerate() {
-                let v = &results[&(ri, c, si)];
-                let m = |g: fn(&Load) -> f64| median(&v.iter().map(g).collect::<Vec<_>>());
-                t.row(vec![
-                    route.to_string(),
-                    c.to_string(),
-                    s.name.clone(),
-                    f0(m(|l| l.rps)),
-                    f0(m(|l| l.p50_us)),
-                    f0(m(|l| l.p99_us)),
-                    f0(m(|l| l.max_us)),
-                    f1(m(|l| l.server_cpu_us)),
-                    f1(m(|l| l.client_cpu_us)),
-                    v.iter().map(|l| l.errors).sum::<u64>().to_string(),
-                ]);
-            }
-        }
-    }
-    t.print();
-
-    if servers.len() > n_daemons {
+    // BENCH_ROUNDS=0: memory only.
+    if rounds > 0 {
         let mut t = Table::new(
-            "Daemon against nginx (from the medians above; targets: req/s ratio >= 1.00, p99 ratio <= 1.00)",
+            &format!(
+                "Read throughput and latency over the Unix socket (median of {rounds} rounds of {secs} s; \
+             CPU µs/req = CPU time of the server / of the load generator per request)"
+            ),
             &[
                 "route",
                 "conns",
-                "daemon",
-                "baseline",
-                "req/s ratio",
-                "p99 ratio",
-                "verdict",
+                "server",
+                "req/s",
+                "p50 µs",
+                "p99 µs",
+                "max µs",
+                "server CPU µs/req",
+                "client CPU µs/req",
+                "errors",
             ],
         );
         for &(ri, route) in &routes {
             for &c in &conns_list {
-                let med = |si: usize, g: fn(&Load) -> f64| {
-                    median(&results[&(ri, c, si)].iter().map(g).collect::<Vec<_>>())
-                };
-                for di in 0..n_daemons {
-                    for si in n_daemons..servers.len() {
-                        let rr = med(di, |l| l.rps) / med(si, |l| l.rps);
-                        let pr = med(di, |l| l.p99_us) / med(si, |l| l.p99_us);
-                        t.row(vec![
-                            route.to_string(),
-                            c.to_string(),
-                            servers[di].name.clone(),
-                            servers[si].name.clone(),
-                            f2(rr),
-                            f2(pr),
-                            match (rr >= 1.0, pr <= 1.0) {
-                                (true, true) => "meets".into(),
-                                (false, true) => "misses req/s".into(),
-                                (true, false) => "misses p99".into(),
-                                (false, false) => "misses both".into(),
-                            },
-                        ]);
-                    }
+                for (si, s) in servers.iter().enumerate() {
+                    let v = &results[&(ri, c, si)];
+                    let m = |g: fn(&Load) -> f64| median(&v.iter().map(g).collect::<Vec<_>>());
+                    t.row(vec![
+                        route.to_string(),
+                        c.to_string(),
+                        s.name.clone(),
+                        f0(m(|l| l.rps)),
+                        f0(m(|l| l.p50_us)),
+                        f0(m(|l| l.p99_us)),
+                        f0(m(|l| l.max_us)),
+                        f1(m(|l| l.server_cpu_us)),
+                        f1(m(|l| l.client_cpu_us)),
+                        v.iter().map(|l| l.errors).sum::<u64>().to_string(),
+                    ]);
                 }
             }
         }
         t.print();
-    }
 
+        if servers.len() > n_daemons {
+            let mut t = Table::new(
+                "Daemon against nginx (from the medians above; targets: req/s ratio >= 1.00, p99 ratio <= 1.00)",
+                &[
+                    "route",
+                    "conns",
+                    "daemon",
+                    "baseline",
+                    "req/s ratio",
+                    "p99 ratio",
+                    "verdict",
+                ],
+            );
+            for &(ri, route) in &routes {
+                for &c in &conns_list {
+                    let med = |si: usize, g: fn(&Load) -> f64| {
+                        median(&results[&(ri, c, si)].iter().map(g).collect::<Vec<_>>())
+                    };
+                    for di in 0..n_daemons {
+                        for si in n_daemons..servers.len() {
+                            let rr = med(di, |l| l.rps) / med(si, |l| l.rps);
+                            let pr = med(di, |l| l.p99_us) / med(si, |l| l.p99_us);
+                            t.row(vec![
+                                route.to_string(),
+                                c.to_string(),
+                                servers[di].name.clone(),
+                                servers[si].name.clone(),
+                                f2(rr),
+                                f2(pr),
+                                match (rr >= 1.0, pr <= 1.0) {
+                                    (true, true) => "meets".into(),
+                                    (false, true) => "misses req/s".into(),
+                                    (true, false) => "misses p99".into(),
+                                    (false, false) => "misses both".into(),
+                                },
+                            ]);
+                        }
+                    }
+                }
+            }
+            t.print();
+        }
+    }
     let mut t = Table::new(
         "Daemon resident memory, 100 dealers × 67 DDDs × 10 ranges (target: under 50 MiB; \
          \"total\" = VmRSS with the snapshot memfds counted in full, mapped or not)",
