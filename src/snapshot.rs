@@ -34,10 +34,9 @@ fn dealer_json(d: &Dealer) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
-/// The inside of a branch-data object, without braces and without
-/// `recharge_type`/`general_hash` (the head supplies those).
-/// Appends one branch-data object without its braces to `out` (straight
-/// into the arena's buffer: no intermediate copy of the catalog's data).
+/// Appends the inside of a branch-data object to `out`: without braces and
+/// without `recharge_type`/`general_hash` (the head supplies those). Written
+/// straight into the arena's buffer, with no intermediate copy.
 fn write_branch_data_inner(out: &mut Vec<u8>, dealer: &DealerCode, key: &BranchKey, d: &BranchData) {
     let (key_name, key_value) = match key {
         BranchKey::Ddd(d) => ("ddd", d.as_str()),
@@ -154,10 +153,7 @@ struct ArenaBuilder {
 impl ArenaBuilder {
     /// Appends `inner` and a closing `}`; the range covers both.
     fn closed(&mut self, inner: &[u8]) -> Range<usize> {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(inner);
-        self.buf.push(b'}');
-        start..self.buf.len()
+        self.closed_with(|b| b.extend_from_slice(inner))
     }
 
     /// Appends what `write` writes and a closing `}`; the range covers both.
