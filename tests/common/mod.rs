@@ -374,13 +374,15 @@ impl DaemonProc {
         (status, v)
     }
 
-    /// Polls `/v1/status` until `pred` holds.
+    /// Polls `/v1/status` until `pred` holds (up to 60 s: a debug build
+    /// syncing while other tests and a build share 2 cores can need more
+    /// than 15 s; a passing test waits only as long as it must).
     pub async fn wait_status(
         &self,
         what: &str,
         pred: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        for _ in 0..300 {
+        for _ in 0..1200 {
             let (_, v) = self.get("/v1/status").await;
             if pred(&v) {
                 return v;
