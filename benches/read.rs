@@ -116,7 +116,7 @@ fn spawn_guarded(name: &str, cmd: &mut Command, group: bool, death_signal: i32) 
         cmd.pre_exec(move || {
             libc::prctl(libc::PR_SET_PDEATHSIG, death_signal as libc::c_ulong);
             if let Some(set) = &server_cpus {
-                set_affinity(set);
+                set_affinity(set)?;
             }
             Ok(())
         });
@@ -142,15 +142,22 @@ fn pin() -> Option<(Vec<usize>, Vec<usize>)> {
 }
 
 /// Pins the calling thread (and threads and children it creates later).
-fn set_affinity(cpus: &[usize]) {
+/// Fails (rather than measuring unpinned under a "pinned" label) when the
+/// list is empty or names no CPU this machine has.
+fn set_affinity(cpus: &[usize]) -> std::io::Result<()> {
     // SAFETY: a zeroed cpu_set_t is valid; CPU_SET stays within it for
     // CPU numbers below CPU_SETSIZE, which the filter ensures.
-    unsafe {
+    let rc = unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         for &c in cpus.iter().filter(|&&c| c < libc::CPU_SETSIZE as usize) {
             libc::CPU_SET(c, &mut set);
         }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -713,7 +720,7 @@ fn main() {
     println!("{}", machine_line());
     if let Some((c, s)) = pin() {
         // Before any runtime starts, so every load-generator thread inherits it.
-        set_affinity(&c);
+        set_affinity(&c).unwrap_or_else(|e| panic!("BENCH_PIN: cannot pin the load generator to {c:?}: {e}"));
         println!("pinned: load generator on CPUs {c:?}, servers on CPUs {s:?}");
     }
     let daemon_bin = std::env::var_os("BENCH_DAEMON_BIN")
