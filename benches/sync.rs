@@ -180,6 +180,8 @@ fn syncer(sim: &SimHandle, store: StoreHandle, signer: Arc<JwtSigner>, concurren
         extra_ca_pem: Some(sim.ca_pem.clone()),
         max_body: 16 * 1024 * 1024,
         pool_size: concurrency,
+        compat: Default::default(),
+        token_max_age: carat_catalogd::carat::client::TOKEN_MAX_AGE,
     };
     Syncer {
         client: CaratClient::new(settings, AuthMode::Signature(signer)).expect("client"),

@@ -43,6 +43,8 @@ pub fn build_client(
         extra_ca_pem: c.ca_pem.clone(),
         max_body: c.max_body_bytes,
         pool_size: c.concurrency,
+        compat: c.compat,
+        token_max_age: crate::carat::client::TOKEN_MAX_AGE,
     };
     match &c.auth {
         AuthConfig::Signature { signer, .. } => Ok((

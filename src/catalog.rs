@@ -1,14 +1,27 @@
 //! Domain types of the catalog and the one place where Carat's wire strings
-//! become them. Every value here has been checked: codes have their lengths
-//! and digits, hashes are 16 characters, amounts are integer centavos (`i64`)
-//! with `min <= max`. A failed check names the field path (for example
-//! `list_branch_data_response.categories[0].amount_ranges[2].min_amount`).
+//! become them: a tolerant reader, strict on what a sale needs and lenient
+//! on what only describes it.
+//!
+//! * **Strict**: dealer and branch codes (lengths, digits), hashes (16
+//!   characters), `amount_key`, category codes, question ids, amounts
+//!   (integer centavos, `i64`) with `min <= max`. A failure names the field
+//!   path (for example
+//!   `list_branch_data_response.categories[0].amount_ranges[2].min_amount`)
+//!   and fails the answer.
+//! * **Lenient**: names, messages, descriptions, `expiry_date`,
+//!   `bonus_expiry_date`, `bonus`, `bonus_in_percentage`, `payment_amount`,
+//!   `bonus_category`, and the questions' `display`, `rule`, `type` and
+//!   bounds. Carat's own text is kept unchanged; a derived value
+//!   (`expiry_days`, `expiry_on`, `bonus` in centavos...) is set only when
+//!   the text parses as one. What cannot be read is a [`FieldWarning`],
+//!   never an error.
 //!
 //! Owns validation only: no I/O, no storage, no HTTP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
 use crate::carat::wire;
@@ -41,6 +54,49 @@ impl FieldError {
             path: path.into(),
             problem: problem.into(),
         }
+    }
+}
+
+/// A descriptive field the tolerant reader could not interpret: kept as
+/// Carat sent it (or left out), noted for the run log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldWarning {
+    pub path: String,
+    pub problem: String,
+}
+
+impl FieldWarning {
+    pub fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
+        FieldWarning {
+            path: path.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// The path without list indices
+    /// (`list_branch_data_response.categories[].amount_ranges[].expiry_date`):
+    /// the same odd field in every answer is one kind of warning.
+    pub fn field(&self) -> String {
+        let mut out = String::with_capacity(self.path.len());
+        let mut in_index = false;
+        for c in self.path.chars() {
+            match c {
+                '[' => {
+                    in_index = true;
+                    out.push_str("[]");
+                }
+                ']' => in_index = false,
+                _ if in_index => {}
+                _ => out.push(c),
+            }
+        }
+        out
+    }
+}
+
+impl fmt::Display for FieldWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.problem)
     }
 }
 
@@ -232,16 +288,34 @@ pub struct Question {
     pub max_value: Option<i64>,
 }
 
-/// The optional fields shared by ranges and fixed amounts.
+/// The optional, descriptive fields shared by ranges and fixed amounts.
+/// Each Carat text is kept as received (`expiry_date`, `bonus_text`...);
+/// the typed value beside it is derived only when the text parses as one.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Extras {
+    /// Centavos, from `bonus_text` when it is an integer.
     pub bonus: Option<i64>,
     pub bonus_in_percentage: Option<String>,
+    /// Centavos, from `payment_amount_text` when it is an integer.
     pub payment_amount: Option<i64>,
     pub bonus_category: Option<String>,
+    /// Days, from `expiry_date` when it is a day count.
     pub expiry_days: Option<i64>,
+    /// Days, from `bonus_expiry_date` when it is a day count.
     pub bonus_expiry_days: Option<i64>,
     pub message: Option<String>,
+    /// Carat's `expiry_date`, unchanged.
+    pub expiry_date: Option<String>,
+    /// Carat's `bonus_expiry_date`, unchanged.
+    pub bonus_expiry_date: Option<String>,
+    /// `expiry_date` read as a calendar date, when it is one.
+    pub expiry_on: Option<NaiveDate>,
+    /// `bonus_expiry_date` read as a calendar date, when it is one.
+    pub bonus_expiry_on: Option<NaiveDate>,
+    /// Carat's `bonus`, unchanged.
+    pub bonus_text: Option<String>,
+    /// Carat's `payment_amount`, unchanged.
+    pub payment_amount_text: Option<String>,
 }
 
 /// A value range: any amount from `min_amount` to `max_amount` centavos.
@@ -286,6 +360,8 @@ pub struct DealerList {
     pub status: Option<String>,
     pub dealers: Vec<Dealer>,
     pub questions: Vec<Question>,
+    /// What the tolerant reader could not interpret.
+    pub warnings: Vec<FieldWarning>,
 }
 
 /// The validated answer of a branch-data listing.
@@ -293,6 +369,8 @@ pub struct DealerList {
 pub struct BranchDataAnswer {
     pub hash: GeneralHash,
     pub data: BranchData,
+    /// What the tolerant reader could not interpret.
+    pub warnings: Vec<FieldWarning>,
 }
 
 /// Where a branch-data entry belongs: a DDD for `normal`, a branch otherwise.
@@ -410,20 +488,11 @@ fn checked<T>(
     parse(required(v, path)?).map_err(|p| FieldError::new(path, p))
 }
 
+/// A required code-like text (strict): present, bounded, no control characters.
 fn text(v: &Option<String>, path: &str, max_chars: usize) -> Result<String, FieldError> {
     let s = required(v, path)?;
     check_len(s, path, max_chars)?;
     Ok(s.to_owned())
-}
-
-fn opt_text(v: &Option<String>, path: &str, max_chars: usize) -> Result<Option<String>, FieldError> {
-    match v {
-        None => Ok(None),
-        Some(s) => {
-            check_len(s, path, max_chars)?;
-            Ok(Some(s.clone()))
-        }
-    }
 }
 
 fn check_len(s: &str, path: &str, max_chars: usize) -> Result<(), FieldError> {
@@ -438,6 +507,18 @@ fn check_len(s: &str, path: &str, max_chars: usize) -> Result<(), FieldError> {
         return Err(FieldError::new(path, "contains control characters"));
     }
     Ok(())
+}
+
+/// A descriptive text Carat should send (a name, a question's display):
+/// kept exactly as received; when absent, empty and a warning.
+fn lenient_text(v: &Option<String>, path: &str, w: &mut Vec<FieldWarning>) -> String {
+    match v {
+        Some(s) => s.clone(),
+        None => {
+            w.push(FieldWarning::new(path, "missing; served as an empty text"));
+            String::new()
+        }
+    }
 }
 
 /// A non-negative integer in a string, bounded by `max`.
@@ -455,16 +536,71 @@ fn parse_uint(s: &str, max: i64) -> Result<i64, String> {
     }
 }
 
+/// A required amount (strict): integer centavos.
 fn amount(v: &Option<String>, path: &str) -> Result<i64, FieldError> {
     checked(v, path, |s| parse_uint(s, MAX_AMOUNT_CENTAVOS))
 }
 
-/// Optional integer: absent or empty string means `None`.
-fn opt_uint(v: &Option<String>, path: &str, max: i64) -> Result<Option<i64>, FieldError> {
+/// An optional descriptive integer: absent or blank is `None`; text that is
+/// not one is `None` and a warning.
+fn lenient_uint(v: &Option<String>, path: &str, max: i64, w: &mut Vec<FieldWarning>) -> Option<i64> {
     match v.as_deref() {
-        None => Ok(None),
-        Some(s) if s.trim().is_empty() => Ok(None),
-        Some(s) => parse_uint(s, max).map(Some).map_err(|p| FieldError::new(path, p)),
+        None => None,
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => match parse_uint(s, max) {
+            Ok(n) => Some(n),
+            Err(p) => {
+                w.push(FieldWarning::new(path, format!("{p}; kept as text only")));
+                None
+            }
+        },
+    }
+}
+
+/// What a validity text (`expiry_date`, `bonus_expiry_date`) turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// A day count (the first guess, `"30"`).
+    Days(i64),
+    /// A calendar date (`"20261231"`, `"2026-12-31"`, `"31/12/2026"`).
+    Date(NaiveDate),
+}
+
+/// Reads a validity text: a day count up to [`MAX_DAYS`], else a calendar
+/// date in one of the three spellings Brazilian systems use. `None` when it
+/// is neither (or blank).
+pub fn parse_validity(s: &str) -> Option<Validity> {
+    let t = s.trim();
+    if t.is_empty() {
+        return None;
+    }
+    if is_digits(t)
+        && let Ok(n) = t.parse::<i64>()
+        && n <= MAX_DAYS
+    {
+        return Some(Validity::Days(n));
+    }
+    ["%Y%m%d", "%Y-%m-%d", "%d/%m/%Y"]
+        .iter()
+        .find_map(|f| NaiveDate::parse_from_str(t, f).ok())
+        .filter(|d| (1990..=2200).contains(&chrono::Datelike::year(d)))
+        .map(Validity::Date)
+}
+
+fn validity(v: &Option<String>, path: &str, w: &mut Vec<FieldWarning>) -> (Option<i64>, Option<NaiveDate>) {
+    let Some(s) = v.as_deref().filter(|s| !s.trim().is_empty()) else {
+        return (None, None);
+    };
+    match parse_validity(s) {
+        Some(Validity::Days(n)) => (Some(n), None),
+        Some(Validity::Date(d)) => (None, Some(d)),
+        None => {
+            w.push(FieldWarning::new(
+                path,
+                format!("neither a day count nor a date: {:?}; kept as text only", clip(s)),
+            ));
+            (None, None)
+        }
     }
 }
 
@@ -492,24 +628,61 @@ pub fn clip_message(s: &str) -> String {
     s
 }
 
-fn question(q: &wire::Question, path: &str) -> Result<Question, FieldError> {
+/// Whether `rule` is one the documents list (`0` to `7`).
+fn known_rule(r: &str) -> bool {
+    matches!(r, "0" | "1" | "2" | "3" | "4" | "5" | "6" | "7")
+}
+
+/// Whether `t` is a type the documents list: `A`, `AN`, `LN`, `Nx`, `Vx`
+/// (x decimals, also bare `N`/`V` as the invoice example sends), `S`, `Sc`,
+/// `M`, `Mc`, `M0`.
+fn known_question_type(t: &str) -> bool {
+    match t {
+        "A" | "AN" | "LN" | "S" | "Sc" | "M" | "Mc" | "M0" => true,
+        _ => t
+            .strip_prefix('N')
+            .or_else(|| t.strip_prefix('V'))
+            .is_some_and(|x| x.bytes().all(|b| b.is_ascii_digit()) && x.len() <= 2),
+    }
+}
+
+fn question(q: &wire::Question, path: &str, w: &mut Vec<FieldWarning>) -> Result<Question, FieldError> {
+    if let Some(r) = q.rule.as_deref().filter(|r| !known_rule(r)) {
+        w.push(FieldWarning::new(
+            format!("{path}.rule"),
+            format!(
+                "unknown rule {:?} (documented: 0 to 7); kept as received",
+                clip(r)
+            ),
+        ));
+    }
+    if let Some(t) = q.kind.as_deref().filter(|t| !known_question_type(t)) {
+        w.push(FieldWarning::new(
+            format!("{path}.type"),
+            format!("unknown type {:?}; kept as received", clip(t)),
+        ));
+    }
     Ok(Question {
         id: text(&q.id, &format!("{path}.id"), 20)?,
-        display: text(&q.display, &format!("{path}.display"), 180)?,
-        rule: opt_text(&q.rule, &format!("{path}.rule"), 2)?,
-        kind: opt_text(&q.kind, &format!("{path}.type"), 3)?,
-        min: opt_uint(&q.min, &format!("{path}.min"), 9_999)?,
-        max: opt_uint(&q.max, &format!("{path}.max"), 99_999)?,
-        min_value: opt_uint(&q.min_value, &format!("{path}.min_value"), 999_999_999)?,
-        max_value: opt_uint(&q.max_value, &format!("{path}.max_value"), 999_999_999)?,
+        display: lenient_text(&q.display, &format!("{path}.display"), w),
+        rule: q.rule.clone(),
+        kind: q.kind.clone(),
+        min: lenient_uint(&q.min, &format!("{path}.min"), 9_999, w),
+        max: lenient_uint(&q.max, &format!("{path}.max"), 99_999, w),
+        min_value: lenient_uint(&q.min_value, &format!("{path}.min_value"), 999_999_999, w),
+        max_value: lenient_uint(&q.max_value, &format!("{path}.max_value"), 999_999_999, w),
     })
 }
 
-fn questions(qs: &Option<Vec<wire::Question>>, path: &str) -> Result<Vec<Question>, FieldError> {
+fn questions(
+    qs: &Option<Vec<wire::Question>>,
+    path: &str,
+    w: &mut Vec<FieldWarning>,
+) -> Result<Vec<Question>, FieldError> {
     qs.iter()
         .flatten()
         .enumerate()
-        .map(|(i, q)| question(q, &format!("{path}.questions[{i}]")))
+        .map(|(i, q)| question(q, &format!("{path}.questions[{i}]"), w))
         .collect()
 }
 
@@ -521,7 +694,8 @@ fn hash(h: &Option<wire::Hashes>, path: &str) -> Result<GeneralHash, FieldError>
 }
 
 /// Validates a dealer listing. `with_branches` is true for `others` and
-/// `invoice`, whose dealers carry branches.
+/// `invoice`, whose dealers carry branches: one that lists none is kept
+/// (with `branches: []`) and noted as a warning.
 pub fn dealer_list(r: &wire::ListDealersResponse, with_branches: bool) -> Result<DealerList, FieldError> {
     const P: &str = "list_dealers_response";
     let hash = hash(&r.hashes, P)?;
@@ -529,36 +703,40 @@ pub fn dealer_list(r: &wire::ListDealersResponse, with_branches: bool) -> Result
         .dealers
         .as_ref()
         .ok_or_else(|| FieldError::new(format!("{P}.dealers"), "missing"))?;
+    let mut w = vec![];
     let mut dealers = Vec::with_capacity(wire_dealers.len());
     for (i, d) in wire_dealers.iter().enumerate() {
         let p = format!("{P}.dealers[{i}]");
+        let code = checked(&d.code, &format!("{p}.code"), DealerCode::parse)?;
         let mut branches = Vec::new();
         for (j, b) in d.branches.iter().flatten().enumerate() {
             let bp = format!("{p}.branches[{j}]");
             branches.push(Branch {
                 code: checked(&b.code, &format!("{bp}.code"), BranchCode::parse)?,
-                name: text(&b.name, &format!("{bp}.name"), 100)?,
+                name: lenient_text(&b.name, &format!("{bp}.name"), &mut w),
             });
         }
         if with_branches && branches.is_empty() {
-            return Err(FieldError::new(
+            w.push(FieldWarning::new(
                 format!("{p}.branches"),
-                "a dealer of this type must list its branches",
+                format!("dealer {code} lists no branches; kept with none"),
             ));
         }
         dealers.push(Dealer {
-            code: checked(&d.code, &format!("{p}.code"), DealerCode::parse)?,
-            name: text(&d.name, &format!("{p}.name"), 100)?,
-            type_code: opt_text(&d.type_code, &format!("{p}.type_code"), 10)?,
-            type_name: opt_text(&d.type_name, &format!("{p}.type_name"), 100)?,
+            name: lenient_text(&d.name, &format!("{p}.name"), &mut w),
+            code,
+            type_code: d.type_code.clone(),
+            type_name: d.type_name.clone(),
             branches,
         });
     }
+    let questions = questions(&r.questions, P, &mut w)?;
     Ok(DealerList {
         hash,
         status: r.status.clone(),
         dealers,
-        questions: questions(&r.questions, P)?,
+        questions,
+        warnings: w,
     })
 }
 
@@ -597,7 +775,8 @@ impl WireExtras for wire::FixedAmount {
     }
 }
 
-fn extras(path: &str, w: &impl WireExtras) -> Result<Extras, FieldError> {
+/// Every field here only describes the offer: none can fail the answer.
+fn extras(path: &str, x: &impl WireExtras, w: &mut Vec<FieldWarning>) -> Extras {
     let [
         message,
         bonus,
@@ -606,32 +785,43 @@ fn extras(path: &str, w: &impl WireExtras) -> Result<Extras, FieldError> {
         bonus_category,
         expiry_date,
         bonus_expiry_date,
-    ] = w.extra_fields();
-    Ok(Extras {
-        bonus: opt_uint(bonus, &format!("{path}.bonus"), MAX_AMOUNT_CENTAVOS)?,
-        bonus_in_percentage: opt_text(bonus_in_percentage, &format!("{path}.bonus_in_percentage"), 20)?,
-        payment_amount: opt_uint(
+    ] = x.extra_fields();
+    let (expiry_days, expiry_on) = validity(expiry_date, &format!("{path}.expiry_date"), w);
+    let (bonus_expiry_days, bonus_expiry_on) =
+        validity(bonus_expiry_date, &format!("{path}.bonus_expiry_date"), w);
+    Extras {
+        bonus: lenient_uint(bonus, &format!("{path}.bonus"), MAX_AMOUNT_CENTAVOS, w),
+        bonus_in_percentage: bonus_in_percentage.clone(),
+        payment_amount: lenient_uint(
             payment_amount,
             &format!("{path}.payment_amount"),
             MAX_AMOUNT_CENTAVOS,
-        )?,
-        bonus_category: opt_text(bonus_category, &format!("{path}.bonus_category"), 20)?,
-        expiry_days: opt_uint(expiry_date, &format!("{path}.expiry_date"), MAX_DAYS)?,
-        bonus_expiry_days: opt_uint(bonus_expiry_date, &format!("{path}.bonus_expiry_date"), MAX_DAYS)?,
-        message: opt_text(message, &format!("{path}.message"), 500)?,
-    })
+            w,
+        ),
+        bonus_category: bonus_category.clone(),
+        expiry_days,
+        bonus_expiry_days,
+        message: message.clone(),
+        expiry_date: expiry_date.clone(),
+        bonus_expiry_date: bonus_expiry_date.clone(),
+        expiry_on,
+        bonus_expiry_on,
+        bonus_text: bonus.clone(),
+        payment_amount_text: payment_amount.clone(),
+    }
 }
 
 /// Validates a branch-data answer.
 pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer, FieldError> {
     const P: &str = "list_branch_data_response";
     let hash = hash(&r.hashes, P)?;
-    let mut messages = Vec::new();
-    for (i, m) in r.general.iter().flatten().enumerate() {
-        if let Some(t) = opt_text(&m.message, &format!("{P}.general[{i}].message"), 500)? {
-            messages.push(t);
-        }
-    }
+    let mut w = vec![];
+    let messages = r
+        .general
+        .iter()
+        .flatten()
+        .filter_map(|m| m.message.clone())
+        .collect();
     let mut categories = Vec::new();
     for (i, c) in r.categories.iter().flatten().enumerate() {
         let cp = format!("{P}.categories[{i}]");
@@ -650,7 +840,7 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
                 amount_key: text(&a.amount_key, &format!("{p}.amount_key"), 40)?,
                 min_amount,
                 max_amount,
-                extras: extras(&p, a)?,
+                extras: extras(&p, a, &mut w),
             });
         }
         let mut fixed_amounts = Vec::new();
@@ -659,23 +849,25 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
             fixed_amounts.push(FixedAmount {
                 amount_key: text(&a.amount_key, &format!("{p}.amount_key"), 40)?,
                 amount: amount(&a.amount, &format!("{p}.amount"))?,
-                extras: extras(&p, a)?,
+                extras: extras(&p, a, &mut w),
             });
         }
         categories.push(Category {
             code: text(&c.code, &format!("{cp}.code"), 20)?,
-            description: opt_text(&c.description, &format!("{cp}.description"), 100)?.unwrap_or_default(),
+            description: c.description.clone().unwrap_or_default(),
             amount_ranges,
             fixed_amounts,
         });
     }
+    let questions = questions(&r.questions, P, &mut w)?;
     Ok(BranchDataAnswer {
         hash,
         data: BranchData {
             messages,
-            questions: questions(&r.questions, P)?,
+            questions,
             categories,
         },
+        warnings: w,
     })
 }
 

@@ -18,6 +18,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 use crate::carat::auth::JwtSigner;
+use crate::carat::compat::{Compat, DealerCodeForm, OthersRequest};
 use crate::catalog::{ALL_DDDS, Ddd, RechargeType};
 use crate::secret::Secret;
 
@@ -59,6 +60,15 @@ struct RawCarat {
     order_id_prefix: Option<String>,
     max_body_bytes: Option<i64>,
     authenticity_post: Option<RawAuthPost>,
+    compat: Option<RawCompat>,
+}
+
+/// `[carat.compat]`: one switch per wire guess homologation may overturn.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCompat {
+    dealer_code: Option<String>,
+    others_request: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +163,8 @@ pub struct CaratConfig {
     pub concurrency: usize,
     pub order_id_prefix: String,
     pub max_body_bytes: usize,
+    /// `[carat.compat]`: the wire guesses in force.
+    pub compat: Compat,
 }
 
 #[derive(Debug, Clone)]
@@ -348,6 +360,10 @@ impl Config {
         carat.insert("concurrency".into(), i(c.concurrency as u64));
         carat.insert("order_id_prefix".into(), s(&c.order_id_prefix));
         carat.insert("max_body_bytes".into(), i(c.max_body_bytes as u64));
+        let mut compat = Table::new();
+        compat.insert("dealer_code".into(), s(c.compat.dealer_code));
+        compat.insert("others_request".into(), s(c.compat.others_request));
+        carat.insert("compat".into(), Value::Table(compat));
         match &c.auth {
             AuthConfig::Signature {
                 private_key_file,
@@ -698,6 +714,7 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
         64 * 1024,
         256 * 1024 * 1024,
     );
+    let compat = compat_config(rc.compat.unwrap_or_default(), p);
     let prefix = rc.order_id_prefix.unwrap_or_else(|| "CATSYNC".to_owned());
     if !is_an(&prefix) || prefix.len() > 8 || prefix.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
         p.add(
@@ -798,6 +815,7 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
             concurrency: concurrency as usize,
             order_id_prefix: prefix,
             max_body_bytes: max_body as usize,
+            compat,
         },
         sync: SyncConfig {
             schedule,
@@ -815,6 +833,32 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
         api,
         warnings: vec![],
     })
+}
+
+fn compat_config(r: RawCompat, p: &mut Problems) -> Compat {
+    let mut c = Compat::default();
+    if let Some(v) = r.dealer_code {
+        match DealerCodeForm::parse(v.trim()) {
+            Some(f) => c.dealer_code = f,
+            None => p.add(
+                "carat.compat.dealer_code",
+                format!("{v:?}: expected \"trimmed\" (1 for dealer 001, the default) or \"padded\" (001)"),
+            ),
+        }
+    }
+    if let Some(v) = r.others_request {
+        match OthersRequest::parse(v.trim()) {
+            Some(o) => c.others_request = o,
+            None => p.add(
+                "carat.compat.others_request",
+                format!(
+                    "{v:?}: expected \"nested\" (hashes/dealer/branch, the default) or \"flat\" \
+                     (dealer_code/branch_code/general_hash)"
+                ),
+            ),
+        }
+    }
+    c
 }
 
 fn api_config(r: RawApi, p: &mut Problems) -> ApiConfig {

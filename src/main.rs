@@ -340,9 +340,7 @@ async fn resync(
                 }
             }
             Some("finished") => {
-                results = serde_json::from_value::<Vec<ResultLine>>(v["results"].clone())
-                    .ok()
-                    .map(|r| r.into_iter().map(ResultLine::into_result).collect());
+                results = serde_json::from_value::<Vec<TypeResult>>(v["results"].clone()).ok();
                 finished_raw = Some(v);
             }
             _ => error = v["error"]["message"].as_str().map(str::to_owned),
@@ -373,38 +371,4 @@ async fn resync(
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// A result as the control socket sends it.
-#[derive(serde::Deserialize)]
-struct ResultLine {
-    recharge_type: RechargeType,
-    outcome: String,
-    general_hash: Option<String>,
-    previous_hash: Option<String>,
-    requests: u64,
-    duration_ms: u64,
-    error: Option<String>,
-}
-
-impl ResultLine {
-    fn into_result(self) -> TypeResult {
-        TypeResult {
-            recharge_type: self.recharge_type,
-            outcome: match self.outcome.as_str() {
-                "unchanged" => Outcome::Unchanged,
-                "updated" => Outcome::Updated,
-                _ => Outcome::Failed,
-            },
-            general_hash: self.general_hash,
-            previous_hash: self.previous_hash,
-            requests: self.requests,
-            duration_ms: self.duration_ms,
-            error: self.error,
-            error_kind: None,
-            error_class: None,
-            retry_after: None,
-            committed: false,
-        }
-    }
 }

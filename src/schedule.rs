@@ -198,17 +198,9 @@ impl Worker {
         self.types_of(job)
             .into_iter()
             .map(|rt| TypeResult {
-                recharge_type: rt,
-                outcome: Outcome::Failed,
-                general_hash: None,
-                previous_hash: None,
-                requests: 0,
-                duration_ms: 0,
                 error: Some(why.to_owned()),
                 error_kind: Some("locked".into()),
-                error_class: None,
-                retry_after: None,
-                committed: false,
+                ..TypeResult::new(rt, Outcome::Failed)
             })
             .collect()
     }

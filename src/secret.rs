@@ -1,7 +1,8 @@
 //! A wrapper for values that must never be printed: the merchant key, the
 //! private key and signed tokens. `Debug` and `Display` print `[redacted]`;
 //! the value is reachable only through `expose()`, which makes every use
-//! visible in review. Owns nothing else.
+//! visible in review. [`mask_tokens`] blanks what looks like a NIT, a key or
+//! a token in text from outside before it is logged. Owns nothing else.
 
 use std::fmt;
 
@@ -36,6 +37,36 @@ impl<T: Default> Default for Secret<T> {
     }
 }
 
+/// The shortest run of letters, digits, `-` and `_` taken for a
+/// credential: NITs are 64, JWT parts and merchant keys longer than this.
+pub const TOKEN_RUN: usize = 32;
+
+/// `text` with every run of [`TOKEN_RUN`] or more letters, digits, `-` and
+/// `_` replaced by `[redacted]`: for text from outside (a form Carat could
+/// not have meant, an answer's body) that may carry a NIT or a token.
+pub fn mask_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.chars().count() >= TOKEN_RUN {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +76,15 @@ mod tests {
         let s = Secret::new("F19DE00177C301DF".to_owned());
         assert_eq!(format!("{s} {s:?} {s:#?}"), "[redacted] [redacted] [redacted]");
         assert_eq!(s.expose(), "F19DE00177C301DF");
+    }
+
+    #[test]
+    fn long_runs_are_masked() {
+        let nit = "e009886843920c5173104557c9f6cd66b1481557fb3f4d88daca072eb8a50c97";
+        assert_eq!(
+            mask_tokens(&format!("merchantUSN=1&nit={nit}&x=short")),
+            "merchantUSN=1&nit=[redacted]&x=short"
+        );
+        assert_eq!(mask_tokens("eyJ.abc"), "eyJ.abc");
     }
 }

@@ -345,6 +345,7 @@ mod tests {
             VersionInfo {
                 recharge_type: RechargeType::Normal,
                 general_hash: GeneralHash::parse("09A9681D09A9681D").unwrap(),
+                gate_hash: GeneralHash::parse("09A9681D09A9681D").unwrap(),
                 synced_at: Utc::now(),
                 checked_at: Utc::now(),
             },

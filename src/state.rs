@@ -104,6 +104,13 @@ impl ApiRoute {
     }
 }
 
+/// What went unexpectedly but harmlessly in a type's runs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncOddities {
+    pub begin_hash_mismatches: u64,
+    pub warnings: u64,
+}
+
 /// The statuses the API answers with, each with its own counter slot.
 const API_STATUSES: [u16; 8] = [200, 304, 400, 403, 404, 405, 500, 503];
 
@@ -112,6 +119,9 @@ const API_STATUSES: [u16; 8] = [200, 304, 400, 403, 404, 405, 500, 503];
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub sync_runs: Mutex<BTreeMap<(RechargeType, &'static str), u64>>,
+    /// Runs whose begin answer carried another hash than their data, and
+    /// descriptive fields the tolerant reader could not interpret, by type.
+    pub sync_oddities: Mutex<BTreeMap<RechargeType, SyncOddities>>,
     api: [[AtomicU64; API_STATUSES.len()]; ApiRoute::ALL.len()],
     /// Any status outside `API_STATUSES` (none is expected).
     api_other: Mutex<BTreeMap<(&'static str, u16), u64>>,
@@ -185,6 +195,13 @@ impl Shared {
         if let Ok(mut m) = self.metrics.sync_runs.lock() {
             for r in results {
                 *m.entry((r.recharge_type, r.outcome.as_str())).or_default() += 1;
+            }
+        }
+        if let Ok(mut m) = self.metrics.sync_oddities.lock() {
+            for r in results {
+                let o = m.entry(r.recharge_type).or_default();
+                o.begin_hash_mismatches += u64::from(r.begin_hash_mismatch);
+                o.warnings += r.warnings;
             }
         }
         self.with_status(|s| {

@@ -1,28 +1,37 @@
-//! One sync of one recharge type: open a session with the hash the store
-//! holds; if Carat answers the same hash (and the run is not forced), record
-//! `checked_at` and stop after exactly one request. Otherwise fetch dealers
-//! and every branch-data entry (bounded fan-out), check that every answer
-//! carries the hash that opened the session (else start over, bounded),
-//! validate the whole catalog, and commit it in one transaction.
+//! One sync of one recharge type: open a session with the gate hash the
+//! store holds; if Carat's begin answer is that same hash (and the run is
+//! not forced), record `checked_at` and stop after exactly one request.
+//! Otherwise fetch dealers and every branch-data entry (bounded fan-out),
+//! check that the data answers agree among themselves (the dealer list's
+//! `hashes.general` is the version; a branch-data answer with another means
+//! the table changed mid-sync, and the sync starts over, bounded), validate
+//! the whole catalog and commit it in one transaction under the data's hash,
+//! with begin's hash kept as the gate of the next check. Carat's begin and
+//! data hashes need not be the same value: a difference is counted and
+//! logged, never a reason to start over.
 //!
 //! Owns the retry policy (timeouts, connection errors, 5xx, 408 and 429 with
-//! exponential backoff, full jitter and `Retry-After`), NIT renewal and the
-//! run record. Never writes a partial catalog; never touches the socket API.
+//! exponential backoff, full jitter and `Retry-After`), NIT renewal, the
+//! tolerant reader's warnings of a run and the run record. Never writes a
+//! partial catalog; never touches the socket API.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures_util::StreamExt;
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::carat::compat::OthersTarget;
 use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
-use crate::catalog::{BranchDataAnswer, BranchKey, Catalog, DealerCode, GeneralHash, RechargeType};
+use crate::catalog::{
+    BranchDataAnswer, BranchKey, Catalog, DealerCode, FieldWarning, GeneralHash, RechargeType, clip_message,
+};
 use crate::config::SyncConfig;
-use crate::store::{Outcome, RunEnd, Store, StoreError};
+use crate::store::{Outcome, RunEnd, Store, StoreError, VersionInfo};
 
 /// What started a sync (kept in the run log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -51,7 +60,7 @@ impl Trigger {
 
 /// The result of one type's sync, as the CLI, the control socket and the
 /// status show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TypeResult {
     pub recharge_type: RechargeType,
     pub outcome: Outcome,
@@ -60,6 +69,14 @@ pub struct TypeResult {
     pub requests: u64,
     pub duration_ms: u64,
     pub error: Option<String>,
+    /// What Carat's begin call answered (differs from `general_hash` when
+    /// Carat's begin and data hashes are not the same value).
+    #[serde(default)]
+    pub begin_hash: Option<String>,
+    /// Descriptive fields the tolerant reader could not interpret (kept as
+    /// Carat's text; see the run log).
+    #[serde(default)]
+    pub warnings: u64,
     #[serde(skip)]
     pub error_kind: Option<String>,
     #[serde(skip)]
@@ -69,6 +86,31 @@ pub struct TypeResult {
     pub retry_after: Option<Duration>,
     #[serde(skip)]
     pub committed: bool,
+    /// Begin's hash differed from the data's in this run.
+    #[serde(skip)]
+    pub begin_hash_mismatch: bool,
+}
+
+impl TypeResult {
+    /// A result with nothing but its type and outcome.
+    pub fn new(recharge_type: RechargeType, outcome: Outcome) -> Self {
+        TypeResult {
+            recharge_type,
+            outcome,
+            general_hash: None,
+            previous_hash: None,
+            requests: 0,
+            duration_ms: 0,
+            error: None,
+            begin_hash: None,
+            warnings: 0,
+            error_kind: None,
+            error_class: None,
+            retry_after: None,
+            committed: false,
+            begin_hash_mismatch: false,
+        }
+    }
 }
 
 /// Progress reports while branch data downloads.
@@ -118,7 +160,8 @@ pub struct Syncer {
 /// Why a fetch attempt stopped.
 enum FetchError {
     Carat(CaratError),
-    /// The table changed under us: Carat answered this hash instead.
+    /// The data answers disagree: the table changed under us, a later
+    /// answer carries this hash.
     HashMoved(String),
     Store(StoreError),
 }
@@ -135,12 +178,97 @@ impl From<StoreError> for FetchError {
     }
 }
 
+/// The tolerant reader's warnings of one run, grouped by field (the same
+/// odd field in every DDD is one line in the log, with its count).
+#[derive(Default)]
+struct WarningTally {
+    by_field: BTreeMap<String, (u64, FieldWarning)>,
+}
+
+/// At most this many fields are named in the run record's sample.
+const WARNING_SAMPLE_FIELDS: usize = 5;
+
+impl WarningTally {
+    fn add(&mut self, ws: Vec<FieldWarning>) {
+        for w in ws {
+            self.by_field.entry(w.field()).or_insert((0, w)).0 += 1;
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.by_field.values().map(|(n, _)| n).sum()
+    }
+
+    /// One line per field, the first few: `path: problem (N times)`.
+    fn sample(&self) -> Option<String> {
+        if self.by_field.is_empty() {
+            return None;
+        }
+        let mut lines: Vec<String> = self
+            .by_field
+            .values()
+            .take(WARNING_SAMPLE_FIELDS)
+            .map(|(n, w)| clip_message(&format!("{w} ({n}×)")))
+            .collect();
+        if self.by_field.len() > WARNING_SAMPLE_FIELDS {
+            lines.push(format!(
+                "… and {} more fields",
+                self.by_field.len() - WARNING_SAMPLE_FIELDS
+            ));
+        }
+        Some(lines.join("\n"))
+    }
+
+    fn log(&self, rt: RechargeType) {
+        for (field, (n, first)) in &self.by_field {
+            tracing::warn!(recharge_type = %rt, field = %field, count = n, first = %first,
+                "Carat sent a descriptive field the daemon cannot interpret; its text is kept as received");
+        }
+    }
+}
+
 /// Counters of one run.
 #[derive(Default)]
 struct RunStats {
     requests: AtomicU64,
     renewals: AtomicU32,
     restarts: AtomicU32,
+    /// What the (first) begin call of the run answered.
+    begin_hash: Mutex<Option<GeneralHash>>,
+    /// Begin's hash differed from the data's (logged once per run).
+    begin_mismatch: AtomicBool,
+    warnings: Mutex<WarningTally>,
+}
+
+impl RunStats {
+    fn add_warnings(&self, ws: Vec<FieldWarning>) {
+        if !ws.is_empty() {
+            self.warnings.lock().unwrap_or_else(|e| e.into_inner()).add(ws);
+        }
+    }
+
+    fn begin_hash(&self) -> Option<String> {
+        self.begin_hash
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|h| h.as_str().to_owned())
+    }
+
+    /// The run record's counters; `new_hash` and the error are the caller's.
+    fn end(&self, started: Instant) -> RunEnd {
+        let w = self.warnings.lock().unwrap_or_else(|e| e.into_inner());
+        RunEnd {
+            requests: self.requests.load(Ordering::Relaxed),
+            restarts: self.restarts.load(Ordering::Relaxed),
+            nit_renewals: self.renewals.load(Ordering::Relaxed),
+            duration_ms: started.elapsed().as_millis() as u64,
+            begin_hash: self.begin_hash(),
+            warnings: w.total(),
+            warning_sample: w.sample(),
+            ..Default::default()
+        }
+    }
 }
 
 /// The session the fetches share; replaced when Carat kills the NIT.
@@ -151,6 +279,25 @@ struct SharedSession {
 
 /// Fresh sessions allowed in one run after dead NITs.
 const MAX_RENEWALS: u32 = 5;
+
+/// One branch-data request of a refetch.
+#[derive(Clone)]
+struct Fetch {
+    dealer: DealerCode,
+    key: BranchKey,
+    /// The dealer's `type_code` (the `others` request names it).
+    type_code: Option<String>,
+}
+
+/// One run of one type: what every way out of it needs.
+struct Run<'a> {
+    syncer: &'a Syncer,
+    rt: RechargeType,
+    run_id: i64,
+    held: Option<VersionInfo>,
+    started: Instant,
+    stats: RunStats,
+}
 
 impl Syncer {
     /// Syncs one recharge type; never panics, never leaves a partial catalog.
@@ -164,20 +311,28 @@ impl Syncer {
         let started = Instant::now();
         progress.started(rt);
         let held = match self.store.run(move |s| s.version(rt)).await {
-            Ok(v) => v.map(|v| v.general_hash),
+            Ok(v) => v,
             Err(e) => return self.local_failure(rt, None, started, e),
         };
-        let prev = held.clone();
+        let prev = held.as_ref().map(|v| v.general_hash.clone());
         let run_id = match self
             .store
             .run(move |s| s.begin_run(rt, trigger.as_str(), force, prev.as_ref(), Utc::now()))
             .await
         {
             Ok(id) => id,
-            Err(e) => return self.local_failure(rt, held, started, e),
+            Err(e) => return self.local_failure(rt, held.map(|v| v.general_hash), started, e),
+        };
+        let run = Run {
+            syncer: self,
+            rt,
+            run_id,
+            held,
+            started,
+            stats: RunStats::default(),
         };
         tracing::info!(recharge_type = %rt, trigger = trigger.as_str(), force, run_id,
-            held_hash = held.as_ref().map(|h| h.as_str()).unwrap_or("none"), "sync started");
+            held_hash = run.held_hash().map(|h| h.as_str()).unwrap_or("none"), "sync started");
 
         // A cool-down Carat asked for holds unless an operator forces a run.
         if !(force && trigger == Trigger::Manual)
@@ -188,201 +343,41 @@ impl Syncer {
                 crate::store::fmt_time(until)
             );
             let wait = (until - Utc::now()).to_std().unwrap_or_default();
-            return self
-                .finish_failed(
-                    rt,
-                    run_id,
-                    held,
-                    started,
-                    &RunStats::default(),
-                    "cooldown",
-                    msg,
-                    None,
-                    Some(wait),
-                )
-                .await;
+            return run.fail("cooldown", msg, None, Some(wait)).await;
         }
 
-        let stats = RunStats::default();
         let result = loop {
-            match self.attempt(rt, held.as_ref(), force, &stats, progress).await {
+            match self.attempt(&run, force, progress).await {
                 Err(FetchError::HashMoved(new))
-                    if stats.restarts.load(Ordering::Relaxed) < self.sync.max_restarts =>
+                    if run.stats.restarts.load(Ordering::Relaxed) < self.sync.max_restarts =>
                 {
-                    let restarts = stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                    let restarts = run.stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                     tracing::warn!(recharge_type = %rt, new_hash = %new, restarts,
                         "the catalog changed during the sync; starting over");
                 }
                 other => break other,
             }
         };
-        let end = |new_hash: Option<String>, err: Option<(&str, String)>| RunEnd {
-            new_hash,
-            requests: stats.requests.load(Ordering::Relaxed),
-            restarts: stats.restarts.load(Ordering::Relaxed),
-            nit_renewals: stats.renewals.load(Ordering::Relaxed),
-            duration_ms: started.elapsed().as_millis() as u64,
-            error_kind: err.as_ref().map(|e| e.0.to_owned()),
-            error: err.map(|e| e.1),
-        };
+        run.stats
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .log(rt);
         match result {
-            Ok(Attempt::Unchanged(hash)) => {
-                let e = end(Some(hash.as_str().to_owned()), None);
-                let h = hash.clone();
-                match self
-                    .store
-                    .run(move |s| s.mark_unchanged(rt, &h, Utc::now(), run_id, &e))
-                    .await
-                {
-                    Ok(_) => {
-                        tracing::info!(recharge_type = %rt, hash = %hash, requests = stats.requests.load(Ordering::Relaxed),
-                            "catalog unchanged");
-                        self.result(rt, Outcome::Unchanged, held, Some(hash), &stats, started, None)
-                    }
-                    Err(e) => self.local_failure(rt, held, started, e),
-                }
-            }
-            Ok(Attempt::Fetched(catalog)) => {
-                let counts = catalog.counts();
-                let replacing_nonempty = self.store.run(move |s| s.has_dealers(rt)).await.unwrap_or(false);
-                if catalog.dealers.is_empty() && replacing_nonempty && !force && !self.sync.allow_empty {
-                    let msg = "Carat returned an empty dealer list; refusing to replace the current catalog \
-                               with an empty one (force a sync to accept it)"
-                        .to_owned();
-                    return self
-                        .finish_failed(
-                            rt,
-                            run_id,
-                            held,
-                            started,
-                            &stats,
-                            "empty_catalog",
-                            msg,
-                            None,
-                            None,
-                        )
-                        .await;
-                }
-                let hash = catalog.general_hash.clone();
-                tracing::info!(recharge_type = %rt, hash = %hash, "writing the new catalog");
-                let e = end(Some(hash.as_str().to_owned()), None);
-                let cat = Arc::new(catalog);
-                let c2 = cat.clone();
-                match self
-                    .store
-                    .run(move |s| s.replace_catalog(&c2, Utc::now(), run_id, &e))
-                    .await
-                {
-                    Ok(()) => {
-                        tracing::info!(recharge_type = %rt, hash = %hash, dealers = counts.dealers,
-                            branch_data = counts.branch_data, amount_ranges = counts.amount_ranges,
-                            requests = stats.requests.load(Ordering::Relaxed),
-                            restarts = stats.restarts.load(Ordering::Relaxed), "catalog updated and committed");
-                        let mut r =
-                            self.result(rt, Outcome::Updated, held, Some(hash), &stats, started, None);
-                        r.committed = true;
-                        r
-                    }
-                    Err(e) => {
-                        let msg =
-                            format!("could not commit the new catalog (the previous one is untouched): {e}");
-                        self.finish_failed(rt, run_id, held, started, &stats, "store", msg, None, None)
-                            .await
-                    }
-                }
-            }
+            Ok(Attempt::Unchanged(gate)) => run.unchanged(gate).await,
+            Ok(Attempt::Fetched(catalog)) => run.commit(catalog, force).await,
             Err(FetchError::HashMoved(new)) => {
                 let msg = format!(
                     "the catalog kept changing during the sync ({} fresh starts, last hash {new}); \
                      nothing was committed, will try again",
-                    stats.restarts.load(Ordering::Relaxed)
+                    run.stats.restarts.load(Ordering::Relaxed)
                 );
-                self.finish_failed(
-                    rt,
-                    run_id,
-                    held,
-                    started,
-                    &stats,
-                    "hash_changed",
-                    msg,
-                    Some(ErrorClass::Transient),
-                    None,
-                )
-                .await
-            }
-            Err(FetchError::Carat(e)) => {
-                let class = e.class();
-                let advice = match class {
-                    ErrorClass::Auth => {
-                        " (authentication refused: check carat.merchant_id, the merchant key and the key registered at Carat; not retried)"
-                    }
-                    _ => "",
-                };
-                let msg = format!("{e}{advice}");
-                let kind = e.kind().to_owned();
-                let retry_after = e.retry_after();
-                if let Some(ra) = retry_after {
-                    let until = Utc::now() + chrono::Duration::from_std(ra).unwrap_or_default();
-                    let reason = format!("HTTP {} on {}", status_of(&e), e.endpoint());
-                    let _ = self.store.run(move |s| s.set_cooldown(until, &reason)).await;
-                }
-                self.finish_failed(
-                    rt,
-                    run_id,
-                    held,
-                    started,
-                    &stats,
-                    &kind,
-                    msg,
-                    Some(class),
-                    retry_after,
-                )
-                .await
-            }
-            Err(FetchError::Store(e)) => {
-                let msg = format!("store: {e}");
-                self.finish_failed(rt, run_id, held, started, &stats, "store", msg, None, None)
+                run.fail("hash_changed", msg, Some(ErrorClass::Transient), None)
                     .await
             }
+            Err(FetchError::Carat(e)) => run.carat_failed(e).await,
+            Err(FetchError::Store(e)) => run.fail("store", format!("store: {e}"), None, None).await,
         }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn finish_failed(
-        &self,
-        rt: RechargeType,
-        run_id: i64,
-        held: Option<GeneralHash>,
-        started: Instant,
-        stats: &RunStats,
-        kind: &str,
-        msg: String,
-        class: Option<ErrorClass>,
-        retry_after: Option<Duration>,
-    ) -> TypeResult {
-        let end = RunEnd {
-            new_hash: None,
-            requests: stats.requests.load(Ordering::Relaxed),
-            restarts: stats.restarts.load(Ordering::Relaxed),
-            nit_renewals: stats.renewals.load(Ordering::Relaxed),
-            duration_ms: started.elapsed().as_millis() as u64,
-            error_kind: Some(kind.to_owned()),
-            error: Some(msg.clone()),
-        };
-        if class == Some(ErrorClass::Auth) {
-            tracing::error!(recharge_type = %rt, error_kind = kind, error = %msg, "sync failed: Carat refused our credentials");
-        } else {
-            tracing::warn!(recharge_type = %rt, error_kind = kind, error = %msg, "sync failed; the previous catalog is kept");
-        }
-        let _ = self
-            .store
-            .run(move |s| s.finish_run(run_id, Outcome::Failed, &end, Utc::now()))
-            .await;
-        let mut r = self.result(rt, Outcome::Failed, held, None, stats, started, Some(msg));
-        r.error_kind = Some(kind.to_owned());
-        r.error_class = class;
-        r.retry_after = retry_after;
-        r
     }
 
     fn local_failure(
@@ -393,50 +388,19 @@ impl Syncer {
         e: StoreError,
     ) -> TypeResult {
         tracing::error!(recharge_type = %rt, error = %e, "sync could not use the store");
-        let mut r = self.result(
-            rt,
-            Outcome::Failed,
-            held,
-            None,
-            &RunStats::default(),
-            started,
-            Some(format!("store: {e}")),
-        );
+        let mut r = TypeResult::new(rt, Outcome::Failed);
+        r.previous_hash = held.map(|h| h.as_str().to_owned());
+        r.duration_ms = started.elapsed().as_millis() as u64;
+        r.error = Some(format!("store: {e}"));
         r.error_kind = Some("store".into());
         r
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn result(
-        &self,
-        rt: RechargeType,
-        outcome: Outcome,
-        held: Option<GeneralHash>,
-        new: Option<GeneralHash>,
-        stats: &RunStats,
-        started: Instant,
-        error: Option<String>,
-    ) -> TypeResult {
-        TypeResult {
-            recharge_type: rt,
-            outcome,
-            general_hash: new.map(|h| h.as_str().to_owned()),
-            previous_hash: held.map(|h| h.as_str().to_owned()),
-            requests: stats.requests.load(Ordering::Relaxed),
-            duration_ms: started.elapsed().as_millis() as u64,
-            error,
-            error_kind: None,
-            error_class: None,
-            retry_after: None,
-            committed: false,
-        }
     }
 
     /// Opens a session (with retries) using fresh ids.
     async fn begin(
         &self,
         rt: RechargeType,
-        held: &GeneralHash,
+        gate: &GeneralHash,
         stats: &RunStats,
     ) -> Result<Session, FetchError> {
         let prefix = self.order_id_prefix.clone();
@@ -444,7 +408,7 @@ impl Syncer {
             .store
             .run(move |s| s.next_session_ids(&prefix, Utc::now()))
             .await?;
-        let s = self.retrying(stats, || self.client.begin(rt, held, &ids)).await?;
+        let s = self.retrying(stats, || self.client.begin(rt, gate, &ids)).await?;
         tracing::debug!(recharge_type = %rt, order_id = %ids.order_id, hash = %s.general_hash, "session opened");
         Ok(s)
     }
@@ -452,19 +416,19 @@ impl Syncer {
     /// One pass: begin, hash gate, full fetch.
     async fn attempt(
         &self,
-        rt: RechargeType,
-        held: Option<&GeneralHash>,
+        run: &Run<'_>,
         force: bool,
-        stats: &RunStats,
         progress: &dyn Progress,
     ) -> Result<Attempt, FetchError> {
-        let held_or_zero = held.cloned().unwrap_or_else(GeneralHash::zero);
-        let session = self.begin(rt, &held_or_zero, stats).await?;
-        if !force && held == Some(&session.general_hash) {
-            return Ok(Attempt::Unchanged(session.general_hash));
+        let (rt, stats) = (run.rt, &run.stats);
+        let gate = run.gate();
+        let session = self.begin(rt, &gate, stats).await?;
+        let begin_hash = session.general_hash.clone();
+        *stats.begin_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(begin_hash.clone());
+        if !force && run.held.is_some() && begin_hash == gate {
+            return Ok(Attempt::Unchanged(begin_hash));
         }
-        let hash = session.general_hash.clone();
-        tracing::info!(recharge_type = %rt, held = %held_or_zero, current = %hash, force, "refetching the catalog");
+        tracing::info!(recharge_type = %rt, held = %gate, current = %begin_hash, force, "refetching the catalog");
         let shared = SharedSession {
             current: Mutex::new(session),
             renewal: tokio::sync::Mutex::new(()),
@@ -472,78 +436,51 @@ impl Syncer {
         // Refetch calls ask for everything (inferred: the zero hash).
         let zero = GeneralHash::zero();
         let dealers = self
-            .with_session(&shared, rt, &hash, stats, |s| {
+            .with_session(&shared, rt, &gate, stats, |s| {
                 let zero = zero.clone();
                 async move { self.client.dealers(&s, &zero).await }
             })
             .await?;
-        if dealers.hash != hash {
-            return Err(FetchError::HashMoved(dealers.hash.as_str().to_owned()));
+        // The dealer list's hash is the version; the data answers must agree.
+        let hash = dealers.hash.clone();
+        if hash != begin_hash && !stats.begin_mismatch.swap(true, Ordering::Relaxed) {
+            tracing::warn!(recharge_type = %rt, begin_hash = %begin_hash, data_hash = %hash,
+                "Carat's begin answer carries another hash than its data answers; committing under the data's \
+                 hash and gating the next check on begin's");
         }
-        let keys: Vec<(DealerCode, BranchKey)> = match rt {
-            RechargeType::Normal => dealers
-                .dealers
-                .iter()
-                .flat_map(|d| {
-                    self.sync
-                        .ddds
-                        .iter()
-                        .map(|ddd| (d.code.clone(), BranchKey::Ddd(ddd.clone())))
-                })
-                .collect(),
-            RechargeType::Others => dealers
-                .dealers
-                .iter()
-                .flat_map(|d| {
-                    d.branches
-                        .iter()
-                        .map(|b| (d.code.clone(), BranchKey::Branch(b.code.clone())))
-                })
-                .collect(),
-            // Invoice branch data needs the customer's answers: not cacheable.
-            RechargeType::Invoice => vec![],
-        };
-        let total = keys.len();
+        stats.add_warnings(dealers.warnings);
+        let fetches = self.fetches(rt, &dealers.dealers);
+        let total = fetches.len();
         progress.progress(rt, 0, total);
         let done = AtomicUsize::new(0);
-        let mut fetches = futures_util::stream::iter(keys.iter().cloned())
-            .map(|(dealer, key)| {
-                let shared = &shared;
-                let hash = &hash;
-                let zero = &zero;
-                let done = &done;
+        let mut stream = futures_util::stream::iter(fetches.iter().cloned())
+            .map(|f| {
+                let (shared, hash, zero, done) = (&shared, &hash, &zero, &done);
+                let gate = &gate;
                 async move {
                     let answer: BranchDataAnswer = self
-                        .with_session(shared, rt, hash, stats, |s| {
-                            let (dealer, key, zero) = (dealer.clone(), key.clone(), zero.clone());
-                            async move {
-                                match &key {
-                                    BranchKey::Ddd(ddd) => {
-                                        self.client.branch_data_normal(&s, &dealer, ddd, &zero).await
-                                    }
-                                    BranchKey::Branch(b) => {
-                                        self.client.branch_data_others(&s, &dealer, b, &zero).await
-                                    }
-                                }
-                            }
+                        .with_session(shared, rt, gate, stats, |s| {
+                            let (f, zero) = (f.clone(), zero.clone());
+                            async move { self.branch_data(&s, &f, &zero).await }
                         })
                         .await?;
                     if &answer.hash != hash {
                         return Err(FetchError::HashMoved(answer.hash.as_str().to_owned()));
                     }
+                    stats.add_warnings(answer.warnings);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     progress.progress(rt, n, total);
-                    Ok(((dealer, key), answer.data))
+                    Ok(((f.dealer, f.key), answer.data))
                 }
             })
             .buffer_unordered(self.concurrency.max(1));
-        let mut branch_data = std::collections::BTreeMap::new();
-        while let Some(r) = fetches.next().await {
+        let mut branch_data = BTreeMap::new();
+        while let Some(r) = stream.next().await {
             // The first failure drops the stream, cancelling what is in flight.
             let (k, v) = r?;
             branch_data.insert(k, v);
         }
-        drop(fetches);
+        drop(stream);
         let catalog = Catalog {
             recharge_type: rt,
             general_hash: hash,
@@ -551,7 +488,7 @@ impl Syncer {
             questions: dealers.questions,
             branch_data,
         };
-        let expected: BTreeSet<_> = keys.into_iter().collect();
+        let expected: BTreeSet<_> = fetches.into_iter().map(|f| (f.dealer, f.key)).collect();
         catalog.validate(&expected).map_err(|source| {
             FetchError::Carat(CaratError::InvalidField {
                 endpoint: crate::carat::Endpoint::Dealers,
@@ -561,13 +498,58 @@ impl Syncer {
         Ok(Attempt::Fetched(catalog))
     }
 
+    /// The branch-data requests of a refetch: every dealer × configured DDD
+    /// for `normal`, every dealer × branch for `others`, none for `invoice`
+    /// (its branch data needs the customer's answers: not cacheable).
+    fn fetches(&self, rt: RechargeType, dealers: &[crate::catalog::Dealer]) -> Vec<Fetch> {
+        let mut out = vec![];
+        for d in dealers {
+            let keys: Vec<BranchKey> = match rt {
+                RechargeType::Normal => self.sync.ddds.iter().cloned().map(BranchKey::Ddd).collect(),
+                RechargeType::Others => d
+                    .branches
+                    .iter()
+                    .map(|b| BranchKey::Branch(b.code.clone()))
+                    .collect(),
+                RechargeType::Invoice => vec![],
+            };
+            out.extend(keys.into_iter().map(|key| Fetch {
+                dealer: d.code.clone(),
+                key,
+                type_code: d.type_code.clone(),
+            }));
+        }
+        out
+    }
+
+    async fn branch_data(
+        &self,
+        s: &Session,
+        f: &Fetch,
+        zero: &GeneralHash,
+    ) -> Result<BranchDataAnswer, CaratError> {
+        match &f.key {
+            BranchKey::Ddd(ddd) => self.client.branch_data_normal(s, &f.dealer, ddd, zero).await,
+            BranchKey::Branch(b) => {
+                let target = OthersTarget {
+                    dealer: &f.dealer,
+                    type_code: f.type_code.as_deref(),
+                    branch: b,
+                };
+                self.client.branch_data_others(s, target, zero).await
+            }
+        }
+    }
+
     /// Runs `call` with the shared session; a dead NIT opens a fresh session
-    /// (which must carry the same hash) and the call is tried again.
+    /// (sending the same gate) and the call is tried again. A fresh session
+    /// is not compared with the first: whether the table moved meanwhile is
+    /// what the data answers' hashes say.
     async fn with_session<T, F, Fut>(
         &self,
         shared: &SharedSession,
         rt: RechargeType,
-        hash: &GeneralHash,
+        gate: &GeneralHash,
         stats: &RunStats,
         call: F,
     ) -> Result<T, FetchError>
@@ -588,10 +570,7 @@ impl Syncer {
                         }
                         stats.renewals.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(recharge_type = %rt, error = %e, "Carat rejected the NIT; opening a fresh session");
-                        let fresh = self.begin(rt, hash, stats).await?;
-                        if &fresh.general_hash != hash {
-                            return Err(FetchError::HashMoved(fresh.general_hash.as_str().to_owned()));
-                        }
+                        let fresh = self.begin(rt, gate, stats).await?;
                         *shared.current.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
                     }
                 }
@@ -629,6 +608,160 @@ impl Syncer {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl Run<'_> {
+    /// The version held (the ETag), if any.
+    fn held_hash(&self) -> Option<&GeneralHash> {
+        self.held.as_ref().map(|v| &v.general_hash)
+    }
+
+    /// What the begin call is sent and compared with: the gate of the
+    /// version held (`0000000000000000` for none).
+    fn gate(&self) -> GeneralHash {
+        self.held
+            .as_ref()
+            .map(|v| v.gate_hash.clone())
+            .unwrap_or_else(GeneralHash::zero)
+    }
+
+    fn result(&self, outcome: Outcome, new: Option<&GeneralHash>, error: Option<String>) -> TypeResult {
+        let mut r = TypeResult::new(self.rt, outcome);
+        r.general_hash = new.map(|h| h.as_str().to_owned());
+        r.previous_hash = self.held_hash().map(|h| h.as_str().to_owned());
+        r.requests = self.stats.requests.load(Ordering::Relaxed);
+        r.duration_ms = self.started.elapsed().as_millis() as u64;
+        r.error = error;
+        r.begin_hash = self.stats.begin_hash();
+        r.warnings = self
+            .stats
+            .warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .total();
+        r.begin_hash_mismatch = self.stats.begin_mismatch.load(Ordering::Relaxed);
+        r
+    }
+
+    /// Carat's begin call answered the gate held: only `checked_at` moves.
+    async fn unchanged(self, gate: GeneralHash) -> TypeResult {
+        let (rt, run_id) = (self.rt, self.run_id);
+        let mut end = self.stats.end(self.started);
+        end.new_hash = self.held_hash().map(|h| h.as_str().to_owned());
+        let g = gate.clone();
+        match self
+            .syncer
+            .store
+            .run(move |s| s.mark_unchanged(rt, &g, Utc::now(), run_id, &end))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(recharge_type = %rt, hash = %gate, requests = self.stats.requests.load(Ordering::Relaxed),
+                    "catalog unchanged");
+                let held = self.held_hash().cloned();
+                self.result(Outcome::Unchanged, held.as_ref(), None)
+            }
+            Err(e) => self
+                .syncer
+                .local_failure(rt, self.held_hash().cloned(), self.started, e),
+        }
+    }
+
+    /// A complete, validated catalog: commit it (unless it would empty a
+    /// catalog that is not empty, and nobody forced it).
+    async fn commit(self, catalog: Catalog, force: bool) -> TypeResult {
+        let (rt, run_id) = (self.rt, self.run_id);
+        let counts = catalog.counts();
+        let replacing_nonempty = self
+            .syncer
+            .store
+            .run(move |s| s.has_dealers(rt))
+            .await
+            .unwrap_or(false);
+        if catalog.dealers.is_empty() && replacing_nonempty && !force && !self.syncer.sync.allow_empty {
+            let msg = "Carat returned an empty dealer list; refusing to replace the current catalog \
+                       with an empty one (force a sync to accept it)"
+                .to_owned();
+            return self.fail("empty_catalog", msg, None, None).await;
+        }
+        let hash = catalog.general_hash.clone();
+        tracing::info!(recharge_type = %rt, hash = %hash, "writing the new catalog");
+        let mut end = self.stats.end(self.started);
+        end.new_hash = Some(hash.as_str().to_owned());
+        let cat = Arc::new(catalog);
+        let c2 = cat.clone();
+        match self
+            .syncer
+            .store
+            .run(move |s| s.replace_catalog(&c2, Utc::now(), run_id, &end))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(recharge_type = %rt, hash = %hash, dealers = counts.dealers,
+                    branch_data = counts.branch_data, amount_ranges = counts.amount_ranges,
+                    requests = self.stats.requests.load(Ordering::Relaxed),
+                    restarts = self.stats.restarts.load(Ordering::Relaxed), "catalog updated and committed");
+                let mut r = self.result(Outcome::Updated, Some(&hash), None);
+                r.committed = true;
+                r
+            }
+            Err(e) => {
+                let msg = format!("could not commit the new catalog (the previous one is untouched): {e}");
+                self.fail("store", msg, None, None).await
+            }
+        }
+    }
+
+    async fn carat_failed(self, e: CaratError) -> TypeResult {
+        let class = e.class();
+        let advice = match class {
+            ErrorClass::Auth => {
+                " (authentication refused: check carat.merchant_id, the merchant key and the key registered at Carat; not retried)"
+            }
+            _ => "",
+        };
+        let msg = format!("{e}{advice}");
+        let retry_after = e.retry_after();
+        if let Some(ra) = retry_after {
+            let until = Utc::now() + chrono::Duration::from_std(ra).unwrap_or_default();
+            let reason = format!("HTTP {} on {}", status_of(&e), e.endpoint());
+            let _ = self
+                .syncer
+                .store
+                .run(move |s| s.set_cooldown(until, &reason))
+                .await;
+        }
+        self.fail(e.kind(), msg, Some(class), retry_after).await
+    }
+
+    /// Ends the run as failed: the run record says why; nothing else changes.
+    async fn fail(
+        self,
+        kind: &str,
+        msg: String,
+        class: Option<ErrorClass>,
+        retry_after: Option<Duration>,
+    ) -> TypeResult {
+        let (rt, run_id) = (self.rt, self.run_id);
+        let mut end = self.stats.end(self.started);
+        end.error_kind = Some(kind.to_owned());
+        end.error = Some(msg.clone());
+        if class == Some(ErrorClass::Auth) {
+            tracing::error!(recharge_type = %rt, error_kind = kind, error = %msg, "sync failed: Carat refused our credentials");
+        } else {
+            tracing::warn!(recharge_type = %rt, error_kind = kind, error = %msg, "sync failed; the previous catalog is kept");
+        }
+        let _ = self
+            .syncer
+            .store
+            .run(move |s| s.finish_run(run_id, Outcome::Failed, &end, Utc::now()))
+            .await;
+        let mut r = self.result(Outcome::Failed, None, Some(msg));
+        r.error_kind = Some(kind.to_owned());
+        r.error_class = class;
+        r.retry_after = retry_after;
+        r
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use carat_catalogd::carat::client::{AuthMode, ClientSettings};
+use carat_catalogd::carat::compat::OthersTarget;
 use carat_catalogd::carat::{CaratClient, CaratError, ErrorClass, Session, SessionIds};
 use carat_catalogd::catalog::{BranchCode, Ddd, DealerCode, GeneralHash, RechargeType};
 use carat_catalogd::sim::{self, FaultKind, FaultRule, GenSpec, SimAuth, SimCatalog, SimConfig, SimEndpoint};
@@ -61,7 +62,7 @@ async fn signature_mode_begin_dealers_branch_data() {
     assert_eq!(cat.amount_ranges[1].extras.bonus, None);
     assert_eq!(cat.amount_ranges[0].extras.expiry_days, Some(30));
 
-    // others: branch data by PUT with the inferred body.
+    // others: branch data by PUT with the nested body (the default).
     let so = c
         .begin(RechargeType::Others, &zero(), &ids(17_000_000_002))
         .await
@@ -74,8 +75,11 @@ async fn signature_mode_begin_dealers_branch_data() {
     let bd = c
         .branch_data_others(
             &so,
-            &e_prepag.code,
-            &BranchCode::parse("98001000000").unwrap(),
+            OthersTarget {
+                dealer: &e_prepag.code,
+                type_code: e_prepag.type_code.as_deref(),
+                branch: &BranchCode::parse("98001000000").unwrap(),
+            },
             &zero(),
         )
         .await

@@ -120,6 +120,7 @@ fuzz_target!(|data: &[u8]| {
         VersionInfo {
             recharge_type: rt,
             general_hash: cat.general_hash.clone(),
+            gate_hash: cat.general_hash.clone(),
             synced_at: Utc.with_ymd_and_hms(2029, 12, 31, 23, 0, 0).unwrap(),
             checked_at: Utc.with_ymd_and_hms(2029, 12, 31, 23, 30, 0).unwrap(),
         },

@@ -32,6 +32,26 @@ pub fn render(sh: &Shared) -> String {
             );
         }
     }
+    if let Ok(m) = sh.metrics.sync_oddities.lock() {
+        o.push_str("# HELP carat_catalogd_begin_hash_mismatch_total Sync runs whose begin answer carried another general_hash than their data answers (committed under the data's).\n");
+        o.push_str("# TYPE carat_catalogd_begin_hash_mismatch_total counter\n");
+        for (rt, x) in m.iter() {
+            let _ = writeln!(
+                o,
+                "carat_catalogd_begin_hash_mismatch_total{{recharge_type=\"{rt}\"}} {}",
+                x.begin_hash_mismatches
+            );
+        }
+        o.push_str("# HELP carat_catalogd_sync_warnings_total Descriptive fields Carat sent that the daemon could not interpret (kept as Carat's text).\n");
+        o.push_str("# TYPE carat_catalogd_sync_warnings_total counter\n");
+        for (rt, x) in m.iter() {
+            let _ = writeln!(
+                o,
+                "carat_catalogd_sync_warnings_total{{recharge_type=\"{rt}\"}} {}",
+                x.warnings
+            );
+        }
+    }
     o.push_str("# HELP carat_catalogd_carat_requests_total Requests to Carat by endpoint and result (HTTP status or error kind).\n");
     o.push_str("# TYPE carat_catalogd_carat_requests_total counter\n");
     for (ep, result, n) in sh.carat_stats.snapshot() {

@@ -276,21 +276,39 @@ impl AuthenticityReceiver {
     pub fn router(&self) -> Router {
         Router::new()
             .route(&self.inner.settings.path, axum::routing::post(receive))
-            .layer(axum::extract::DefaultBodyLimit::max(16 * 1024))
+            // The handler bounds the body itself, so an oversized POST is
+            // answered 200 like every other (Carat's rule), not 413.
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(self.clone())
     }
 }
 
+/// The largest authenticity POST read (the five documented fields take
+/// under 200 bytes).
+pub const MAX_POST_BYTES: usize = 16 * 1024;
+
+/// Every POST on the path is answered `200 OK`, Carat's rule, even one
+/// that cannot be read: it is logged (clipped) and otherwise ignored.
 async fn receive(
     State(rx): State<AuthenticityReceiver>,
     headers: HeaderMap,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> impl IntoResponse {
+    let body = match axum::body::to_bytes(body, MAX_POST_BYTES).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(limit = MAX_POST_BYTES, error = %crate::catalog::clip(&e.to_string()),
+                "authenticity POST larger than the limit or cut off; answered 200 and ignored");
+            return StatusCode::OK.into_response();
+        }
+    };
     let form: AuthenticityPost = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(error = %e, "authenticity POST with an unreadable form body");
-            return (StatusCode::BAD_REQUEST, "unreadable form body").into_response();
+            tracing::warn!(error = %crate::catalog::clip(&e.to_string()),
+                body = %crate::catalog::clip(&crate::secret::mask_tokens(&String::from_utf8_lossy(&body))),
+                "authenticity POST with an unreadable form body; answered 200 and ignored");
+            return StatusCode::OK.into_response();
         }
     };
     let order_id = form.order_id.clone().unwrap_or_default();

@@ -2,8 +2,10 @@
 //! dealers, list branch data. One call here is one HTTP request: retries and
 //! backoff belong to the sync. Every answer is size-limited, parsed into the
 //! wire models and validated into domain types; every failure is a typed
-//! [`CaratError`]. Owns the HTTP connection pool and request counters; never
-//! touches the store.
+//! [`CaratError`]. In signature mode a session signs one JWT and sends it on
+//! every call, re-signing only when it is `token_max_age` old. A [`Tap`]
+//! sees each exchange as it crossed the wire (`probe --record`). Owns the
+//! HTTP connection pool and request counters; never touches the store.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -14,11 +16,11 @@ use reqwest::{RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 
 use super::auth::{AuthenticityReceiver, JwtSigner};
+use super::compat::{self, Compat, OthersTarget};
 use super::wire;
 use super::{CaratError, Endpoint};
 use crate::catalog::{
-    self, BranchCode, BranchDataAnswer, Ddd, DealerCode, DealerList, FieldError, GeneralHash, Nit,
-    RechargeType,
+    self, BranchDataAnswer, Ddd, DealerCode, DealerList, FieldError, GeneralHash, Nit, RechargeType,
 };
 use crate::secret::Secret;
 
@@ -26,6 +28,11 @@ use crate::secret::Secret;
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+/// A session's JWT is signed again once it is this old.
+pub const TOKEN_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+/// The `ddd` value of the public docs' branch-data example; whether Carat
+/// answers every DDD at once with it is what `probe` asks.
+pub const ALL_DDDS_PARAM: &str = "00";
 
 /// How the store authenticates (chosen at Carat registration).
 #[derive(Debug, Clone)]
@@ -49,6 +56,10 @@ pub struct ClientSettings {
     pub extra_ca_pem: Option<Vec<u8>>,
     pub max_body: usize,
     pub pool_size: usize,
+    /// The wire guesses in force (`[carat.compat]`).
+    pub compat: Compat,
+    /// How long one session's JWT is reused ([`TOKEN_MAX_AGE`]).
+    pub token_max_age: Duration,
 }
 
 /// The ids of one session: unique, increasing, within Carat's formats.
@@ -59,12 +70,52 @@ pub struct SessionIds {
 }
 
 /// An open recharge session: the NIT and the hash Carat answered with.
+/// Clones share the session's token.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub recharge_type: RechargeType,
     pub nit: Nit,
     pub general_hash: GeneralHash,
     pub ids: SessionIds,
+    token: Arc<SessionToken>,
+}
+
+/// The JWT of one session (signature mode) and when it was signed.
+#[derive(Default)]
+struct SessionToken {
+    current: Mutex<Option<(Secret, Instant)>>,
+}
+
+impl std::fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionToken([redacted])")
+    }
+}
+
+/// One request and its answer as they crossed the wire. Headers and bodies
+/// hold secrets (the token, the merchant key, the NIT): a [`Tap`] must
+/// redact before it writes anything down.
+pub struct Exchange<'a> {
+    pub endpoint: Endpoint,
+    pub method: &'a str,
+    pub url: &'a Url,
+    pub request_headers: &'a HeaderMap,
+    pub request_body: &'a [u8],
+    /// The answer, or why there was none.
+    pub response: Result<&'a RawAnswer, &'a CaratError>,
+}
+
+/// An answer before parsing: status, headers, body (at most `max_body`).
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Sees every exchange of a client (`probe`); the daemon installs none.
+pub trait Tap: Send + Sync {
+    fn exchange(&self, x: &Exchange<'_>);
 }
 
 /// Requests made, by endpoint and result (`200`, `500`, `timeout`...), for
@@ -97,13 +148,24 @@ pub enum ClientBuildError {
     Http(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CaratClient {
     http: reqwest::Client,
     base: String,
     settings: Arc<ClientSettings>,
     auth: AuthMode,
     stats: Arc<RequestStats>,
+    tap: Option<Arc<dyn Tap>>,
+}
+
+impl std::fmt::Debug for CaratClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaratClient")
+            .field("base", &self.base)
+            .field("auth", &self.auth)
+            .field("compat", &self.settings.compat)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CaratClient {
@@ -130,7 +192,29 @@ impl CaratClient {
             settings: Arc::new(settings),
             auth,
             stats: Arc::new(RequestStats::default()),
+            tap: None,
         })
+    }
+
+    /// Every exchange goes through `tap` as well (`probe`).
+    pub fn with_tap(mut self, tap: Arc<dyn Tap>) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// The same client (pool, auth, stats, tap) with other wire guesses
+    /// (`probe` tries the alternative of each).
+    pub fn with_compat(&self, compat: Compat) -> Self {
+        let mut settings = (*self.settings).clone();
+        settings.compat = compat;
+        CaratClient {
+            settings: Arc::new(settings),
+            ..self.clone()
+        }
+    }
+
+    pub fn compat(&self) -> Compat {
+        self.settings.compat
     }
 
     pub fn stats(&self) -> Arc<RequestStats> {
@@ -167,9 +251,10 @@ impl CaratClient {
         };
         let req = self.http.post(format!("{}/v3/recharge", self.base)).json(&body);
         let started = Instant::now();
+        let token = Arc::new(SessionToken::default());
         match &self.auth {
             AuthMode::Signature(signer) => {
-                let req = sign(signer, req, ids, EP)?;
+                let req = self.bearer(signer, req, &token, ids, EP)?;
                 let env: wire::BeginRechargeResponseEnvelope = self.call(EP, req).await?;
                 let r = env
                     .begin_recharge_response
@@ -199,6 +284,7 @@ impl CaratClient {
                         GeneralHash::parse,
                     )?,
                     ids: ids.clone(),
+                    token,
                 })
             }
             AuthMode::AuthenticityPost { receiver, wait } => {
@@ -227,6 +313,7 @@ impl CaratClient {
                         GeneralHash::parse,
                     )?,
                     ids: ids.clone(),
+                    token,
                 })
             }
         }
@@ -256,14 +343,38 @@ impl CaratClient {
         ddd: &Ddd,
         generalhash: &GeneralHash,
     ) -> Result<BranchDataAnswer, CaratError> {
+        self.branch_data_normal_param(s, dealer, ddd.as_str(), generalhash)
+            .await
+    }
+
+    /// `GET /v3/rechargebranches` with `ddd=00`, as the public docs' example
+    /// sends it (`probe` asks whether that answers every DDD at once).
+    pub async fn branch_data_all_ddds(
+        &self,
+        s: &Session,
+        dealer: &DealerCode,
+        generalhash: &GeneralHash,
+    ) -> Result<BranchDataAnswer, CaratError> {
+        self.branch_data_normal_param(s, dealer, ALL_DDDS_PARAM, generalhash)
+            .await
+    }
+
+    async fn branch_data_normal_param(
+        &self,
+        s: &Session,
+        dealer: &DealerCode,
+        ddd: &str,
+        generalhash: &GeneralHash,
+    ) -> Result<BranchDataAnswer, CaratError> {
         const EP: Endpoint = Endpoint::BranchesNormal;
+        let code = compat::dealer_code_param(dealer, self.settings.compat.dealer_code);
         let req = self
             .http
             .get(format!("{}/v3/rechargebranches", self.base))
             .query(&[
                 ("nit", s.nit.as_str()),
-                ("ddd", ddd.as_str()),
-                ("dealercode", dealer_code_param(dealer)),
+                ("ddd", ddd),
+                ("dealercode", &code),
                 ("generalhash", generalhash.as_str()),
             ]);
         let req = self.authorize(req, s, EP)?;
@@ -274,12 +385,11 @@ impl CaratClient {
     pub async fn branch_data_others(
         &self,
         s: &Session,
-        dealer: &DealerCode,
-        branch: &BranchCode,
+        target: OthersTarget<'_>,
         generalhash: &GeneralHash,
     ) -> Result<BranchDataAnswer, CaratError> {
         const EP: Endpoint = Endpoint::BranchesOthers;
-        let body = others_branch_request(dealer, branch, generalhash);
+        let body = compat::others_branch_request(target, generalhash, self.settings.compat);
         let req = self
             .http
             .put(format!("{}/v3/rechargebranches/{}", self.base, s.nit.as_str()))
@@ -304,9 +414,34 @@ impl CaratClient {
         ep: Endpoint,
     ) -> Result<RequestBuilder, CaratError> {
         match &self.auth {
-            AuthMode::Signature(signer) => sign(signer, req, &s.ids, ep),
+            AuthMode::Signature(signer) => self.bearer(signer, req, &s.token, &s.ids, ep),
             AuthMode::AuthenticityPost { .. } => Ok(req),
         }
+    }
+
+    /// Adds the session's token, signing it first when there is none yet or
+    /// it is `token_max_age` old. Concurrent calls of one session wait for
+    /// the one signature instead of signing their own.
+    fn bearer(
+        &self,
+        signer: &JwtSigner,
+        req: RequestBuilder,
+        token: &SessionToken,
+        ids: &SessionIds,
+        ep: Endpoint,
+    ) -> Result<RequestBuilder, CaratError> {
+        let mut current = token.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((t, signed)) = current.as_ref()
+            && signed.elapsed() < self.settings.token_max_age
+        {
+            return Ok(req.bearer_auth(t.expose()));
+        }
+        let t = signer
+            .sign(&ids.order_id, &ids.merchant_usn)
+            .map_err(|detail| CaratError::Signing { endpoint: ep, detail })?;
+        let req = req.bearer_auth(t.expose());
+        *current = Some((t, Instant::now()));
+        Ok(req)
     }
 
     /// Sends, reads at most `max_body` bytes, and parses a 200 answer.
@@ -326,9 +461,64 @@ impl CaratClient {
         ep: Endpoint,
         req: RequestBuilder,
     ) -> Result<T, CaratError> {
-        let mut resp = req.send().await.map_err(|e| self.map_reqwest(ep, e))?;
-        let status = resp.status();
-        let retry_after = parse_retry_after(resp.headers());
+        let request = req.build().map_err(|e| self.map_reqwest(ep, e))?;
+        let sent = self.tap.as_ref().map(|_| {
+            (
+                request.method().as_str().to_owned(),
+                request.url().clone(),
+                request.headers().clone(),
+                request
+                    .body()
+                    .and_then(|b| b.as_bytes())
+                    .map(<[u8]>::to_vec)
+                    .unwrap_or_default(),
+            )
+        });
+        let answer = self.fetch(ep, request).await;
+        if let (Some(tap), Some((method, url, headers, body))) = (&self.tap, &sent) {
+            tap.exchange(&Exchange {
+                endpoint: ep,
+                method,
+                url,
+                request_headers: headers,
+                request_body: body,
+                response: answer.as_ref(),
+            });
+        }
+        let answer = answer?;
+        if answer.status != 200 {
+            return Err(CaratError::Status {
+                endpoint: ep,
+                status: answer.status,
+                retry_after: parse_retry_after(&answer.headers),
+                message: esitef_message(&answer.body),
+            });
+        }
+        let malformed = |detail: String| CaratError::Malformed {
+            endpoint: ep,
+            // serde quotes offending values: keep the message bounded.
+            detail: catalog::clip_message(&detail).chars().take(300).collect(),
+        };
+        let mut de = serde_json::Deserializer::from_slice(&answer.body);
+        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            malformed(if e.path().to_string() == "." {
+                e.inner().to_string()
+            } else {
+                format!("{}: {}", e.path(), e.inner())
+            })
+        })?;
+        // Trailing bytes after the JSON value are not an answer either.
+        de.end().map_err(|e| malformed(e.to_string()))?;
+        Ok(value)
+    }
+
+    /// Sends and reads the whole answer, at most `max_body` bytes.
+    async fn fetch(&self, ep: Endpoint, request: reqwest::Request) -> Result<RawAnswer, CaratError> {
+        let mut resp = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|e| self.map_reqwest(ep, e))?;
         let limit = self.settings.max_body;
         if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(CaratError::TooLarge { endpoint: ep, limit });
@@ -340,30 +530,11 @@ impl CaratClient {
             }
             body.extend_from_slice(&chunk);
         }
-        if status != reqwest::StatusCode::OK {
-            return Err(CaratError::Status {
-                endpoint: ep,
-                status: status.as_u16(),
-                retry_after,
-                message: esitef_message(&body),
-            });
-        }
-        let malformed = |detail: String| CaratError::Malformed {
-            endpoint: ep,
-            // serde quotes offending values: keep the message bounded.
-            detail: catalog::clip_message(&detail).chars().take(300).collect(),
-        };
-        let mut de = serde_json::Deserializer::from_slice(&body);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            malformed(if e.path().to_string() == "." {
-                e.inner().to_string()
-            } else {
-                format!("{}: {}", e.path(), e.inner())
-            })
-        })?;
-        // Trailing bytes after the JSON value are not an answer either.
-        de.end().map_err(|e| malformed(e.to_string()))?;
-        Ok(value)
+        Ok(RawAnswer {
+            status: resp.status().as_u16(),
+            headers: resp.headers().clone(),
+            body,
+        })
     }
 
     fn map_reqwest(&self, ep: Endpoint, e: reqwest::Error) -> CaratError {
@@ -383,41 +554,6 @@ impl CaratClient {
             CaratError::Connect { endpoint: ep, detail }
         }
     }
-}
-
-/// The `dealercode` query value. **Inferred**: the docs' example sends `1`
-/// for dealer `001`; we send the code as listed, leading zeros kept.
-fn dealer_code_param(d: &DealerCode) -> &str {
-    d.as_str()
-}
-
-/// The body of `PUT /v3/rechargebranches/{nit}` for `others`. **Inferred**
-/// (no document we hold shows it): the one place this shape is built.
-pub fn others_branch_request(
-    dealer: &DealerCode,
-    branch: &BranchCode,
-    generalhash: &GeneralHash,
-) -> wire::ListBranchDataRequestEnvelope {
-    wire::ListBranchDataRequestEnvelope {
-        list_branch_data_request: Some(wire::ListBranchDataRequest {
-            dealer_code: Some(dealer.as_str().to_owned()),
-            branch_code: Some(branch.as_str().to_owned()),
-            general_hash: Some(generalhash.as_str().to_owned()),
-            answers: None,
-        }),
-    }
-}
-
-fn sign(
-    signer: &JwtSigner,
-    req: RequestBuilder,
-    ids: &SessionIds,
-    ep: Endpoint,
-) -> Result<RequestBuilder, CaratError> {
-    let token = signer
-        .sign(&ids.order_id, &ids.merchant_usn)
-        .map_err(|detail| CaratError::Signing { endpoint: ep, detail })?;
-    Ok(req.bearer_auth(token.expose()))
 }
 
 fn missing(ep: Endpoint, path: &str) -> CaratError {

@@ -1,10 +1,12 @@
 //! Everything that speaks Carat's protocol: wire models, the HTTPS client, the
-//! JWT signer and the authenticity-POST receiver. This module knows nothing of
+//! JWT signer, the authenticity-POST receiver and the switchable wire
+//! guesses (`compat`). This module knows nothing of
 //! the store, the schedule or the socket API; it turns requests into validated
 //! domain values (`crate::catalog`) or a typed [`CaratError`].
 
 pub mod auth;
 pub mod client;
+pub mod compat;
 pub mod wire;
 
 use std::fmt;
@@ -13,6 +15,7 @@ use std::time::Duration;
 use crate::catalog::FieldError;
 
 pub use client::{CaratClient, RequestStats, Session, SessionIds};
+pub use compat::{Compat, DealerCodeForm, OthersRequest};
 
 /// The Carat calls the daemon makes, for errors, logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -238,17 +238,43 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// `answers[]` of an invoice branch-data request (customer-specific).
+    /// `answers[]{code, description}` of a request that carries the
+    /// customer's answers (invoice; the shape of the public docs'
+    /// `do_recharge_request`).
     pub struct Answer {
-        #[serde(deserialize_with = "opt_str")] id: s!(),
-        #[serde(deserialize_with = "opt_str")] value: s!(),
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] description: s!(),
     }
 }
 
 wire_struct! {
-    /// Body of `PUT /v3/rechargebranches/{nit}`. **Inferred** (no document we
-    /// hold shows it); this struct is the one place that shape lives.
+    /// `branch{code}` inside a nested request's `dealer`.
+    pub struct BranchRef {
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+    }
+}
+
+wire_struct! {
+    /// `dealer{code, type_code, branch{code}}` of a nested request.
+    pub struct DealerRef {
+        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] type_code: s!(),
+        branch: Option<BranchRef>,
+    }
+}
+
+wire_struct! {
+    /// Body of `PUT /v3/rechargebranches/{nit}`, in either of the two shapes
+    /// `carat.compat.others_request` chooses between (absent fields are not
+    /// sent, so one struct spells both):
+    /// * `nested` (default): the public docs' sibling `do_recharge_request`,
+    ///   `hashes{general}`, `dealer{code, type_code, branch{code}}`, `answers[]`;
+    /// * `flat` (the first guess): `dealer_code`, `branch_code`, `general_hash`.
+    ///
+    /// Built only by `carat::client::others_branch_request`.
     pub struct ListBranchDataRequest {
+        hashes: Option<Hashes>,
+        dealer: Option<DealerRef>,
         #[serde(deserialize_with = "opt_str")] dealer_code: s!(),
         #[serde(deserialize_with = "opt_str")] branch_code: s!(),
         #[serde(deserialize_with = "opt_str")] general_hash: s!(),

@@ -5,16 +5,23 @@
 //! demand. The demo, the tests and the benchmarks run against it. It shares
 //! the wire models with the client but none of the daemon's logic.
 //!
+//! It speaks every alternative shape of the daemon's guesses about Carat on
+//! demand (`shapes`): which dealer codes and `others` bodies it accepts,
+//! calendar dates, a begin hash that differs from the data's, a dealer
+//! without branches, `ddd=00`.
+//!
 //! Control: `SimHandle` in-process, or the `/_sim/*` routes over HTTPS
 //! (`GET /_sim/stats`, `POST /_sim/faults`, `DELETE /_sim/faults`,
 //! `POST /_sim/bump?type=normal`, `GET|PUT /_sim/catalog`,
-//! `POST /_sim/latency?ms=50`, `POST /_sim/reset-stats`).
+//! `GET|PUT /_sim/shapes`, `POST /_sim/latency?ms=50`,
+//! `POST /_sim/reset-stats`).
 
 pub mod catalog;
 pub mod faults;
 mod server;
+pub mod shapes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,6 +31,7 @@ use tokio::sync::watch;
 
 pub use catalog::{GenSpec, SimCatalog};
 pub use faults::{FaultKind, FaultRule, SimEndpoint};
+pub use shapes::SimShapes;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
@@ -67,6 +75,8 @@ pub struct SimConfig {
     pub latency: Duration,
     /// How long a NIT lives.
     pub nit_ttl: Duration,
+    /// The wire shapes spoken (the first guesses by default).
+    pub shapes: SimShapes,
 }
 
 impl SimConfig {
@@ -80,6 +90,7 @@ impl SimConfig {
             catalog: SimCatalog::generate(GenSpec::default()),
             latency: Duration::ZERO,
             nit_ttl: Duration::from_secs(600),
+            shapes: SimShapes::default(),
         }
     }
 }
@@ -102,6 +113,9 @@ struct State {
     max_in_flight: BTreeMap<SimEndpoint, u64>,
     auth_posts: u64,
     latency: Duration,
+    shapes: SimShapes,
+    /// Fingerprints of the distinct JWTs seen since the last reset.
+    tokens: HashSet<u64>,
 }
 
 pub(crate) struct Shared {
@@ -109,6 +123,15 @@ pub(crate) struct Shared {
     config: SimConfig,
     decoding_key: Option<jsonwebtoken::DecodingKey>,
     post_client: reqwest::Client,
+}
+
+impl State {
+    fn reset_stats(&mut self) {
+        self.counts.clear();
+        self.max_in_flight.clear();
+        self.auth_posts = 0;
+        self.tokens.clear();
+    }
 }
 
 impl Shared {
@@ -128,6 +151,9 @@ pub struct SimStats {
     pub max_in_flight: BTreeMap<String, u64>,
     pub sessions: u64,
     pub authenticity_posts: u64,
+    /// Distinct JWTs seen since the last reset (signature mode).
+    #[serde(default)]
+    pub tokens: u64,
     pub hashes: BTreeMap<String, String>,
 }
 
@@ -154,10 +180,17 @@ impl SimHandle {
         self.shared.lock().counts.values().sum()
     }
     pub fn reset_stats(&self) {
-        let mut s = self.shared.lock();
-        s.counts.clear();
-        s.max_in_flight.clear();
-        s.auth_posts = 0;
+        self.shared.lock().reset_stats();
+    }
+    /// Distinct JWTs seen since the last reset.
+    pub fn tokens(&self) -> u64 {
+        self.shared.lock().tokens.len() as u64
+    }
+    pub fn shapes(&self) -> SimShapes {
+        self.shared.lock().shapes
+    }
+    pub fn set_shapes(&self, shapes: SimShapes) {
+        self.shared.lock().shapes = shapes;
     }
     /// The most requests of `ep` ever in flight at once (since the last reset).
     pub fn max_in_flight(&self, ep: SimEndpoint) -> u64 {
@@ -291,6 +324,8 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
             max_in_flight: BTreeMap::new(),
             auth_posts: 0,
             latency: config.latency,
+            shapes: config.shapes,
+            tokens: HashSet::new(),
         }),
         config,
         decoding_key,

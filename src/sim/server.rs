@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::catalog::SimCatalog;
 use super::faults::{self, FaultKind, FaultRule, SimEndpoint};
-use super::{Shared, SimAuth, SimSession, SimStats};
+use super::{Shared, SimAuth, SimSession, SimShapes, SimStats};
 use crate::carat::auth;
 use crate::carat::wire;
 use crate::net::ConnFd;
@@ -40,6 +40,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/_sim/bump", post(bump))
         .route("/_sim/catalog", get(get_catalog).put(put_catalog))
         .route("/_sim/latency", post(set_latency))
+        .route("/_sim/shapes", get(get_shapes).put(put_shapes))
         .with_state(shared)
 }
 
@@ -62,6 +63,7 @@ pub(super) fn stats(sh: &Shared) -> SimStats {
             .collect(),
         sessions: st.sessions.len() as u64,
         authenticity_posts: st.auth_posts,
+        tokens: st.tokens.len() as u64,
         hashes: st
             .catalog
             .types
@@ -284,6 +286,12 @@ fn check_jwt(sh: &Shared, headers: &HeaderMap, order_id: &str, usn: &str) -> Res
     };
     let token = bearer(headers).ok_or("Assinatura ausente (Authorization: Bearer).")?;
     let claims = auth::verify(token, key).map_err(|_| "Assinatura invalida.")?;
+    {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        token.hash(&mut h);
+        sh.lock().tokens.insert(h.finish());
+    }
     if claims.merchant_id != sh.config.merchant_id || claims.merchant_key != sh.config.merchant_key {
         return Err("Assinatura com loja ou chave incorreta.");
     }
@@ -347,7 +355,8 @@ async fn begin(State(sh): Sh, fd: Option<Extension<ConnFd>>, headers: HeaderMap,
                 created: Instant::now(),
             },
         );
-        st.catalog.hash_of(&rt).unwrap_or_else(|| "0".repeat(16))
+        let data = st.catalog.hash_of(&rt).unwrap_or_else(|| "0".repeat(16));
+        st.shapes.begin_hash(&data)
     };
     match &sh.config.auth {
         SimAuth::Signature { .. } => finish(
@@ -495,12 +504,14 @@ async fn dealers(
         let st = sh.lock();
         let empty = super::catalog::SimTypeCatalog::default();
         let t = st.catalog.types.get(&s.recharge_type).unwrap_or(&empty);
+        let mut dealers = json!(t.dealers);
+        st.shapes.add_branchless_dealer(&s.recharge_type, &mut dealers);
         let mut inner = json!({
             "status": "NOV",
             "esitef": ok_esitef(),
             "authorizer": {"message": "", "code": "000"},
             "hashes": {"general": st.catalog.hash_of(&s.recharge_type)},
-            "dealers": t.dealers,
+            "dealers": dealers,
         });
         if !t.questions.is_empty() {
             inner["questions"] = json!(t.questions);
@@ -510,14 +521,16 @@ async fn dealers(
     finish(&fired, EP, inner)
 }
 
-fn branch_inner(hash: String, d: &super::catalog::SimBranchData) -> Value {
+fn branch_inner(shapes: &SimShapes, hash: String, d: &super::catalog::SimBranchData) -> Value {
+    let mut categories = json!(d.categories);
+    shapes.rewrite_dates(&mut categories);
     let mut inner = json!({
         "status": "NOV",
         "esitef": ok_esitef(),
         "sitef": {"code": "0"},
         "hashes": {"general": hash},
         "general": d.messages.iter().map(|m| json!({"message": m})).collect::<Vec<_>>(),
-        "categories": d.categories,
+        "categories": categories,
     });
     if !d.questions.is_empty() {
         inner["questions"] = json!(d.questions);
@@ -525,8 +538,34 @@ fn branch_inner(hash: String, d: &super::catalog::SimBranchData) -> Value {
     inner
 }
 
-fn pad_dealer(code: &str) -> String {
-    format!("{code:0>3}")
+/// `ddd=00` in the `all` shape: every DDD of the dealer, their categories
+/// one after another, each carrying its `ddd`.
+fn all_ddds_inner(
+    shapes: &SimShapes,
+    hash: String,
+    per_ddd: Option<&std::collections::BTreeMap<String, super::catalog::SimBranchData>>,
+) -> Value {
+    let mut categories = vec![];
+    for (ddd, d) in per_ddd.into_iter().flatten() {
+        let mut cs = json!(d.categories);
+        shapes.rewrite_dates(&mut cs);
+        for mut c in cs.as_array().cloned().unwrap_or_default() {
+            c["ddd"] = json!(ddd);
+            categories.push(c);
+        }
+    }
+    json!({
+        "status": "NOV",
+        "esitef": ok_esitef(),
+        "sitef": {"code": "0"},
+        "hashes": {"general": hash},
+        "general": [],
+        "categories": categories,
+    })
+}
+
+fn unknown_dealer(ep: SimEndpoint) -> Response {
+    carat_error(ep, StatusCode::OK, "8", "Concessionaria nao encontrada.")
 }
 
 async fn branches_normal(
@@ -558,7 +597,9 @@ async fn branches_normal(
             "ddd e dealercode sao obrigatorios.",
         );
     };
-    if !crate::catalog::ALL_DDDS.contains(&ddd.as_str()) {
+    let shapes = sh.lock().shapes;
+    let all_ddds = ddd == "00" && shapes.ddd_zero == super::shapes::DddZeroShape::All;
+    if !all_ddds && !crate::catalog::ALL_DDDS.contains(&ddd.as_str()) {
         return carat_error(EP, StatusCode::BAD_REQUEST, "6", "DDD invalido.");
     }
     bump_if_asked(&sh, &fired, &s.recharge_type);
@@ -567,17 +608,24 @@ async fn branches_normal(
         let Some(t) = st.catalog.types.get("normal") else {
             return carat_error(EP, StatusCode::NOT_FOUND, "7", "Tabela indisponivel.");
         };
-        let dealer = pad_dealer(dealer);
+        let Some(dealer) = shapes.dealer_code(dealer) else {
+            return unknown_dealer(EP);
+        };
         if !t
             .dealers
             .iter()
             .any(|d| d.code.as_deref() == Some(dealer.as_str()))
         {
-            return carat_error(EP, StatusCode::OK, "8", "Concessionaria nao encontrada.");
+            return unknown_dealer(EP);
         }
-        let empty = super::catalog::SimBranchData::default();
-        let data = t.ddd_data.get(&dealer).and_then(|m| m.get(ddd)).unwrap_or(&empty);
-        branch_inner(st.catalog.hash_of("normal").unwrap_or_default(), data)
+        let hash = st.catalog.hash_of("normal").unwrap_or_default();
+        if all_ddds {
+            all_ddds_inner(&shapes, hash, t.ddd_data.get(&dealer))
+        } else {
+            let empty = super::catalog::SimBranchData::default();
+            let data = t.ddd_data.get(&dealer).and_then(|m| m.get(ddd)).unwrap_or(&empty);
+            branch_inner(&shapes, hash, data)
+        }
     };
     finish(&fired, EP, inner)
 }
@@ -598,6 +646,7 @@ async fn branches_others(
         Ok(s) => s,
         Err(r) => return *r,
     };
+    let shapes = sh.lock().shapes;
     let req: Option<wire::ListBranchDataRequest> =
         serde_json::from_slice::<wire::ListBranchDataRequestEnvelope>(&body)
             .ok()
@@ -608,6 +657,14 @@ async fn branches_others(
             StatusCode::BAD_REQUEST,
             "1",
             "list_branch_data_request ausente.",
+        );
+    };
+    let Some(target) = others_target(&shapes, &req) else {
+        return carat_error(
+            EP,
+            StatusCode::BAD_REQUEST,
+            "1",
+            "list_branch_data_request invalido.",
         );
     };
     if s.recharge_type == "invoice" && req.answers.as_ref().is_none_or(|a| a.is_empty()) {
@@ -624,14 +681,60 @@ async fn branches_others(
         let Some(t) = st.catalog.types.get(&s.recharge_type) else {
             return carat_error(EP, StatusCode::NOT_FOUND, "7", "Tabela indisponivel.");
         };
-        let dealer = pad_dealer(req.dealer_code.as_deref().unwrap_or(""));
-        let branch = req.branch_code.clone().unwrap_or_default();
-        match t.branch_data.get(&dealer).and_then(|m| m.get(&branch)) {
-            Some(d) => branch_inner(st.catalog.hash_of(&s.recharge_type).unwrap_or_default(), d),
+        let Some(dealer) = shapes.dealer_code(&target.dealer) else {
+            return unknown_dealer(EP);
+        };
+        if let Some(tc) = &target.type_code
+            && t.dealers
+                .iter()
+                .find(|d| d.code.as_deref() == Some(dealer.as_str()))
+                .is_some_and(|d| d.type_code.as_deref() != Some(tc.as_str()))
+        {
+            return carat_error(EP, StatusCode::BAD_REQUEST, "10", "type_code nao confere.");
+        }
+        match t.branch_data.get(&dealer).and_then(|m| m.get(&target.branch)) {
+            Some(d) => branch_inner(
+                &shapes,
+                st.catalog.hash_of(&s.recharge_type).unwrap_or_default(),
+                d,
+            ),
             None => return carat_error(EP, StatusCode::OK, "8", "Filial nao encontrada."),
         }
     };
     finish(&fired, EP, inner)
+}
+
+/// What an `others` request names.
+struct Target {
+    dealer: String,
+    type_code: Option<String>,
+    branch: String,
+}
+
+/// Reads the body in the shapes this simulator accepts: nested
+/// (`dealer{code, type_code, branch{code}}`; a `type_code` that is not the
+/// dealer's is refused) or flat (`dealer_code`, `branch_code`).
+fn others_target(shapes: &SimShapes, req: &wire::ListBranchDataRequest) -> Option<Target> {
+    use super::shapes::OthersRequestShape as O;
+    let nested = req.dealer.as_ref().and_then(|d| {
+        Some(Target {
+            dealer: d.code.clone()?,
+            type_code: d.type_code.clone(),
+            branch: d.branch.as_ref()?.code.clone()?,
+        })
+    });
+    let flat = || {
+        Some(Target {
+            dealer: req.dealer_code.clone()?,
+            type_code: None,
+            branch: req.branch_code.clone()?,
+        })
+    };
+    match shapes.others_request {
+        O::Any => nested.or_else(flat),
+        O::Nested => nested,
+        O::Flat => flat(),
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -642,11 +745,23 @@ async fn stats_route(State(sh): Sh) -> Json<SimStats> {
 }
 
 async fn reset_stats(State(sh): Sh) -> StatusCode {
-    let mut st = sh.lock();
-    st.counts.clear();
-    st.max_in_flight.clear();
-    st.auth_posts = 0;
+    sh.lock().reset_stats();
     StatusCode::NO_CONTENT
+}
+
+async fn get_shapes(State(sh): Sh) -> Json<SimShapes> {
+    Json(sh.lock().shapes)
+}
+
+async fn put_shapes(State(sh): Sh, body: Bytes) -> Response {
+    match serde_json::from_slice::<SimShapes>(&body) {
+        Ok(shapes) => {
+            tracing::info!(?shapes, "simulator: shapes set");
+            sh.lock().shapes = shapes;
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, Json(json!({"error": e.to_string()}))).into_response(),
+    }
 }
 
 async fn add_fault(State(sh): Sh, body: Bytes) -> Response {

@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use rusqlite::{Connection, params};
+use chrono::NaiveDate;
+use rusqlite::{Connection, ToSql, params, params_from_iter};
 
 use super::StoreError;
 use crate::catalog::{
@@ -85,16 +86,14 @@ pub fn insert(c: &Connection, cat: &Catalog) -> Result<(), StoreError> {
     let mut cat_st = c.prepare_cached(
         "INSERT INTO category (branch_data_id, position, code, description) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    let mut range = c.prepare_cached(
-        "INSERT INTO amount_range (category_id, position, amount_key, min_amount, max_amount, bonus,
-           bonus_in_percentage, payment_amount, bonus_category, expiry_days, bonus_expiry_days, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?;
-    let mut fixed = c.prepare_cached(
-        "INSERT INTO fixed_amount (category_id, position, amount_key, amount, bonus,
-           bonus_in_percentage, payment_amount, bonus_category, expiry_days, bonus_expiry_days, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?;
+    let mut range = c.prepare_cached(&format!(
+        "INSERT INTO amount_range (category_id, position, amount_key, min_amount, max_amount, {EXTRAS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+    ))?;
+    let mut fixed = c.prepare_cached(&format!(
+        "INSERT INTO fixed_amount (category_id, position, amount_key, amount, {EXTRAS})
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+    ))?;
     for ((dealer, key), data) in &cat.branch_data {
         let (ddd, branch) = match key {
             BranchKey::Ddd(d) => (Some(d.as_str()), None),
@@ -112,37 +111,16 @@ pub fn insert(c: &Connection, cat: &Catalog) -> Result<(), StoreError> {
             cat_st.execute(params![bd_id, i as i64, cg.code, cg.description])?;
             let cid = c.last_insert_rowid();
             for (j, r) in cg.amount_ranges.iter().enumerate() {
-                let e = &r.extras;
-                range.execute(params![
-                    cid,
-                    j as i64,
-                    r.amount_key,
-                    r.min_amount,
-                    r.max_amount,
-                    e.bonus,
-                    e.bonus_in_percentage,
-                    e.payment_amount,
-                    e.bonus_category,
-                    e.expiry_days,
-                    e.bonus_expiry_days,
-                    e.message
-                ])?;
+                let pos = j as i64;
+                let head: [&dyn ToSql; 5] = [&cid, &pos, &r.amount_key, &r.min_amount, &r.max_amount];
+                let x = ExtrasParams::new(&r.extras);
+                range.execute(params_from_iter(head.into_iter().chain(x.params())))?;
             }
             for (j, f) in cg.fixed_amounts.iter().enumerate() {
-                let e = &f.extras;
-                fixed.execute(params![
-                    cid,
-                    j as i64,
-                    f.amount_key,
-                    f.amount,
-                    e.bonus,
-                    e.bonus_in_percentage,
-                    e.payment_amount,
-                    e.bonus_category,
-                    e.expiry_days,
-                    e.bonus_expiry_days,
-                    e.message
-                ])?;
+                let pos = j as i64;
+                let head: [&dyn ToSql; 4] = [&cid, &pos, &f.amount_key, &f.amount];
+                let x = ExtrasParams::new(&f.extras);
+                fixed.execute(params_from_iter(head.into_iter().chain(x.params())))?;
             }
         }
     }
@@ -151,6 +129,57 @@ pub fn insert(c: &Connection, cat: &Catalog) -> Result<(), StoreError> {
 
 fn corrupt(what: &str, e: String) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// The extras' columns, in the order of [`extras_params`] and [`read_extras`].
+const EXTRAS: &str = "bonus, bonus_in_percentage, payment_amount, bonus_category, expiry_days, \
+    bonus_expiry_days, message, expiry_date, bonus_expiry_date, expiry_on, bonus_expiry_on, bonus_text, \
+    payment_amount_text";
+
+/// One row's extras as statement parameters (no copy of the texts).
+struct ExtrasParams<'a> {
+    e: &'a Extras,
+    expiry_on: Option<String>,
+    bonus_expiry_on: Option<String>,
+}
+
+impl<'a> ExtrasParams<'a> {
+    fn new(e: &'a Extras) -> Self {
+        let iso = |d: Option<NaiveDate>| d.map(|d| d.format("%Y-%m-%d").to_string());
+        ExtrasParams {
+            e,
+            expiry_on: iso(e.expiry_on),
+            bonus_expiry_on: iso(e.bonus_expiry_on),
+        }
+    }
+
+    fn params(&self) -> [&dyn ToSql; 13] {
+        let e = self.e;
+        [
+            &e.bonus,
+            &e.bonus_in_percentage,
+            &e.payment_amount,
+            &e.bonus_category,
+            &e.expiry_days,
+            &e.bonus_expiry_days,
+            &e.message,
+            &e.expiry_date,
+            &e.bonus_expiry_date,
+            &self.expiry_on,
+            &self.bonus_expiry_on,
+            &e.bonus_text,
+            &e.payment_amount_text,
+        ]
+    }
+}
+
+fn read_date(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Option<NaiveDate>> {
+    match r.get::<_, Option<String>>(i)? {
+        None => Ok(None),
+        Some(s) => NaiveDate::parse_from_str(&s, "%Y-%m-%d").map(Some).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        }),
+    }
 }
 
 fn read_extras(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Extras> {
@@ -162,6 +191,12 @@ fn read_extras(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Extras> 
         expiry_days: r.get(first + 4)?,
         bonus_expiry_days: r.get(first + 5)?,
         message: r.get(first + 6)?,
+        expiry_date: r.get(first + 7)?,
+        bonus_expiry_date: r.get(first + 8)?,
+        expiry_on: read_date(r, first + 9)?,
+        bonus_expiry_on: read_date(r, first + 10)?,
+        bonus_text: r.get(first + 11)?,
+        payment_amount_text: r.get(first + 12)?,
     })
 }
 
@@ -324,13 +359,12 @@ pub fn load(c: &Connection, rt: RechargeType, hash: GeneralHash) -> Result<Catal
         }
     }
     {
-        let mut st = c.prepare_cached(
-            "SELECT a.category_id, a.amount_key, a.min_amount, a.max_amount, a.bonus, a.bonus_in_percentage,
-                    a.payment_amount, a.bonus_category, a.expiry_days, a.bonus_expiry_days, a.message
+        let mut st = c.prepare_cached(&format!(
+            "SELECT a.category_id, a.amount_key, a.min_amount, a.max_amount, {EXTRAS}
              FROM amount_range a JOIN category c ON c.id = a.category_id
              JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
-             ORDER BY a.category_id, a.position",
-        )?;
+             ORDER BY a.category_id, a.position"
+        ))?;
         let rows = st.query_map(params![t], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
@@ -350,13 +384,12 @@ pub fn load(c: &Connection, rt: RechargeType, hash: GeneralHash) -> Result<Catal
                 d.categories[*idx].amount_ranges.push(a);
             }
         }
-        let mut st = c.prepare_cached(
-            "SELECT f.category_id, f.amount_key, f.amount, f.bonus, f.bonus_in_percentage,
-                    f.payment_amount, f.bonus_category, f.expiry_days, f.bonus_expiry_days, f.message
+        let mut st = c.prepare_cached(&format!(
+            "SELECT f.category_id, f.amount_key, f.amount, {EXTRAS}
              FROM fixed_amount f JOIN category c ON c.id = f.category_id
              JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
-             ORDER BY f.category_id, f.position",
-        )?;
+             ORDER BY f.category_id, f.position"
+        ))?;
         let rows = st.query_map(params![t], |r| {
             Ok((
                 r.get::<_, i64>(0)?,

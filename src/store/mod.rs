@@ -21,7 +21,10 @@ use crate::carat::SessionIds;
 use crate::catalog::{Catalog, GeneralHash, RechargeType};
 
 /// The migrations, in order; migration N sets `user_version` to N.
-const MIGRATIONS: &[&str] = &[include_str!("../../schema/001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../schema/001_initial.sql"),
+    include_str!("../../schema/002_tolerant_reader.sql"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,13 +55,18 @@ pub fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionInfo {
     pub recharge_type: RechargeType,
+    /// The hash the catalog's data answers carry: its version (the ETag).
     pub general_hash: GeneralHash,
+    /// What the begin call answered when this version was fetched or last
+    /// confirmed: the next check compares begin's answer with this. The
+    /// same as `general_hash` unless Carat's begin and data answers differ.
+    pub gate_hash: GeneralHash,
     pub synced_at: DateTime<Utc>,
     pub checked_at: DateTime<Utc>,
 }
 
 /// Outcome of one sync attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Running,
@@ -93,7 +101,15 @@ impl Outcome {
 /// [`Store::replace_catalog`].
 #[derive(Debug, Clone, Default)]
 pub struct RunEnd {
+    /// The hash of the data answers (the committed version's).
     pub new_hash: Option<String>,
+    /// What the begin call answered: recorded, and kept as the gate of the
+    /// next check when a catalog is committed or confirmed.
+    pub begin_hash: Option<String>,
+    /// Descriptive fields the tolerant reader could not interpret.
+    pub warnings: u64,
+    /// The first of them, one per line, clipped.
+    pub warning_sample: Option<String>,
     pub requests: u64,
     pub restarts: u32,
     pub nit_renewals: u32,
@@ -114,12 +130,15 @@ pub struct RunRecord {
     pub outcome: Outcome,
     pub previous_hash: Option<String>,
     pub new_hash: Option<String>,
+    pub begin_hash: Option<String>,
     pub requests: i64,
     pub restarts: i64,
     pub nit_renewals: i64,
     pub duration_ms: Option<i64>,
     pub error_kind: Option<String>,
     pub error: Option<String>,
+    pub warnings: i64,
+    pub warning_sample: Option<String>,
 }
 
 pub struct Store {
@@ -243,34 +262,38 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT general_hash, synced_at, checked_at FROM catalog_version WHERE recharge_type = ?1",
+                "SELECT general_hash, coalesce(gate_hash, general_hash), synced_at, checked_at
+                 FROM catalog_version WHERE recharge_type = ?1",
                 params![rt.as_str()],
                 |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, String>(1)?,
                         r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
                     ))
                 },
             )
             .optional()?;
         match row {
             None => Ok(None),
-            Some((h, s, c)) => Ok(Some(VersionInfo {
+            Some((h, g, s, c)) => Ok(Some(VersionInfo {
                 recharge_type: rt,
                 general_hash: GeneralHash::parse(&h).map_err(StoreError::Corrupt)?,
+                gate_hash: GeneralHash::parse(&g).map_err(StoreError::Corrupt)?,
                 synced_at: parse_time(&s)?,
                 checked_at: parse_time(&c)?,
             })),
         }
     }
 
-    /// Carat confirmed `hash` is current: record `checked_at` and finish the
-    /// run as unchanged, in one transaction.
+    /// Carat's begin call answered `gate`, the gate of the version held:
+    /// record `checked_at` and finish the run as unchanged, in one
+    /// transaction.
     pub fn mark_unchanged(
         &mut self,
         rt: RechargeType,
-        hash: &GeneralHash,
+        gate: &GeneralHash,
         at: DateTime<Utc>,
         run_id: i64,
         end: &RunEnd,
@@ -279,8 +302,9 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let n = tx.execute(
-            "UPDATE catalog_version SET checked_at = ?3 WHERE recharge_type = ?1 AND general_hash = ?2",
-            params![rt.as_str(), hash.as_str(), fmt_time(at)],
+            "UPDATE catalog_version SET checked_at = ?3
+             WHERE recharge_type = ?1 AND coalesce(gate_hash, general_hash) = ?2",
+            params![rt.as_str(), gate.as_str(), fmt_time(at)],
         )?;
         finish_run_in(&tx, run_id, Outcome::Unchanged, end, at)?;
         tx.commit()?;
@@ -288,8 +312,9 @@ impl Store {
     }
 
     /// Replaces the whole catalog of `cat.recharge_type` and finishes the run
-    /// as updated, in one `BEGIN IMMEDIATE` transaction. On any error nothing
-    /// is changed.
+    /// as updated, in one `BEGIN IMMEDIATE` transaction. The version's gate
+    /// is `end.begin_hash` (the catalog's own hash when absent). On any
+    /// error nothing is changed.
     pub fn replace_catalog(
         &mut self,
         cat: &Catalog,
@@ -302,16 +327,18 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         catalog_rows::delete_type(&tx, cat.recharge_type)?;
         catalog_rows::insert(&tx, cat)?;
+        let gate = end.begin_hash.as_deref().unwrap_or(cat.general_hash.as_str());
         tx.execute(
-            "INSERT INTO catalog_version (recharge_type, general_hash, synced_at, checked_at)
-             VALUES (?1, ?2, ?3, ?3)
+            "INSERT INTO catalog_version (recharge_type, general_hash, synced_at, checked_at, gate_hash)
+             VALUES (?1, ?2, ?3, ?3, ?4)
              ON CONFLICT (recharge_type) DO UPDATE SET
                general_hash = excluded.general_hash, synced_at = excluded.synced_at,
-               checked_at = excluded.checked_at",
+               checked_at = excluded.checked_at, gate_hash = excluded.gate_hash",
             params![
                 cat.recharge_type.as_str(),
                 cat.general_hash.as_str(),
-                fmt_time(at)
+                fmt_time(at),
+                gate
             ],
         )?;
         finish_run_in(&tx, run_id, Outcome::Updated, end, at)?;
@@ -393,7 +420,8 @@ impl Store {
     pub fn recent_runs(&self, rt: Option<RechargeType>, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, recharge_type, trigger, forced, started_at, finished_at, outcome, previous_hash,
-                    new_hash, requests, restarts, nit_renewals, duration_ms, error_kind, error
+                    new_hash, requests, restarts, nit_renewals, duration_ms, error_kind, error,
+                    begin_hash, warnings, warning_sample
              FROM sync_run WHERE (?1 IS NULL OR recharge_type = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![rt.map(|t| t.as_str()), limit as i64], |r| {
@@ -413,6 +441,9 @@ impl Store {
                 duration_ms: r.get(12)?,
                 error_kind: r.get(13)?,
                 error: r.get(14)?,
+                begin_hash: r.get(15)?,
+                warnings: r.get(16)?,
+                warning_sample: r.get(17)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -456,7 +487,8 @@ fn finish_run_in(
 ) -> Result<(), StoreError> {
     tx.execute(
         "UPDATE sync_run SET outcome = ?2, finished_at = ?3, new_hash = ?4, requests = ?5, restarts = ?6,
-           nit_renewals = ?7, duration_ms = ?8, error_kind = ?9, error = ?10
+           nit_renewals = ?7, duration_ms = ?8, error_kind = ?9, error = ?10, begin_hash = ?11,
+           warnings = ?12, warning_sample = ?13
          WHERE id = ?1",
         params![
             run_id,
@@ -468,7 +500,10 @@ fn finish_run_in(
             end.nit_renewals,
             end.duration_ms as i64,
             end.error_kind,
-            end.error
+            end.error,
+            end.begin_hash,
+            end.warnings as i64,
+            end.warning_sample
         ],
     )?;
     Ok(())

@@ -60,6 +60,8 @@ pub fn client_settings(sim: &SimHandle) -> ClientSettings {
         extra_ca_pem: Some(sim.ca_pem.clone()),
         max_body: 16 * 1024 * 1024,
         pool_size: 8,
+        compat: Default::default(),
+        token_max_age: carat_catalogd::carat::client::TOKEN_MAX_AGE,
     }
 }
 
