@@ -8,6 +8,7 @@ pub mod api;
 pub mod app;
 pub mod carat;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -82,6 +82,17 @@ enum Command {
     },
     /// Sync once from the command line, without the daemon.
     Sync(SyncArgs),
+    /// Ask the configured Carat which guesses about its wire shapes hold
+    /// (one session per type, a small sample); never writes the store.
+    Probe {
+        /// Only these recharge types (repeatable); default: the configured ones.
+        #[arg(long = "type", value_name = "T")]
+        types: Vec<RechargeType>,
+        /// Write every request and answer here, with the merchant key,
+        /// tokens and NITs replaced by placeholders (safe for a support ticket).
+        #[arg(long, value_name = "DIR")]
+        record: Option<PathBuf>,
+    },
 }
 
 /// Logs: journald when systemd connected stderr to it, stderr otherwise;
@@ -149,6 +160,9 @@ fn main() -> ExitCode {
         Command::CheckConfig => check_config(&cli.config),
         Command::Sync(SyncArgs { force, types, json }) => {
             runtime().and_then(|rt| rt.block_on(sync(&cli.config, force, types, json)))
+        }
+        Command::Probe { types, record } => {
+            runtime().and_then(|rt| rt.block_on(probe(&cli.config, types, record)))
         }
     };
     match result {
@@ -269,6 +283,66 @@ async fn sync(
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+async fn probe(
+    path: &std::path::Path,
+    types: Vec<RechargeType>,
+    record: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use carat_catalogd::cli::probe;
+    let cfg = load(path)?;
+    let (client, receiver) = app::build_client(&cfg, None)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let receiver_task = match &receiver {
+        Some(r) => Some(
+            app::start_receiver(&cfg, r, async move {
+                let _ = stop_rx.await;
+            })
+            .await?,
+        ),
+        None => None,
+    };
+    let types = if types.is_empty() {
+        cfg.sync.recharge_types.clone()
+    } else {
+        types
+    };
+    let c = &cfg.carat;
+    println!(
+        "probing {} ({}); carat.compat: dealer_code = \"{}\", others_request = \"{}\"",
+        c.base_url,
+        match c.auth {
+            carat_catalogd::config::AuthConfig::Signature { .. } => "signature",
+            carat_catalogd::config::AuthConfig::AuthenticityPost(_) => "authenticity_post",
+        },
+        c.compat.dealer_code,
+        c.compat.others_request
+    );
+    if let Some(dir) = &record {
+        println!("{}", probe::describe_record(dir));
+    }
+    let report = probe::run(
+        client,
+        probe::ProbeOptions {
+            types,
+            ddds: cfg.sync.ddds.clone(),
+            merchant_key: c.merchant_key.expose(),
+            record,
+        },
+    )
+    .await;
+    let _ = stop_tx.send(());
+    if let Some(t) = receiver_task {
+        let _ = t.await;
+    }
+    let report = report?;
+    print!("{}", report.render());
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

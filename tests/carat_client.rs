@@ -493,3 +493,48 @@ async fn foreign_authenticity_posts_are_forwarded_or_acknowledged() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+/// Carat's rule is "200 OK": every POST on the receiver's path gets it,
+/// also one that cannot be read (a duplicated field, a body over the
+/// limit), and such a POST leaves a waiting session waiting.
+#[tokio::test]
+async fn the_receiver_answers_200_even_to_a_post_it_cannot_read() {
+    let rx = receiver();
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/carat/authenticity",
+        l.local_addr().unwrap().port()
+    );
+    tokio::spawn(carat_catalogd::net::serve_tcp(
+        l,
+        None,
+        rx.router(),
+        std::future::pending(),
+    ));
+    let pending = rx.register("CATSYNC88", "88");
+    let http = reqwest::Client::new();
+    let nit = "d".repeat(64);
+    let bodies: Vec<Vec<u8>> = vec![
+        // The same field twice: not a form the receiver can take.
+        format!("orderId=CATSYNC88&orderId=CATSYNC88&merchantUSN=88&merchantId={MERCHANT_ID}&nit={nit}")
+            .into_bytes(),
+        b"\xff\xfe not a form at all %%%".to_vec(),
+        vec![b'a'; 1024 * 1024],
+        Vec::new(),
+    ];
+    for body in bodies {
+        let n = body.len();
+        let r = http
+            .post(&url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "a {n}-byte body");
+    }
+    assert!(
+        pending.wait(Duration::from_millis(200)).await.is_none(),
+        "nothing unreadable was taken for the session's POST"
+    );
+}

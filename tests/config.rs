@@ -289,3 +289,61 @@ fn check_config_prints_redacted_and_fails_on_errors() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("concurrency = 5"));
 }
+
+#[test]
+fn carat_compat_defaults_to_the_public_examples_is_switchable_and_shown() {
+    use carat_catalogd::carat::compat::{DealerCodeForm, OthersRequest};
+    let env = Env::new();
+    let c = load(&env.config("", "")).unwrap();
+    assert_eq!(c.carat.compat.dealer_code, DealerCodeForm::Trimmed);
+    assert_eq!(c.carat.compat.others_request, OthersRequest::Nested);
+
+    let p = env.p("compat.toml");
+    std::fs::rename(
+        env.config(
+            "[carat.compat]\ndealer_code = \"padded\"\nothers_request = \"flat\"",
+            "",
+        ),
+        &p,
+    )
+    .unwrap();
+    let c = load(&p).unwrap();
+    assert_eq!(c.carat.compat.dealer_code, DealerCodeForm::Padded);
+    assert_eq!(c.carat.compat.others_request, OthersRequest::Flat);
+
+    // The environment reaches the nested table too.
+    let vars: HashMap<String, String> = [("CARAT_CATALOGD_CARAT__COMPAT__DEALER_CODE", "padded")]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    let c = Config::load_with_env(&env.config("", ""), vars).unwrap();
+    assert_eq!(c.carat.compat.dealer_code, DealerCodeForm::Padded);
+
+    let e = err_for(
+        &env.config("[carat.compat]\ndealer_code = \"zeros\"", ""),
+        "carat.compat.dealer_code",
+    );
+    assert!(e.contains("\"trimmed\"") && e.contains("\"padded\""), "{e}");
+    err_for(
+        &env.config("[carat.compat]\nothers_request = \"deep\"", ""),
+        "carat.compat.others_request",
+    );
+    let e = load(&env.config("[carat.compat]\ndealercode = \"padded\"", ""))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("dealercode"), "an unknown switch is refused: {e}");
+
+    // check-config shows the switches in force.
+    let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+        .args(["--config", p.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("[carat.compat]")
+            && stdout.contains("dealer_code = \"padded\"")
+            && stdout.contains("others_request = \"flat\""),
+        "{stdout}"
+    );
+}

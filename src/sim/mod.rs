@@ -182,6 +182,11 @@ impl SimHandle {
     pub fn reset_stats(&self) {
         self.shared.lock().reset_stats();
     }
+    /// Every NIT this simulator has issued (secrets: tests look for them in
+    /// what must stay clean).
+    pub fn nits(&self) -> Vec<String> {
+        self.shared.lock().sessions.keys().cloned().collect()
+    }
     /// Distinct JWTs seen since the last reset.
     pub fn tokens(&self) -> u64 {
         self.shared.lock().tokens.len() as u64

@@ -1,0 +1,779 @@
+//! `carat-catalogd probe`: one run against the configured Carat that says
+//! which of the daemon's guesses about its wire shapes held. Per configured
+//! type it opens one session, lists the dealers and fetches a small sample
+//! of branch data (the first dealer × the first DDD; the first `others`
+//! branch), each in the configured shape first and then in the alternative,
+//! and for `normal` asks once with `ddd=00` whether Carat answers every DDD
+//! at once. Each finding is one line saying what Carat actually did.
+//!
+//! `--record DIR` writes every request and answer, redacted ([`Redactor`]),
+//! so the folder can go with a support ticket. Never opens the store.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde_json::Value;
+
+use crate::carat::client::{Exchange, Tap};
+use crate::carat::compat::{self, Compat, OthersTarget};
+use crate::carat::{CaratClient, CaratError, ErrorClass, Session, SessionIds};
+use crate::catalog::{
+    BranchDataAnswer, Dealer, DealerList, FieldWarning, GeneralHash, RechargeType, Validity, clip,
+    parse_validity,
+};
+
+/// How a finding bears on the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A guess in force held, or a call the sync needs succeeded.
+    Held,
+    /// Carat did otherwise than guessed; the daemon copes (the line says how).
+    Differs,
+    /// A call the daemon's sync makes with the configuration in force failed.
+    Failed,
+    /// Something learnt that the daemon does not depend on.
+    Info,
+}
+
+impl Verdict {
+    fn mark(self) -> &'static str {
+        match self {
+            Verdict::Held => "ok  ",
+            Verdict::Differs => "note",
+            Verdict::Failed => "FAIL",
+            Verdict::Info => "info",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    pub recharge_type: RechargeType,
+    pub verdict: Verdict,
+    pub text: String,
+}
+
+/// What `probe` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// Whether every call the daemon's sync makes (with the configuration in
+    /// force) succeeded. The alternatives and `ddd=00` do not count.
+    pub fn ok(&self) -> bool {
+        !self.findings.iter().any(|f| f.verdict == Verdict::Failed)
+    }
+
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        for f in &self.findings {
+            let _ = writeln!(
+                o,
+                "{} {:<7} {}",
+                f.verdict.mark(),
+                f.recharge_type.as_str(),
+                f.text
+            );
+        }
+        let failed = self
+            .findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::Failed)
+            .count();
+        if failed == 0 {
+            o.push_str("every call the daemon's sync makes succeeded with this configuration\n");
+        } else {
+            let _ = writeln!(
+                o,
+                "{failed} call(s) the daemon's sync makes failed with this configuration (see FAIL)"
+            );
+        }
+        o
+    }
+}
+
+/// Replaces the merchant key, tokens and NITs by placeholders. Known
+/// literals first (the key, every NIT seen), then, whatever is left, any
+/// run of 32 or more letters, digits, `-` or `_` (a NIT, a JWT part, a PEM
+/// line) becomes `<REDACTED>`.
+pub struct Redactor {
+    literals: Mutex<Vec<(String, &'static str)>>,
+}
+
+impl Redactor {
+    pub fn new(merchant_key: &str) -> Self {
+        Redactor {
+            literals: Mutex::new(vec![(merchant_key.to_owned(), "<MERCHANT_KEY>")]),
+        }
+    }
+
+    /// A NIT learnt from an answer: replaced wherever it appears later.
+    pub fn add_nit(&self, nit: &str) {
+        if nit.is_empty() {
+            return;
+        }
+        let mut l = self.literals.lock().unwrap_or_else(|e| e.into_inner());
+        if !l.iter().any(|(s, _)| s == nit) {
+            l.push((nit.to_owned(), "<NIT>"));
+        }
+    }
+
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for (lit, placeholder) in self.literals.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            if !lit.is_empty() {
+                out = out.replace(lit.as_str(), placeholder);
+            }
+        }
+        crate::secret::mask_tokens(&out).replace("[redacted]", "<REDACTED>")
+    }
+
+    fn header(&self, name: &str, value: &str) -> String {
+        match name {
+            "authorization" => "Bearer <TOKEN>".to_owned(),
+            "cookie" | "set-cookie" | "proxy-authorization" => "<REDACTED>".to_owned(),
+            _ => self.redact(value),
+        }
+    }
+}
+
+/// Keeps the last answer for the analysis and, with `--record`, writes
+/// every exchange down, redacted.
+struct Recorder {
+    dir: Option<PathBuf>,
+    redactor: Redactor,
+    seq: AtomicU64,
+    label: Mutex<String>,
+    last: Mutex<Option<(u16, Vec<u8>)>>,
+    write_errors: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    /// Names the next files (`03-normal-dealercode-trimmed.http`).
+    fn label(&self, l: String) {
+        *self.label.lock().unwrap_or_else(|e| e.into_inner()) = l;
+    }
+
+    fn take_last(&self) -> Option<(u16, Vec<u8>)> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn write(&self, x: &Exchange<'_>) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else { return Ok(()) };
+        let r = &self.redactor;
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let label = self.label.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut o = String::new();
+        let path = match x.url.query() {
+            Some(q) => format!("{}?{q}", x.url.path()),
+            None => x.url.path().to_owned(),
+        };
+        let _ = writeln!(o, "> {} {}", x.method, r.redact(&path));
+        for (k, v) in x.request_headers {
+            let _ = writeln!(
+                o,
+                "> {k}: {}",
+                r.header(k.as_str(), v.to_str().unwrap_or("<binary>"))
+            );
+        }
+        let _ = writeln!(o, ">");
+        if !x.request_body.is_empty() {
+            let _ = writeln!(o, "{}", r.redact(&String::from_utf8_lossy(x.request_body)));
+        }
+        o.push('\n');
+        match x.response {
+            Ok(a) => {
+                let _ = writeln!(o, "< HTTP {}", a.status);
+                for (k, v) in &a.headers {
+                    let _ = writeln!(
+                        o,
+                        "< {k}: {}",
+                        r.header(k.as_str(), v.to_str().unwrap_or("<binary>"))
+                    );
+                }
+                let _ = writeln!(o, "<");
+                let _ = writeln!(o, "{}", r.redact(&String::from_utf8_lossy(&a.body)));
+            }
+            Err(e) => {
+                let _ = writeln!(o, "< no answer: {}", r.redact(&e.to_string()));
+            }
+        }
+        let name = format!("{n:02}-{label}-{}.http", x.endpoint.as_str());
+        std::fs::write(dir.join(name), o)
+    }
+}
+
+impl Tap for Recorder {
+    fn exchange(&self, x: &Exchange<'_>) {
+        if let Ok(a) = x.response {
+            // A NIT in a begin answer is redacted wherever it appears later.
+            if let Ok(v) = serde_json::from_slice::<Value>(&a.body)
+                && let Some(nit) = v.pointer("/begin_recharge_response/nit").and_then(Value::as_str)
+            {
+                self.redactor.add_nit(nit);
+            }
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((a.status, a.body.clone()));
+        } else {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        if let Err(e) = self.write(x) {
+            self.write_errors
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(e.to_string());
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("--record {path}: {source}")]
+    Record {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the probe needs from the configuration.
+pub struct ProbeOptions<'a> {
+    pub types: Vec<RechargeType>,
+    pub ddds: Vec<crate::catalog::Ddd>,
+    pub merchant_key: &'a str,
+    pub record: Option<PathBuf>,
+}
+
+/// The probe of every type; `client` is built from the configuration (its
+/// compat is the one in force).
+pub async fn run(client: CaratClient, opts: ProbeOptions<'_>) -> Result<Report, ProbeError> {
+    if let Some(dir) = &opts.record {
+        std::fs::create_dir_all(dir).map_err(|source| ProbeError::Record {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    let recorder = std::sync::Arc::new(Recorder {
+        dir: opts.record.clone(),
+        redactor: Redactor::new(opts.merchant_key),
+        seq: AtomicU64::new(0),
+        label: Mutex::new(String::new()),
+        last: Mutex::new(None),
+        write_errors: Mutex::new(vec![]),
+    });
+    let p = Prober {
+        client: client.with_tap(recorder.clone()),
+        recorder: recorder.clone(),
+        ids: IdSource::new(),
+        first_ddd: opts.ddds.first().cloned(),
+        report: Mutex::new(Report::default()),
+    };
+    for rt in &opts.types {
+        p.probe_type(*rt).await;
+    }
+    let report = p.report.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(dir) = &opts.record {
+        let errors = recorder
+            .write_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(e) = errors.first() {
+            return Err(ProbeError::Record {
+                path: dir.display().to_string(),
+                source: std::io::Error::other(e.clone()),
+            });
+        }
+        let text = recorder.redactor.redact(&report.render());
+        std::fs::write(dir.join("report.txt"), text).map_err(|source| ProbeError::Record {
+            path: dir.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(report)
+}
+
+/// Session ids for the probe without the store: `PROBE` and tenths of a
+/// second since the epoch (the daemon's own sequence is at least that, and
+/// moves on by the time it runs again), increasing within the run.
+struct IdSource {
+    next: AtomicU64,
+}
+
+impl IdSource {
+    fn new() -> Self {
+        let now = chrono::Utc::now().timestamp_millis().max(0) as u64 / 100;
+        IdSource {
+            next: AtomicU64::new(now),
+        }
+    }
+
+    fn next(&self) -> SessionIds {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        SessionIds {
+            order_id: format!("PROBE{n}"),
+            merchant_usn: n.to_string(),
+        }
+    }
+}
+
+struct Prober {
+    client: CaratClient,
+    recorder: std::sync::Arc<Recorder>,
+    ids: IdSource,
+    first_ddd: Option<crate::catalog::Ddd>,
+    report: Mutex<Report>,
+}
+
+impl Prober {
+    fn say(&self, rt: RechargeType, verdict: Verdict, text: impl Into<String>) {
+        let text = self.recorder.redactor.redact(&text.into());
+        self.report
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .findings
+            .push(Finding {
+                recharge_type: rt,
+                verdict,
+                text,
+            });
+    }
+
+    fn label(&self, rt: RechargeType, what: &str) {
+        self.recorder.label(format!("{rt}-{what}"));
+    }
+
+    async fn begin(&self, rt: RechargeType) -> Result<Session, CaratError> {
+        self.label(rt, "begin");
+        self.client
+            .begin(rt, &GeneralHash::zero(), &self.ids.next())
+            .await
+    }
+
+    async fn probe_type(&self, rt: RechargeType) {
+        let mut session = match self.begin(rt).await {
+            Ok(s) => {
+                self.say(
+                    rt,
+                    Verdict::Held,
+                    format!("begin answered: a NIT and general_hash {}", s.general_hash),
+                );
+                s
+            }
+            Err(e) => {
+                self.say(rt, Verdict::Failed, format!("begin failed: {e}"));
+                return;
+            }
+        };
+        self.label(rt, "dealers");
+        let dealers = match self.client.dealers(&session, &GeneralHash::zero()).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.say(rt, Verdict::Failed, format!("dealer list failed: {e}"));
+                return;
+            }
+        };
+        self.dealer_findings(rt, &session, &dealers);
+        match rt {
+            RechargeType::Normal => self.probe_normal(&mut session, &dealers).await,
+            RechargeType::Others => self.probe_others(&mut session, &dealers).await,
+            RechargeType::Invoice => self.say(
+                rt,
+                Verdict::Info,
+                "branch data not probed: invoice branch data needs the customer's answers (the daemon does not cache it)",
+            ),
+        }
+    }
+
+    fn dealer_findings(&self, rt: RechargeType, s: &Session, d: &DealerList) {
+        let branches: usize = d.dealers.iter().map(|x| x.branches.len()).sum();
+        self.say(
+            rt,
+            Verdict::Held,
+            format!(
+                "dealer list: {} dealers, {branches} branches, {} questions, codes as documented (3 digits)",
+                d.dealers.len(),
+                d.questions.len()
+            ),
+        );
+        if s.general_hash == d.hash {
+            self.say(rt, Verdict::Held, "begin hash equals the dealer list's");
+        } else {
+            self.say(
+                rt,
+                Verdict::Differs,
+                format!(
+                    "begin hash {} is not the dealer list's {}: the daemon commits under the dealer list's and \
+                     gates the next check on begin's",
+                    s.general_hash, d.hash
+                ),
+            );
+        }
+        self.warnings(rt, "dealer list", &d.warnings);
+    }
+
+    fn warnings(&self, rt: RechargeType, what: &str, ws: &[FieldWarning]) {
+        let fields: BTreeSet<String> = ws.iter().map(FieldWarning::field).collect();
+        for field in fields {
+            if let Some(w) = ws.iter().find(|w| w.field() == field) {
+                self.say(rt, Verdict::Differs, format!("{what}: {w}"));
+            }
+        }
+    }
+
+    /// A fresh session when the last call left the NIT dead.
+    async fn renew_if_dead(&self, rt: RechargeType, session: &mut Session, e: &CaratError) {
+        if e.class() == ErrorClass::NitRejected
+            && let Ok(s) = self.begin(rt).await
+        {
+            *session = s;
+        }
+    }
+
+    async fn probe_normal(&self, session: &mut Session, dealers: &DealerList) {
+        const RT: RechargeType = RechargeType::Normal;
+        let (Some(dealer), Some(ddd)) = (dealers.dealers.first(), self.first_ddd.clone()) else {
+            self.say(RT, Verdict::Info, "no dealer to sample branch data from");
+            return;
+        };
+        let configured = self.client.compat();
+        let mut sample: Option<BranchDataAnswer> = None;
+        let mut raw_one_ddd = None;
+        let mut worked = None;
+        for form in [configured.dealer_code, configured.dealer_code.other()] {
+            let c = self.client.with_compat(Compat {
+                dealer_code: form,
+                ..configured
+            });
+            let param = compat::dealer_code_param(&dealer.code, form);
+            self.label(RT, &format!("dealercode-{form}"));
+            let in_force = form == configured.dealer_code;
+            match c
+                .branch_data_normal(session, &dealer.code, &ddd, &GeneralHash::zero())
+                .await
+            {
+                Ok(a) => {
+                    self.say(
+                        RT,
+                        if in_force { Verdict::Held } else { Verdict::Info },
+                        format!(
+                            "dealercode={param} accepted (dealer {}, DDD {ddd}){}",
+                            dealer.code,
+                            if in_force {
+                                format!(" — carat.compat.dealer_code = \"{form}\", in force")
+                            } else if worked.is_none() {
+                                format!(" — carat.compat.dealer_code = \"{form}\" works")
+                            } else {
+                                format!(" — carat.compat.dealer_code = \"{form}\" would work too")
+                            }
+                        ),
+                    );
+                    if sample.is_none() {
+                        raw_one_ddd = self.recorder.take_last();
+                        sample = Some(a);
+                        worked = Some(form);
+                    }
+                }
+                Err(e) => {
+                    self.say(
+                        RT,
+                        if in_force { Verdict::Failed } else { Verdict::Info },
+                        format!("dealercode={param} refused: {e}"),
+                    );
+                    self.renew_if_dead(RT, session, &e).await;
+                }
+            }
+        }
+        if let Some(form) = worked.filter(|f| *f != configured.dealer_code) {
+            self.say(
+                RT,
+                Verdict::Info,
+                format!("set carat.compat.dealer_code = \"{form}\" and reload"),
+            );
+        }
+        if let Some(a) = &sample {
+            self.branch_data_findings(RT, &dealers.hash, a, raw_one_ddd.as_ref().map(|r| &r.1));
+        }
+        let form = worked.unwrap_or(configured.dealer_code);
+        self.probe_ddd_zero(session, dealer, form, sample.as_ref()).await;
+    }
+
+    async fn probe_ddd_zero(
+        &self,
+        session: &mut Session,
+        dealer: &Dealer,
+        form: compat::DealerCodeForm,
+        one: Option<&BranchDataAnswer>,
+    ) {
+        const RT: RechargeType = RechargeType::Normal;
+        let c = self.client.with_compat(Compat {
+            dealer_code: form,
+            ..self.client.compat()
+        });
+        self.label(RT, "ddd00");
+        match c
+            .branch_data_all_ddds(session, &dealer.code, &GeneralHash::zero())
+            .await
+        {
+            Ok(a) => {
+                let raw = self.recorder.take_last();
+                let ddds = raw.as_ref().map(|(_, b)| ddd_values(b)).unwrap_or_default();
+                let text = if ddds.len() > 1 {
+                    format!(
+                        "ddd=00 answered {} DDDs at once (a full sync could take one request per dealer instead \
+                         of one per dealer and DDD)",
+                        ddds.len()
+                    )
+                } else {
+                    let same = one.is_some_and(|o| o.data == a.data);
+                    format!(
+                        "ddd=00 answered like one DDD: {} categories, no per-DDD field{}",
+                        a.data.categories.len(),
+                        if same { ", the same as the sampled DDD" } else { "" }
+                    )
+                };
+                self.say(RT, Verdict::Info, text);
+            }
+            Err(e) => {
+                self.say(RT, Verdict::Info, format!("ddd=00 refused: {e}"));
+                self.renew_if_dead(RT, session, &e).await;
+            }
+        }
+    }
+
+    async fn probe_others(&self, session: &mut Session, dealers: &DealerList) {
+        const RT: RechargeType = RechargeType::Others;
+        let Some((dealer, branch)) = dealers
+            .dealers
+            .iter()
+            .find_map(|d| d.branches.first().map(|b| (d, b)))
+        else {
+            self.say(
+                RT,
+                Verdict::Info,
+                "no dealer lists a branch to sample branch data from",
+            );
+            return;
+        };
+        let configured = self.client.compat();
+        let mut sample: Option<(BranchDataAnswer, Option<(u16, Vec<u8>)>)> = None;
+        let mut worked = None;
+        for shape in [configured.others_request, configured.others_request.other()] {
+            let c = self.client.with_compat(Compat {
+                others_request: shape,
+                ..configured
+            });
+            self.label(RT, &format!("body-{shape}"));
+            let in_force = shape == configured.others_request;
+            let target = OthersTarget {
+                dealer: &dealer.code,
+                type_code: dealer.type_code.as_deref(),
+                branch: &branch.code,
+            };
+            match c.branch_data_others(session, target, &GeneralHash::zero()).await {
+                Ok(a) => {
+                    self.say(
+                        RT,
+                        if in_force { Verdict::Held } else { Verdict::Info },
+                        format!(
+                            "{shape} body accepted (dealer {}, branch {}){}",
+                            dealer.code,
+                            branch.code,
+                            if in_force {
+                                format!(" — carat.compat.others_request = \"{shape}\", in force")
+                            } else if worked.is_none() {
+                                format!(" — carat.compat.others_request = \"{shape}\" works")
+                            } else {
+                                format!(" — carat.compat.others_request = \"{shape}\" would work too")
+                            }
+                        ),
+                    );
+                    if sample.is_none() {
+                        sample = Some((a, self.recorder.take_last()));
+                        worked = Some(shape);
+                    }
+                }
+                Err(e) => {
+                    self.say(
+                        RT,
+                        if in_force { Verdict::Failed } else { Verdict::Info },
+                        format!("{shape} body refused: {e}"),
+                    );
+                    self.renew_if_dead(RT, session, &e).await;
+                }
+            }
+        }
+        if let Some(shape) = worked.filter(|s| *s != configured.others_request) {
+            self.say(
+                RT,
+                Verdict::Info,
+                format!("set carat.compat.others_request = \"{shape}\" and reload"),
+            );
+        }
+        if let Some((a, raw)) = &sample {
+            self.branch_data_findings(RT, &dealers.hash, a, raw.as_ref().map(|r| &r.1));
+        }
+    }
+
+    /// What one branch-data answer shows about the inferred shapes.
+    fn branch_data_findings(
+        &self,
+        rt: RechargeType,
+        dealer_hash: &GeneralHash,
+        a: &BranchDataAnswer,
+        raw: Option<&Vec<u8>>,
+    ) {
+        if &a.hash == dealer_hash {
+            self.say(rt, Verdict::Held, "branch data hash equals the dealer list's");
+        } else {
+            self.say(
+                rt,
+                Verdict::Differs,
+                format!(
+                    "branch data hash {} is not the dealer list's {}: a sync takes that for a table changing \
+                     under it and starts over",
+                    a.hash, dealer_hash
+                ),
+            );
+        }
+        let ranges: usize = a.data.categories.iter().map(|c| c.amount_ranges.len()).sum();
+        let fixed: usize = a.data.categories.iter().map(|c| c.fixed_amounts.len()).sum();
+        self.say(
+            rt,
+            Verdict::Held,
+            format!(
+                "amounts are integer centavos: {} categories, {ranges} value ranges, {fixed} fixed values",
+                a.data.categories.len()
+            ),
+        );
+        if fixed == 0 {
+            let raw_has = raw.is_some_and(|b| String::from_utf8_lossy(b).contains("\"fixed_amounts\""));
+            self.say(
+                rt,
+                Verdict::Info,
+                if raw_has {
+                    "fixed_amounts present but empty in this sample"
+                } else {
+                    "no fixed_amounts in this sample (the shape of fixed values is still a guess)"
+                },
+            );
+        }
+        for field in ["expiry_date", "bonus_expiry_date"] {
+            let texts: Vec<&str> = a
+                .data
+                .categories
+                .iter()
+                .flat_map(|c| {
+                    c.amount_ranges
+                        .iter()
+                        .map(|r| &r.extras)
+                        .chain(c.fixed_amounts.iter().map(|f| &f.extras))
+                })
+                .filter_map(|e| match field {
+                    "expiry_date" => e.expiry_date.as_deref(),
+                    _ => e.bonus_expiry_date.as_deref(),
+                })
+                .filter(|t| !t.trim().is_empty())
+                .collect();
+            let Some(first) = texts.first() else {
+                self.say(rt, Verdict::Info, format!("{field} absent in this sample"));
+                continue;
+            };
+            let (verdict, text) = match parse_validity(first) {
+                Some(Validity::Days(_)) => {
+                    (Verdict::Held, format!("{field} is a day count: {}", clip(first)))
+                }
+                Some(Validity::Date(d)) => (
+                    Verdict::Differs,
+                    format!(
+                        "{field} is not a day count: {} (a date, served as {} = {d})",
+                        clip(first),
+                        field.replace("_date", "_on")
+                    ),
+                ),
+                None => (
+                    Verdict::Differs,
+                    format!(
+                        "{field} is neither a day count nor a date: {} (served as Carat's text only)",
+                        clip(first)
+                    ),
+                ),
+            };
+            self.say(rt, verdict, text);
+        }
+        self.warnings(rt, "branch data", &a.warnings);
+    }
+}
+
+/// Every distinct string value of a key named `ddd` anywhere in `body`.
+fn ddd_values(body: &[u8]) -> BTreeSet<String> {
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    if k.eq_ignore_ascii_case("ddd")
+                        && let Some(s) = x.as_str()
+                    {
+                        out.insert(s.to_owned());
+                    }
+                    walk(x, out);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    if let Ok(v) = serde_json::from_slice::<Value>(body) {
+        walk(&v, &mut out);
+    }
+    out
+}
+
+/// Where `--record` writes, for the command line's message.
+pub fn describe_record(dir: &Path) -> String {
+    format!(
+        "recording in {} (merchant key, tokens and NITs replaced by placeholders)",
+        dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redactor_leaves_no_key_nit_or_token() {
+        let r = Redactor::new("F19DE001");
+        let nit = "e009886843920c5173104557c9f6cd66b1481557fb3f4d88daca072eb8a50c97";
+        r.add_nit(nit);
+        let text = format!(
+            "{{\"merchant_key\":\"F19DE001\"}} /v3/rechargebranches/{nit} nit={nit} \
+             eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjaGFudF9pZCI6IkxPSkEifQ.c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJl"
+        );
+        let out = r.redact(&text);
+        assert!(
+            !out.contains("F19DE001") && !out.contains(nit) && !out.contains("eyJhbGciOiJSUzI1NiIs"),
+            "{out}"
+        );
+        assert!(out.contains("<MERCHANT_KEY>") && out.contains("<NIT>"), "{out}");
+        assert_eq!(r.header("authorization", "Bearer abc"), "Bearer <TOKEN>");
+        // Codes, hashes and amounts stay readable.
+        assert_eq!(
+            r.redact("dealercode=1&generalhash=0000000000000000"),
+            "dealercode=1&generalhash=0000000000000000"
+        );
+    }
+
+    #[test]
+    fn ddd_values_are_found_at_any_depth() {
+        let b = br#"{"r":{"categories":[{"ddd":"11"},{"ddd":"12"},{"x":{"DDD":"13"}}]}}"#;
+        assert_eq!(ddd_values(b).len(), 3);
+        assert!(ddd_values(b"not json").is_empty());
+    }
+}
