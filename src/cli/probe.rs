@@ -150,7 +150,8 @@ struct Recorder {
     redactor: Redactor,
     seq: AtomicU64,
     label: Mutex<String>,
-    last: Mutex<Option<(u16, Vec<u8>)>>,
+    /// The body of the last answer.
+    last: Mutex<Option<Vec<u8>>>,
     write_errors: Mutex<Vec<String>>,
 }
 
@@ -160,7 +161,7 @@ impl Recorder {
         *self.label.lock().unwrap_or_else(|e| e.into_inner()) = l;
     }
 
-    fn take_last(&self) -> Option<(u16, Vec<u8>)> {
+    fn take_last(&self) -> Option<Vec<u8>> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
@@ -218,7 +219,7 @@ impl Tap for Recorder {
             {
                 self.redactor.add_nit(nit);
             }
-            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((a.status, a.body.clone()));
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.body.clone());
         } else {
             *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
@@ -497,7 +498,7 @@ impl Prober {
             );
         }
         if let Some(a) = &sample {
-            self.branch_data_findings(RT, &dealers.hash, a, raw_one_ddd.as_ref().map(|r| &r.1));
+            self.branch_data_findings(RT, &dealers.hash, a, raw_one_ddd.as_ref());
         }
         let form = worked.unwrap_or(configured.dealer_code);
         self.probe_ddd_zero(session, dealer, form, sample.as_ref()).await;
@@ -522,7 +523,7 @@ impl Prober {
         {
             Ok(a) => {
                 let raw = self.recorder.take_last();
-                let ddds = raw.as_ref().map(|(_, b)| ddd_values(b)).unwrap_or_default();
+                let ddds = raw.as_deref().map(ddd_values).unwrap_or_default();
                 let text = if ddds.len() > 1 {
                     format!(
                         "ddd=00 answered {} DDDs at once (a full sync could take one request per dealer instead \
@@ -561,7 +562,7 @@ impl Prober {
             return;
         };
         let configured = self.client.compat();
-        let mut sample: Option<(BranchDataAnswer, Option<(u16, Vec<u8>)>)> = None;
+        let mut sample: Option<(BranchDataAnswer, Option<Vec<u8>>)> = None;
         let mut worked = None;
         for shape in [configured.others_request, configured.others_request.other()] {
             let c = self.client.with_compat(Compat {
@@ -616,7 +617,7 @@ impl Prober {
             );
         }
         if let Some((a, raw)) = &sample {
-            self.branch_data_findings(RT, &dealers.hash, a, raw.as_ref().map(|r| &r.1));
+            self.branch_data_findings(RT, &dealers.hash, a, raw.as_ref());
         }
     }
 
