@@ -19,10 +19,16 @@ pub fn brl(centavos: i64) -> String {
     format!("{}R$ {grouped},{cents:02}", if neg { "-" } else { "" })
 }
 
+/// A cell. Carat's descriptive texts are served as Carat sent them, so a
+/// control character (a terminal escape, a newline) is shown as `\u{FFFD}`
+/// here rather than acted on by the terminal.
 fn s(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
+        Value::String(s) => s
+            .chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect(),
         other => other.to_string(),
     }
 }
@@ -189,12 +195,24 @@ pub fn dealers(v: &Value) -> String {
     out
 }
 
+/// `30 days`, `until 2026-12-31`, or Carat's own text when it is neither.
+fn one_validity(item: &Value, days: &str, on: &str, text: &str) -> Option<String> {
+    match (&item[days], &item[on], &item[text]) {
+        (Value::Null, Value::Null, Value::Null) => None,
+        (Value::Null, Value::Null, t) => Some(format!("\"{}\"", s(t))),
+        (Value::Null, d, _) => Some(format!("until {}", s(d))),
+        (n, _, _) => Some(format!("{} days", s(n))),
+    }
+}
+
 fn validity(item: &Value) -> String {
-    match (&item["expiry_days"], &item["bonus_expiry_days"]) {
-        (Value::Null, Value::Null) => "-".into(),
-        (d, Value::Null) => format!("{} days", s(d)),
-        (Value::Null, b) => format!("bonus {} days", s(b)),
-        (d, b) => format!("{} days (bonus {})", s(d), s(b)),
+    let main = one_validity(item, "expiry_days", "expiry_on", "expiry_date");
+    let bonus = one_validity(item, "bonus_expiry_days", "bonus_expiry_on", "bonus_expiry_date");
+    match (main, bonus) {
+        (None, None) => "-".into(),
+        (Some(m), None) => m,
+        (None, Some(b)) => format!("bonus {b}"),
+        (Some(m), Some(b)) => format!("{m} (bonus {b})"),
     }
 }
 
@@ -203,11 +221,17 @@ fn money(v: &Value) -> String {
 }
 
 fn bonus(item: &Value) -> String {
-    match (&item["bonus"], &item["bonus_in_percentage"]) {
-        (Value::Null, Value::Null) => "-".into(),
-        (b, Value::Null) => money(b),
-        (Value::Null, p) => format!("({})", s(p)),
-        (b, p) => format!("{} ({})", money(b), s(p)),
+    // Carat's text when it is not an amount in centavos.
+    let b = match (&item["bonus"], &item["bonus_text"]) {
+        (Value::Null, Value::Null) => None,
+        (Value::Null, t) => Some(format!("\"{}\"", s(t))),
+        (b, _) => Some(money(b)),
+    };
+    match (b, &item["bonus_in_percentage"]) {
+        (None, Value::Null) => "-".into(),
+        (Some(b), Value::Null) => b,
+        (None, p) => format!("({})", s(p)),
+        (Some(b), p) => format!("{b} ({})", s(p)),
     }
 }
 
@@ -283,5 +307,19 @@ mod tests {
     fn tables_align() {
         let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
         assert_eq!(t, "A    BB\nCCC  D\n");
+    }
+
+    #[test]
+    fn validity_and_bonus_show_days_a_date_or_carats_text() {
+        let item = serde_json::json!({
+            "expiry_days": 30, "expiry_on": null, "expiry_date": "30",
+            "bonus_expiry_days": null, "bonus_expiry_on": "2026-12-16", "bonus_expiry_date": "20261216",
+            "bonus": null, "bonus_text": "5,00", "bonus_in_percentage": null});
+        assert_eq!(validity(&item), "30 days (bonus until 2026-12-16)");
+        assert_eq!(bonus(&item), "\"5,00\"");
+        let odd = serde_json::json!({"expiry_date": "amanh\u{e3}", "bonus": 50, "bonus_in_percentage": "100"});
+        assert_eq!(validity(&odd), "\"amanhã\"");
+        assert_eq!(bonus(&odd), "R$ 0,50 (100)");
+        assert_eq!(s(&serde_json::json!("Vivo\u{1b}[31m")), "Vivo\u{FFFD}[31m", "no terminal escape");
     }
 }
