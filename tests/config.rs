@@ -347,3 +347,24 @@ fn carat_compat_defaults_to_the_public_examples_is_switchable_and_shown() {
         "{stdout}"
     );
 }
+
+/// The annotated example the package installs parses and validates (with
+/// the secrets it names pointed at test files).
+#[test]
+fn the_example_config_is_valid() {
+    let env = Env::new();
+    let vars: HashMap<String, String> = [
+        ("CARAT_CATALOGD_CARAT__MERCHANT_KEY_FILE", env.p("merchant_key")),
+        ("CARAT_CATALOGD_CARAT__PRIVATE_KEY_FILE", env.p("jwtRS256.key")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.display().to_string()))
+    .collect();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.toml");
+    let c = Config::load_with_env(&example, vars).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        c.carat.compat,
+        Default::default(),
+        "the example shows the defaults"
+    );
+}

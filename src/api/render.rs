@@ -317,9 +317,14 @@ mod tests {
             "bonus": null, "bonus_text": "5,00", "bonus_in_percentage": null});
         assert_eq!(validity(&item), "30 days (bonus until 2026-12-16)");
         assert_eq!(bonus(&item), "\"5,00\"");
-        let odd = serde_json::json!({"expiry_date": "amanh\u{e3}", "bonus": 50, "bonus_in_percentage": "100"});
+        let odd =
+            serde_json::json!({"expiry_date": "amanh\u{e3}", "bonus": 50, "bonus_in_percentage": "100"});
         assert_eq!(validity(&odd), "\"amanhã\"");
         assert_eq!(bonus(&odd), "R$ 0,50 (100)");
-        assert_eq!(s(&serde_json::json!("Vivo\u{1b}[31m")), "Vivo\u{FFFD}[31m", "no terminal escape");
+        assert_eq!(
+            s(&serde_json::json!("Vivo\u{1b}[31m")),
+            "Vivo\u{FFFD}[31m",
+            "no terminal escape"
+        );
     }
 }

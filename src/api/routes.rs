@@ -1,4 +1,4 @@
-//! The read-only catalog API of `shared/socket-api.md` (v1): every route
+//! The read-only catalog API of `docs/socket-api.md` (v1): every route
 //! answers from the in-memory snapshot and the status board, never from
 //! SQLite or Carat. GET/HEAD only, no `Origin`/`Referer`, JSON errors
 //! everywhere, `ETag` = the general hash with `If-None-Match` → 304.
