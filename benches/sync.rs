@@ -491,12 +491,12 @@ fn profile_section(
 
     // Per-request crypto, one thread, no contention.
     let mut t = Table::new(
-        "3a. RS256 cost per request, single thread (client signs every request; the simulator verifies)",
+        "3a. RS256 cost per token, single thread (the client signs once per session; the simulator verifies every request)",
         &[
             "key",
             "sign µs (median)",
             "verify µs (median)",
-            "sign ms per full refetch (270 req)",
+            "sign ms if every one of a refetch's 270 requests signed",
         ],
     );
     for key in std::iter::once(key2048).chain(key4096.iter()) {

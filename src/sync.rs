@@ -421,6 +421,8 @@ impl Syncer {
         progress: &dyn Progress,
     ) -> Result<Attempt, FetchError> {
         let (rt, stats) = (run.rt, &run.stats);
+        // A fresh start reads every answer again: count its warnings once.
+        *stats.warnings.lock().unwrap_or_else(|e| e.into_inner()) = WarningTally::default();
         let gate = run.gate();
         let session = self.begin(rt, &gate, stats).await?;
         let begin_hash = session.general_hash.clone();

@@ -600,3 +600,61 @@ async fn the_daemon_serves_every_alternative_shape_and_a_reload_applies_a_compat
     })
     .await;
 }
+
+/// The standalone simulator selects every alternative shape from its flags.
+#[tokio::test]
+async fn carat_sim_selects_every_shape_from_its_flags() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let pubkey = write(dir.path(), "k.pub", &rsa_key().1, 0o644);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_carat-sim"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--merchant-key",
+            MERCHANT_KEY,
+            "--public-key",
+        ])
+        .arg(&pubkey)
+        .arg("--ca-out")
+        .arg(&ca)
+        .args([
+            "--dealer-code",
+            "trimmed",
+            "--others-request",
+            "nested",
+            "--dates",
+            "calendar",
+            "--begin-hash",
+            "differs",
+            "--dealer-without-branches",
+            "--ddd-zero",
+            "all",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+    let port = addr.rsplit(':').next().unwrap();
+    let http = reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let got: SimShapes = http
+        .get(format!("https://localhost:{port}/_sim/shapes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got, all_alternatives());
+}
