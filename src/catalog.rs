@@ -3,9 +3,10 @@
 //! on what only describes it.
 //!
 //! * **Strict**: dealer and branch codes (lengths, digits), hashes (16
-//!   characters), `amount_key`, category codes, question ids, amounts
-//!   (integer centavos, `i64`) with `min <= max`. A failure names the field
-//!   path (for example
+//!   characters), amounts (integer centavos, `i64`) with `min <= max`, and
+//!   the presence of `amount_key`, category codes and question ids (a sale
+//!   sends them back: no control characters, at most [`MAX_CODE_CHARS`]).
+//!   A failure names the field path (for example
 //!   `list_branch_data_response.categories[0].amount_ranges[2].min_amount`)
 //!   and fails the answer.
 //! * **Lenient**: names, messages, descriptions, `expiry_date`,
@@ -13,7 +14,8 @@
 //!   `bonus_category`, and the questions' `display`, `rule`, `type` and
 //!   bounds. Carat's own text is kept unchanged; a derived value
 //!   (`expiry_days`, `expiry_on`, `bonus` in centavos...) is set only when
-//!   the text parses as one. What cannot be read is a [`FieldWarning`],
+//!   the text parses as one. What cannot be read, and a text longer than
+//!   documented or holding control characters, is a [`FieldWarning`],
 //!   never an error.
 //!
 //! Owns validation only: no I/O, no storage, no HTTP.
@@ -243,6 +245,11 @@ impl GeneralHash {
     /// What a store sends when it holds no catalog.
     pub fn zero() -> Self {
         GeneralHash("0000000000000000".to_owned())
+    }
+
+    /// Whether this is the "no catalog" hash (never a version).
+    pub fn is_zero(&self) -> bool {
+        self.0.bytes().all(|b| b == b'0')
     }
 }
 
@@ -488,10 +495,23 @@ fn checked<T>(
     parse(required(v, path)?).map_err(|p| FieldError::new(path, p))
 }
 
-/// A required code-like text (strict): present, bounded, no control characters.
-fn text(v: &Option<String>, path: &str, max_chars: usize) -> Result<String, FieldError> {
+/// The longest code-like text accepted (`amount_key`, category codes,
+/// question ids): far above what Carat documents, so a longer one than
+/// guessed is a warning, not a lost catalog.
+pub const MAX_CODE_CHARS: usize = 200;
+
+/// A required code-like text (strict: a sale sends it back): present, at
+/// most [`MAX_CODE_CHARS`], no control characters. Longer than Carat
+/// documents (`documented`) is kept, with a warning.
+fn code_text(
+    v: &Option<String>,
+    path: &str,
+    documented: usize,
+    w: &mut Vec<FieldWarning>,
+) -> Result<String, FieldError> {
     let s = required(v, path)?;
-    check_len(s, path, max_chars)?;
+    check_len(s, path, MAX_CODE_CHARS)?;
+    note_odd_text(s, path, documented, w);
     Ok(s.to_owned())
 }
 
@@ -509,11 +529,40 @@ fn check_len(s: &str, path: &str, max_chars: usize) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Notes a descriptive text that is longer than Carat documents or holds
+/// control characters (other than line breaks and tabs). The text is kept.
+fn note_odd_text(s: &str, path: &str, documented: usize, w: &mut Vec<FieldWarning>) {
+    let n = s.chars().count();
+    if n > documented {
+        w.push(FieldWarning::new(
+            path,
+            format!("{n} characters, more than the {documented} expected; kept as sent"),
+        ));
+    }
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        w.push(FieldWarning::new(path, "holds control characters; kept as sent"));
+    }
+}
+
+/// An optional descriptive text: kept exactly as received; noted when odd.
+fn described(v: &Option<String>, path: &str, documented: usize, w: &mut Vec<FieldWarning>) -> Option<String> {
+    if let Some(s) = v {
+        note_odd_text(s, path, documented, w);
+    }
+    v.clone()
+}
+
 /// A descriptive text Carat should send (a name, a question's display):
-/// kept exactly as received; when absent, empty and a warning.
-fn lenient_text(v: &Option<String>, path: &str, w: &mut Vec<FieldWarning>) -> String {
+/// kept exactly as received (noted when odd); when absent, empty and a
+/// warning.
+fn lenient_text(v: &Option<String>, path: &str, documented: usize, w: &mut Vec<FieldWarning>) -> String {
     match v {
-        Some(s) => s.clone(),
+        Some(s) => {
+            note_odd_text(s, path, documented, w);
+            s.clone()
+        }
         None => {
             w.push(FieldWarning::new(path, "missing; served as an empty text"));
             String::new()
@@ -663,8 +712,8 @@ fn question(q: &wire::Question, path: &str, w: &mut Vec<FieldWarning>) -> Result
         ));
     }
     Ok(Question {
-        id: text(&q.id, &format!("{path}.id"), 20)?,
-        display: lenient_text(&q.display, &format!("{path}.display"), w),
+        id: code_text(&q.id, &format!("{path}.id"), 20, w)?,
+        display: lenient_text(&q.display, &format!("{path}.display"), 180, w),
         rule: q.rule.clone(),
         kind: q.kind.clone(),
         min: lenient_uint(&q.min, &format!("{path}.min"), 9_999, w),
@@ -713,7 +762,7 @@ pub fn dealer_list(r: &wire::ListDealersResponse, with_branches: bool) -> Result
             let bp = format!("{p}.branches[{j}]");
             branches.push(Branch {
                 code: checked(&b.code, &format!("{bp}.code"), BranchCode::parse)?,
-                name: lenient_text(&b.name, &format!("{bp}.name"), &mut w),
+                name: lenient_text(&b.name, &format!("{bp}.name"), 100, &mut w),
             });
         }
         if with_branches && branches.is_empty() {
@@ -723,10 +772,10 @@ pub fn dealer_list(r: &wire::ListDealersResponse, with_branches: bool) -> Result
             ));
         }
         dealers.push(Dealer {
-            name: lenient_text(&d.name, &format!("{p}.name"), &mut w),
+            name: lenient_text(&d.name, &format!("{p}.name"), 100, &mut w),
             code,
-            type_code: d.type_code.clone(),
-            type_name: d.type_name.clone(),
+            type_code: described(&d.type_code, &format!("{p}.type_code"), 10, &mut w),
+            type_name: described(&d.type_name, &format!("{p}.type_name"), 100, &mut w),
             branches,
         });
     }
@@ -791,17 +840,17 @@ fn extras(path: &str, x: &impl WireExtras, w: &mut Vec<FieldWarning>) -> Extras 
         validity(bonus_expiry_date, &format!("{path}.bonus_expiry_date"), w);
     Extras {
         bonus: lenient_uint(bonus, &format!("{path}.bonus"), MAX_AMOUNT_CENTAVOS, w),
-        bonus_in_percentage: bonus_in_percentage.clone(),
+        bonus_in_percentage: described(bonus_in_percentage, &format!("{path}.bonus_in_percentage"), 20, w),
         payment_amount: lenient_uint(
             payment_amount,
             &format!("{path}.payment_amount"),
             MAX_AMOUNT_CENTAVOS,
             w,
         ),
-        bonus_category: bonus_category.clone(),
+        bonus_category: described(bonus_category, &format!("{path}.bonus_category"), 20, w),
         expiry_days,
         bonus_expiry_days,
-        message: message.clone(),
+        message: described(message, &format!("{path}.message"), 500, w),
         expiry_date: expiry_date.clone(),
         bonus_expiry_date: bonus_expiry_date.clone(),
         expiry_on,
@@ -837,7 +886,7 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
                 ));
             }
             amount_ranges.push(AmountRange {
-                amount_key: text(&a.amount_key, &format!("{p}.amount_key"), 40)?,
+                amount_key: code_text(&a.amount_key, &format!("{p}.amount_key"), 40, &mut w)?,
                 min_amount,
                 max_amount,
                 extras: extras(&p, a, &mut w),
@@ -847,14 +896,15 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
         for (j, a) in c.fixed_amounts.iter().flatten().enumerate() {
             let p = format!("{cp}.fixed_amounts[{j}]");
             fixed_amounts.push(FixedAmount {
-                amount_key: text(&a.amount_key, &format!("{p}.amount_key"), 40)?,
+                amount_key: code_text(&a.amount_key, &format!("{p}.amount_key"), 40, &mut w)?,
                 amount: amount(&a.amount, &format!("{p}.amount"))?,
                 extras: extras(&p, a, &mut w),
             });
         }
         categories.push(Category {
-            code: text(&c.code, &format!("{cp}.code"), 20)?,
-            description: c.description.clone().unwrap_or_default(),
+            code: code_text(&c.code, &format!("{cp}.code"), 20, &mut w)?,
+            description: described(&c.description, &format!("{cp}.description"), 100, &mut w)
+                .unwrap_or_default(),
             amount_ranges,
             fixed_amounts,
         });

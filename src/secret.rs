@@ -38,7 +38,8 @@ impl<T: Default> Default for Secret<T> {
 }
 
 /// The shortest run of letters, digits, `-` and `_` taken for a
-/// credential: NITs are 64, JWT parts and merchant keys longer than this.
+/// credential: NITs are 64 long and JWT parts longer. A merchant key may be
+/// shorter (8 to 80): where it is known it is matched as itself.
 pub const TOKEN_RUN: usize = 32;
 
 /// `text` with every run of [`TOKEN_RUN`] or more letters, digits, `-` and

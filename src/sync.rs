@@ -264,6 +264,14 @@ impl RunStats {
             nit_renewals: self.renewals.load(Ordering::Relaxed),
             duration_ms: started.elapsed().as_millis() as u64,
             begin_hash: self.begin_hash(),
+            // A zero hash from begin says nothing: the data's is the gate then.
+            gate_hash: self
+                .begin_hash
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|h| !h.is_zero())
+                .map(|h| h.as_str().to_owned()),
             warnings: w.total(),
             warning_sample: w.sample(),
             ..Default::default()
@@ -427,8 +435,14 @@ impl Syncer {
         let session = self.begin(rt, &gate, stats).await?;
         let begin_hash = session.general_hash.clone();
         *stats.begin_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(begin_hash.clone());
-        if !force && run.held.is_some() && begin_hash == gate {
+        let confirm = run.confirmation_due();
+        if !force && run.held.is_some() && begin_hash == gate && !begin_hash.is_zero() && !confirm {
             return Ok(Attempt::Unchanged(begin_hash));
+        }
+        if confirm && begin_hash == gate {
+            tracing::info!(recharge_type = %rt, gate = %gate,
+                "begin's hash is not the data's: refetching to confirm the catalog (at most once per \
+                 sync.stale_after_seconds)");
         }
         tracing::info!(recharge_type = %rt, held = %gate, current = %begin_hash, force, "refetching the catalog");
         let shared = SharedSession {
@@ -443,6 +457,15 @@ impl Syncer {
                 async move { self.client.dealers(&s, &zero).await }
             })
             .await?;
+        // The gate is what begin answered for the session that listed the
+        // dealers (a dead NIT may have renewed it since the first begin).
+        let begin_hash = shared
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .general_hash
+            .clone();
+        *stats.begin_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(begin_hash.clone());
         // The dealer list's hash is the version; the data answers must agree.
         let hash = dealers.hash.clone();
         if hash != begin_hash && !stats.begin_mismatch.swap(true, Ordering::Relaxed) {
@@ -617,6 +640,17 @@ impl Run<'_> {
     /// The version held (the ETag), if any.
     fn held_hash(&self) -> Option<&GeneralHash> {
         self.held.as_ref().map(|v| &v.general_hash)
+    }
+
+    /// The version held gates on a begin hash that is not its own, and was
+    /// fetched longer ago than `sync.stale_after`: refetch to confirm it, so
+    /// a begin hash that does not follow the table (a constant, an echo)
+    /// can hold the catalog back at most that long.
+    fn confirmation_due(&self) -> bool {
+        self.held.as_ref().is_some_and(|v| {
+            v.gate_hash != v.general_hash
+                && (Utc::now() - v.synced_at).to_std().unwrap_or_default() > self.syncer.sync.stale_after
+        })
     }
 
     /// What the begin call is sent and compared with: the gate of the

@@ -105,7 +105,7 @@ async fn every_alternative_shape_commits_with_the_default_configuration() {
             assert_eq!(r.general_hash, sim.hash(rt.as_str()), "{name}: {rt}");
             assert_eq!(
                 r.begin_hash,
-                Some(shapes.begin_hash(&sim.hash(rt.as_str()).unwrap())),
+                Some(shapes.begin_hash(&sim.hash(rt.as_str()).unwrap(), "0000000000000000")),
                 "{name}: {rt}"
             );
             assert_eq!(
@@ -162,7 +162,7 @@ async fn every_alternative_shape_commits_with_the_default_configuration() {
         assert_eq!(Some(v.general_hash.as_str().to_owned()), sim.hash("normal"));
         assert_eq!(
             v.gate_hash.as_str(),
-            shapes.begin_hash(v.general_hash.as_str()),
+            shapes.begin_hash(v.general_hash.as_str(), "0000000000000000"),
             "{name}: the gate is begin's hash"
         );
         let runs = runs(&db);
@@ -331,8 +331,9 @@ async fn odd_descriptive_fields_are_kept_as_text_counted_and_never_fatal() {
     let s = syncer(&sim, dir.path());
     let r = s.sync_type(NORMAL, false, Trigger::Cli, &NoProgress).await;
     assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
-    // bonus, payment_amount, expiry_date, bonus_expiry_date, and a name.
-    assert_eq!(r.warnings, 5);
+    // bonus, payment_amount, expiry_date, bonus_expiry_date, a 900-character
+    // message, and a name.
+    assert_eq!(r.warnings, 6);
     let inv = s
         .sync_type(RechargeType::Invoice, false, Trigger::Cli, &NoProgress)
         .await;
@@ -379,7 +380,7 @@ async fn odd_descriptive_fields_are_kept_as_text_counted_and_never_fatal() {
         .into_iter()
         .find(|r| r.recharge_type == "normal")
         .unwrap();
-    assert_eq!(run.warnings, 5);
+    assert_eq!(run.warnings, 6);
     let sample = run.warning_sample.unwrap();
     assert!(
         sample.contains("expiry_date: neither a day count nor a date: \"31/02/2026\""),
@@ -465,6 +466,10 @@ async fn probe_reports_what_carat_did_and_records_without_secrets() {
     has(&out, "ok   normal  dealercode=1 accepted (dealer 001, DDD 11)");
     has(&out, "info normal  dealercode=001 accepted");
     has(&out, "ok   normal  begin hash equals the dealer list's");
+    has(
+        &out,
+        "ok   normal  begin's hash does not depend on the hash it is sent",
+    );
     has(&out, "ok   normal  expiry_date is a day count: 30");
     has(&out, "info normal  ddd=00 refused");
     has(
@@ -517,6 +522,25 @@ async fn probe_reports_what_carat_did_and_records_without_secrets() {
     assert_clean("probe output", out.as_bytes());
     for placeholder in ["<MERCHANT_KEY>", "<NIT>", "Bearer <TOKEN>"] {
         assert!(all.contains(placeholder), "the recording shows {placeholder}");
+    }
+    // A begin that echoes, or answers zeros, is called out.
+    for (shape, says) in [
+        (
+            BeginHashShape::Echo,
+            "note normal  begin answers the hash it is sent (F0F0F0F0F0F0F0F0)",
+        ),
+        (
+            BeginHashShape::Zero,
+            "note normal  begin answered 0000000000000000 (no version)",
+        ),
+    ] {
+        sim.set_shapes(SimShapes {
+            begin_hash: shape,
+            ..Default::default()
+        });
+        let (code, out) = run_probe(&config, None);
+        assert_eq!(code, Some(0), "{out}");
+        has(&out, says);
     }
     // What a support engineer needs is still there.
     assert!(all.contains("dealercode=001") && all.contains("\"dealer_code\":\"905\""));
@@ -657,4 +681,126 @@ async fn carat_sim_selects_every_shape_from_its_flags() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(got, all_alternatives());
+}
+
+/// `carat.compat.dealer_code` governs the dealer code inside the `others`
+/// body too: an `others` dealer with a leading zero (`090`) goes as `90`
+/// by default, which a Carat that wants trimmed codes takes, and as `090`
+/// with the switch, which one that wants padded codes takes.
+#[tokio::test]
+async fn the_dealer_code_switch_governs_the_others_body_too() {
+    let mut c = catalog();
+    {
+        let others = c.types.get_mut("others").unwrap();
+        let d = others
+            .dealers
+            .iter_mut()
+            .find(|d| d.code.as_deref() == Some("905"))
+            .unwrap();
+        d.code = Some("090".into());
+        let data = others.branch_data.remove("905").unwrap();
+        others.branch_data.insert("090".into(), data);
+    }
+    let sim = start_sim_signature(c).await;
+    let padded = Compat {
+        dealer_code: DealerCodeForm::Padded,
+        ..Default::default()
+    };
+    for (carat_wants, compat, commits) in [
+        (DealerCodeShape::Trimmed, Compat::default(), true),
+        (DealerCodeShape::Padded, Compat::default(), false),
+        (DealerCodeShape::Padded, padded, true),
+        (DealerCodeShape::Trimmed, padded, false),
+    ] {
+        sim.set_shapes(SimShapes {
+            dealer_code: carat_wants,
+            ..Default::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let r = with_compat(&sim, dir.path(), compat)
+            .sync_type(OTHERS, false, Trigger::Cli, &NoProgress)
+            .await;
+        let what = format!("Carat wants {carat_wants:?}, we send {:?}", compat.dealer_code);
+        if commits {
+            assert_eq!(r.outcome, Outcome::Updated, "{what}: {:?}", r.error);
+            let others = stored(&dir.path().join("catalog.db"), OTHERS);
+            assert!(others.dealers.iter().any(|d| d.code.as_str() == "090"), "{what}");
+        } else {
+            assert_eq!(r.outcome, Outcome::Failed, "{what}");
+            assert!(
+                r.error.as_deref().unwrap_or("").contains("esitef code 8"),
+                "{what}: {:?}",
+                r.error
+            );
+        }
+    }
+}
+
+/// A begin hash that does not follow the table never freezes the catalog:
+/// a zero hash is never a gate, and a gate that is not the data's own is
+/// confirmed by a refetch once the version is older than stale_after.
+#[tokio::test]
+async fn a_begin_hash_that_does_not_follow_the_table_never_freezes_the_catalog() {
+    // Zero: begin says nothing, so every check refetches (and sees a change).
+    let sim = start_sim_signature(catalog()).await;
+    sim.set_shapes(SimShapes {
+        begin_hash: BeginHashShape::Zero,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("catalog.db");
+    let s = syncer(&sim, dir.path());
+    assert_eq!(
+        s.sync_type(NORMAL, false, Trigger::Cli, &NoProgress)
+            .await
+            .outcome,
+        Outcome::Updated
+    );
+    let v = Store::open_readonly(&db)
+        .unwrap()
+        .version(NORMAL)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        v.gate_hash, v.general_hash,
+        "a zero begin hash is not kept as the gate"
+    );
+    let new = sim.bump("normal").unwrap();
+    let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
+    assert_eq!(
+        r.general_hash.as_deref(),
+        Some(new.as_str()),
+        "the change is fetched"
+    );
+
+    // Constant: begin always answers one value. Within stale_after an
+    // unchanged check is one request; past it the catalog is refetched and
+    // a change that begin did not show arrives.
+    let sim = start_sim_signature(catalog()).await;
+    sim.set_shapes(SimShapes {
+        begin_hash: BeginHashShape::Constant,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = sync_config();
+    cfg.stale_after = Duration::from_secs(1);
+    let s = syncer_with(&sim, dir.path(), client_settings(&sim), cfg);
+    assert_eq!(
+        s.sync_type(NORMAL, false, Trigger::Cli, &NoProgress)
+            .await
+            .outcome,
+        Outcome::Updated
+    );
+    let new = sim.bump("normal").unwrap();
+    let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
+    assert_eq!(
+        (r.outcome, r.requests),
+        (Outcome::Unchanged, 1),
+        "begin shows no change"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
+    assert_eq!(r.general_hash.as_deref(), Some(new.as_str()));
 }

@@ -7,7 +7,8 @@
 //! * [`AuthenticityReceiver`]: authenticity-POST mode. Carat POSTs the NIT to
 //!   the store's registered URL during the begin call; the receiver matches it
 //!   to the waiting session by `orderId` + `merchantUSN`, and forwards (or
-//!   acknowledges) POSTs for the store's own sales.
+//!   acknowledges) POSTs for the store's own sales. Every POST on its path
+//!   is answered `200 OK`, Carat's rule.
 //!
 //! Owns the private key and the pending-session table; never logs a token,
 //! the merchant key or key material.
@@ -342,12 +343,15 @@ async fn receive(
 
 /// A POST for a transaction the daemon did not start (the store's own sales
 /// share the registered URL): forward it when configured, else acknowledge.
+/// Carat is answered `200 OK` either way (its rule); what the store's
+/// endpoint answered, or why forwarding failed, goes to the log.
 async fn forward(
     rx: &AuthenticityReceiver,
     headers: &HeaderMap,
     body: Bytes,
     order_id: &str,
 ) -> axum::response::Response {
+    let order_id = crate::catalog::clip(order_id);
     let Some(url) = rx.inner.settings.forward_url.clone() else {
         tracing::info!(order_id = %order_id, "authenticity POST for a transaction this daemon did not start; acknowledged (no forward_url)");
         return StatusCode::OK.into_response();
@@ -366,19 +370,17 @@ async fn forward(
         .send()
         .await
     {
+        Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
+            tracing::info!(order_id = %order_id, "authenticity POST forwarded");
+        }
         Ok(resp) => {
-            let status = resp.status();
-            let bytes = resp.bytes().await.unwrap_or_default();
-            tracing::info!(order_id = %order_id, status = status.as_u16(), "authenticity POST forwarded");
-            (
-                StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
-                bytes,
-            )
-                .into_response()
+            tracing::warn!(order_id = %order_id, status = resp.status().as_u16(),
+                "authenticity POST forwarded; the store's endpoint did not answer 200 (Carat is answered 200)");
         }
         Err(e) => {
-            tracing::warn!(order_id = %order_id, error = %e.without_url(), "forwarding an authenticity POST failed");
-            (StatusCode::BAD_GATEWAY, "forward failed").into_response()
+            tracing::warn!(order_id = %order_id, error = %crate::catalog::clip(&e.without_url().to_string()),
+                "forwarding an authenticity POST failed (Carat is answered 200)");
         }
     }
+    StatusCode::OK.into_response()
 }

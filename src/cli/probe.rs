@@ -98,6 +98,12 @@ impl Report {
     }
 }
 
+/// Where the probe's `merchant_usn` numbers start (see [`IdSource`]).
+const PROBE_USN_BASE: u64 = 500_000_000_000;
+
+/// The made-up version a second begin sends (`probe_begin_echo`).
+const PROBE_HASH: &str = "F0F0F0F0F0F0F0F0";
+
 /// Replaces the merchant key, tokens and NITs by placeholders. Known
 /// literals first (the key, every NIT seen), then, whatever is left, any
 /// run of 32 or more letters, digits, `-` or `_` (a NIT, a JWT part, a PEM
@@ -124,11 +130,13 @@ impl Redactor {
         }
     }
 
+    /// Known literals are matched regardless of ASCII case (an answer may
+    /// spell the key in another case).
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for (lit, placeholder) in self.literals.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             if !lit.is_empty() {
-                out = out.replace(lit.as_str(), placeholder);
+                out = replace_ignoring_ascii_case(&out, lit, placeholder);
             }
         }
         crate::secret::mask_tokens(&out).replace("[redacted]", "<REDACTED>")
@@ -141,6 +149,23 @@ impl Redactor {
             _ => self.redact(value),
         }
     }
+}
+
+/// `text` with every occurrence of `needle`, in any ASCII case, replaced.
+fn replace_ignoring_ascii_case(text: &str, needle: &str, with: &str) -> String {
+    // ASCII lowercasing keeps every byte offset, so matches found in the
+    // lowered copy are the same ranges of `text`.
+    let hay = text.to_ascii_lowercase();
+    let needle = needle.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (i, _) in hay.match_indices(&needle) {
+        out.push_str(&text[last..i]);
+        out.push_str(with);
+        last = i + needle.len();
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// Keeps the last answer for the analysis and, with `--record`, writes
@@ -299,9 +324,10 @@ pub async fn run(client: CaratClient, opts: ProbeOptions<'_>) -> Result<Report, 
     Ok(report)
 }
 
-/// Session ids for the probe without the store: `PROBE` and tenths of a
-/// second since the epoch (the daemon's own sequence is at least that, and
-/// moves on by the time it runs again), increasing within the run.
+/// Session ids for the probe without the store: `PROBE` and a number in a
+/// range of its own: [`PROBE_USN_BASE`] plus tenths of a second since the
+/// epoch. The daemon's sequence starts at those tenths and counts up by one
+/// per session, so the two never meet; both stay within Carat's 12 digits.
 struct IdSource {
     next: AtomicU64,
 }
@@ -310,7 +336,7 @@ impl IdSource {
     fn new() -> Self {
         let now = chrono::Utc::now().timestamp_millis().max(0) as u64 / 100;
         IdSource {
-            next: AtomicU64::new(now),
+            next: AtomicU64::new(PROBE_USN_BASE + now),
         }
     }
 
@@ -351,9 +377,15 @@ impl Prober {
 
     async fn begin(&self, rt: RechargeType) -> Result<Session, CaratError> {
         self.label(rt, "begin");
-        self.client
-            .begin(rt, &GeneralHash::zero(), &self.ids.next())
-            .await
+        self.begin_sending(rt, &GeneralHash::zero()).await
+    }
+
+    /// A session whose NIT is redacted wherever it appears from now on
+    /// (in authenticity-POST mode no answer carries it).
+    async fn begin_sending(&self, rt: RechargeType, held: &GeneralHash) -> Result<Session, CaratError> {
+        let s = self.client.begin(rt, held, &self.ids.next()).await?;
+        self.recorder.redactor.add_nit(s.nit.as_str());
+        Ok(s)
     }
 
     async fn probe_type(&self, rt: RechargeType) {
@@ -380,6 +412,7 @@ impl Prober {
             }
         };
         self.dealer_findings(rt, &session, &dealers);
+        self.probe_begin_echo(rt, &session).await;
         match rt {
             RechargeType::Normal => self.probe_normal(&mut session, &dealers).await,
             RechargeType::Others => self.probe_others(&mut session, &dealers).await,
@@ -416,6 +449,48 @@ impl Prober {
             );
         }
         self.warnings(rt, "dealer list", &d.warnings);
+    }
+
+    /// Whether begin's hash follows the table or only what it is sent: a
+    /// second session sends a made-up version.
+    async fn probe_begin_echo(&self, rt: RechargeType, first: &Session) {
+        if first.general_hash.is_zero() {
+            self.say(
+                rt,
+                Verdict::Differs,
+                "begin answered 0000000000000000 (no version): the daemon cannot skip a check on it and \
+                 refetches on every check",
+            );
+        }
+        let Ok(made_up) = GeneralHash::parse(PROBE_HASH) else {
+            return;
+        };
+        self.label(rt, "begin-echo");
+        match self.begin_sending(rt, &made_up).await {
+            Ok(s) if s.general_hash == made_up => self.say(
+                rt,
+                Verdict::Differs,
+                format!(
+                    "begin answers the hash it is sent ({PROBE_HASH}): it cannot say whether the table \
+                     changed, so an unchanged check is only as good as what the daemon sends (report this)"
+                ),
+            ),
+            Ok(s) if s.general_hash == first.general_hash => self.say(
+                rt,
+                Verdict::Held,
+                "begin's hash does not depend on the hash it is sent",
+            ),
+            Ok(s) => self.say(
+                rt,
+                Verdict::Info,
+                format!(
+                    "a second begin answered {} (the first {}): begin's hash changes between sessions; \
+                     the daemon refetches whenever it does",
+                    s.general_hash, first.general_hash
+                ),
+            ),
+            Err(e) => self.say(rt, Verdict::Info, format!("a second begin failed: {e}")),
+        }
     }
 
     fn warnings(&self, rt: RechargeType, what: &str, ws: &[FieldWarning]) {
@@ -751,6 +826,10 @@ mod tests {
     #[test]
     fn the_redactor_leaves_no_key_nit_or_token() {
         let r = Redactor::new("F19DE001");
+        assert_eq!(
+            r.redact("key f19de001 and F19De001"),
+            "key <MERCHANT_KEY> and <MERCHANT_KEY>"
+        );
         let nit = "e009886843920c5173104557c9f6cd66b1481557fb3f4d88daca072eb8a50c97";
         r.add_nit(nit);
         let text = format!(

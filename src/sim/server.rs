@@ -356,7 +356,8 @@ async fn begin(State(sh): Sh, fd: Option<Extension<ConnFd>>, headers: HeaderMap,
             },
         );
         let data = st.catalog.hash_of(&rt).unwrap_or_else(|| "0".repeat(16));
-        st.shapes.begin_hash(&data)
+        st.shapes
+            .begin_hash(&data, req.general_hash.as_deref().unwrap_or("0000000000000000"))
     };
     match &sh.config.auth {
         SimAuth::Signature { .. } => finish(

@@ -56,7 +56,16 @@ pub enum BeginHashShape {
     /// Never the dealer list's: a value derived from it (stable while the
     /// table does not change).
     Differs,
+    /// Always `0000000000000000`: begin says nothing about the version.
+    Zero,
+    /// The hash the request sent, whatever the table holds.
+    Echo,
+    /// One fixed value ([`CONSTANT_BEGIN_HASH`]) that never follows the table.
+    Constant,
 }
+
+/// What the `constant` begin-hash shape answers.
+pub const CONSTANT_BEGIN_HASH: &str = "C0C0C0C0C0C0C0C0";
 
 /// What `GET /v3/rechargebranches?ddd=00` does.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -103,11 +112,15 @@ impl SimShapes {
         ok.then(|| format!("{code:0>3}"))
     }
 
-    /// The begin answer's hash for a table whose data carries `data_hash`.
-    pub fn begin_hash(&self, data_hash: &str) -> String {
+    /// The begin answer's hash for a table whose data carries `data_hash`,
+    /// to a request that sent `sent`.
+    pub fn begin_hash(&self, data_hash: &str, sent: &str) -> String {
         match self.begin_hash {
             BeginHashShape::Same => data_hash.to_owned(),
             BeginHashShape::Differs => data_hash.chars().map(next_alnum).collect(),
+            BeginHashShape::Zero => "0".repeat(16),
+            BeginHashShape::Echo => sent.to_owned(),
+            BeginHashShape::Constant => CONSTANT_BEGIN_HASH.to_owned(),
         }
     }
 
@@ -204,10 +217,10 @@ mod tests {
             ..Default::default()
         };
         let h = "09A9681D09A9681Z";
-        let b = s.begin_hash(h);
+        let b = s.begin_hash(h, "0000000000000000");
         assert_eq!(b.len(), 16);
         assert!(h.chars().zip(b.chars()).all(|(x, y)| x != y), "{b}");
-        assert_eq!(s.begin_hash(h), b, "stable");
+        assert_eq!(s.begin_hash(h, "1111111111111111"), b, "stable");
     }
 
     #[test]

@@ -103,9 +103,11 @@ impl Outcome {
 pub struct RunEnd {
     /// The hash of the data answers (the committed version's).
     pub new_hash: Option<String>,
-    /// What the begin call answered: recorded, and kept as the gate of the
-    /// next check when a catalog is committed or confirmed.
+    /// What the begin call answered (recorded).
     pub begin_hash: Option<String>,
+    /// The gate a committed catalog keeps for the next check: begin's hash,
+    /// unless begin said nothing (then the catalog's own).
+    pub gate_hash: Option<String>,
     /// Descriptive fields the tolerant reader could not interpret.
     pub warnings: u64,
     /// The first of them, one per line, clipped.
@@ -313,7 +315,7 @@ impl Store {
 
     /// Replaces the whole catalog of `cat.recharge_type` and finishes the run
     /// as updated, in one `BEGIN IMMEDIATE` transaction. The version's gate
-    /// is `end.begin_hash` (the catalog's own hash when absent). On any
+    /// is `end.gate_hash` (the catalog's own hash when absent). On any
     /// error nothing is changed.
     pub fn replace_catalog(
         &mut self,
@@ -327,7 +329,7 @@ impl Store {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         catalog_rows::delete_type(&tx, cat.recharge_type)?;
         catalog_rows::insert(&tx, cat)?;
-        let gate = end.begin_hash.as_deref().unwrap_or(cat.general_hash.as_str());
+        let gate = end.gate_hash.as_deref().unwrap_or(cat.general_hash.as_str());
         tx.execute(
             "INSERT INTO catalog_version (recharge_type, general_hash, synced_at, checked_at, gate_hash)
              VALUES (?1, ?2, ?3, ?3, ?4)
