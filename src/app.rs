@@ -101,6 +101,34 @@ pub async fn start_receiver(
     )))
 }
 
+/// The receiver of a command-line run (`sync`, `probe`): serving until
+/// [`CliReceiver::stop`].
+pub struct CliReceiver {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CliReceiver {
+    /// Serves `receiver` (authenticity-POST mode only; `None` otherwise).
+    pub async fn start(
+        cfg: &Config,
+        receiver: Option<&AuthenticityReceiver>,
+    ) -> Result<Option<Self>, AppError> {
+        let Some(r) = receiver else { return Ok(None) };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = start_receiver(cfg, r, async move {
+            let _ = stopped.await;
+        })
+        .await?;
+        Ok(Some(CliReceiver { stop, task }))
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
 /// Opens the store, saying clearly when its directory is missing.
 pub fn open_store(path: &Path) -> Result<Store, AppError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())

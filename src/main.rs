@@ -244,16 +244,7 @@ async fn sync(
         .run(|s| s.close_interrupted_runs(chrono::Utc::now()))
         .await?;
     let (client, receiver) = app::build_client(&cfg, None)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let receiver_task = match &receiver {
-        Some(r) => Some(
-            app::start_receiver(&cfg, r, async move {
-                let _ = stop_rx.await;
-            })
-            .await?,
-        ),
-        None => None,
-    };
+    let receiver = app::CliReceiver::start(&cfg, receiver.as_ref()).await?;
     let syncer = app::syncer(&cfg, client, store);
     let types = if types.is_empty() {
         cfg.sync.recharge_types.clone()
@@ -267,9 +258,8 @@ async fn sync(
         progress.finish(&r);
         results.push(r);
     }
-    let _ = stop_tx.send(());
-    if let Some(t) = receiver_task {
-        let _ = t.await;
+    if let Some(r) = receiver {
+        r.stop().await;
     }
     if json {
         println!(
@@ -294,16 +284,7 @@ async fn probe(
     use carat_catalogd::cli::probe;
     let cfg = load(path)?;
     let (client, receiver) = app::build_client(&cfg, None)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let receiver_task = match &receiver {
-        Some(r) => Some(
-            app::start_receiver(&cfg, r, async move {
-                let _ = stop_rx.await;
-            })
-            .await?,
-        ),
-        None => None,
-    };
+    let receiver = app::CliReceiver::start(&cfg, receiver.as_ref()).await?;
     let types = if types.is_empty() {
         cfg.sync.recharge_types.clone()
     } else {
@@ -333,9 +314,8 @@ async fn probe(
         },
     )
     .await;
-    let _ = stop_tx.send(());
-    if let Some(t) = receiver_task {
-        let _ = t.await;
+    if let Some(r) = receiver {
+        r.stop().await;
     }
     let report = report?;
     print!("{}", report.render());
