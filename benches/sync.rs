@@ -26,6 +26,7 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use carat_catalogd::run::Trigger;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -43,7 +44,7 @@ use carat_catalogd::secret::Secret;
 use carat_catalogd::sim::{self, GenSpec, SimAuth, SimCatalog, SimConfig, SimEndpoint, SimHandle};
 use carat_catalogd::snapshot::TypeData;
 use carat_catalogd::store::{RunEnd, Store};
-use carat_catalogd::sync::{Progress, StoreHandle, Syncer, Trigger};
+use carat_catalogd::sync::{Progress, StoreHandle, Syncer};
 use common::*;
 
 /// Counts live heap bytes (and their peak) for the memory figures of

@@ -4,6 +4,7 @@
 //! watchdog, `RELOADING=1`), re-reads the configuration on SIGHUP and shuts
 //! down gracefully on SIGTERM/SIGINT. Owns no protocol or storage logic.
 
+use crate::run::Trigger;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,7 @@ use crate::carat::auth::AuthenticityReceiver;
 use crate::config::{AuthConfig, Config};
 use crate::schedule::{self, SyncJob, Worker, WorkerHandle, WorkerMsg};
 use crate::state::{ApiSettings, Shared};
-use crate::sync::{StoreHandle, Trigger};
+use crate::sync::StoreHandle;
 
 /// How long a running sync may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

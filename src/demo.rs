@@ -5,6 +5,7 @@
 //! try next, and serves until Ctrl-C. Needs no root and touches no file
 //! outside its directory.
 
+use crate::run::Trigger;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::report::{HumanProgress, summary};
 use crate::sim::{self, GenSpec, SimAuth, SimCatalog, SimConfig};
-use crate::sync::{StoreHandle, Trigger};
+use crate::sync::StoreHandle;
 
 pub struct DemoOptions {
     /// Where everything goes; a fresh temporary directory when `None`.

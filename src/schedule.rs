@@ -7,6 +7,10 @@
 //!
 //! Owns the sync lock for the daemon's lifetime; the only writer of the store.
 
+use crate::run::Outcome;
+use crate::run::Trigger;
+use crate::run::TypeResult;
+use crate::time::fmt_time;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,12 +20,11 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-use crate::carat::ErrorClass;
 use crate::catalog::RechargeType;
 use crate::snapshot::{Snapshot, TypeData, TypeSnapshot};
 use crate::state::Shared;
-use crate::store::{Outcome, fmt_time, lock};
-use crate::sync::{Progress, StoreHandle, Syncer, Trigger, TypeResult};
+use crate::store::lock;
+use crate::sync::{Progress, StoreHandle, Syncer};
 
 /// A request for a sync.
 #[derive(Debug)]
@@ -172,7 +175,7 @@ impl Worker {
             // Retry failed types (but not refused credentials) before the next tick.
             let failed: Vec<_> = results
                 .iter()
-                .filter(|r| r.outcome == Outcome::Failed && r.error_class != Some(ErrorClass::Auth))
+                .filter(|r| r.outcome == Outcome::Failed && !r.credentials_refused)
                 .collect();
             if failed.is_empty() {
                 failures = 0;

@@ -10,6 +10,7 @@
 //! fragments live in one sealed memfd per version (`zerocopy::Arena`).
 //! Owns building and lookup; never writes the store, never calls Carat.
 
+use crate::time::fmt_time;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use http::HeaderValue;
 use serde_json::json;
 
 use crate::catalog::{BranchData, BranchKey, Catalog, CatalogCounts, Dealer, DealerCode, RechargeType};
-use crate::store::{VersionInfo, fmt_time};
+use crate::store::VersionInfo;
 use crate::zerocopy::Arena;
 
 /// The domain types serialise in the contract's shape (`expiry_days`,

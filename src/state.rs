@@ -3,6 +3,8 @@
 //! the metrics. Locks here are std mutexes held for a few field updates,
 //! never across an `.await`.
 
+use crate::run::Outcome;
+use crate::run::TypeResult;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,8 +17,6 @@ use serde::Serialize;
 use crate::carat::RequestStats;
 use crate::catalog::RechargeType;
 use crate::snapshot::Snapshot;
-use crate::store::Outcome;
-use crate::sync::TypeResult;
 
 /// The settings the API needs; replaced on reload.
 #[derive(Debug, Clone)]
@@ -191,7 +191,7 @@ impl Shared {
 
     /// Records a finished run on the board and in the metrics.
     pub fn record_results(&self, trigger: &str, started: DateTime<Utc>, results: &[TypeResult]) {
-        let now = crate::store::fmt_time(Utc::now());
+        let now = crate::time::fmt_time(Utc::now());
         if let Ok(mut m) = self.metrics.sync_runs.lock() {
             for r in results {
                 *m.entry((r.recharge_type, r.outcome.as_str())).or_default() += 1;
@@ -225,7 +225,7 @@ impl Shared {
             }
             s.last_run = Some(LastRun {
                 trigger: trigger.to_owned(),
-                started_at: crate::store::fmt_time(started),
+                started_at: crate::time::fmt_time(started),
                 finished_at: now.clone(),
                 results: results.to_vec(),
             });

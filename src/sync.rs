@@ -15,6 +15,7 @@
 //! tolerant reader's warnings of a run and the run record. Never writes a
 //! partial catalog; never touches the socket API.
 
+use crate::run::Outcome;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures_util::StreamExt;
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
 use crate::carat::compat::OthersTarget;
 use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
@@ -31,87 +31,8 @@ use crate::catalog::{
     BranchDataAnswer, BranchKey, Catalog, DealerCode, FieldWarning, GeneralHash, RechargeType, clip_message,
 };
 use crate::config::SyncConfig;
-use crate::store::{Outcome, RunEnd, Store, StoreError, VersionInfo};
-
-/// What started a sync (kept in the run log).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    Startup,
-    Schedule,
-    Manual,
-    Reload,
-    Cli,
-    Retry,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Schedule => "schedule",
-            Trigger::Manual => "manual",
-            Trigger::Reload => "reload",
-            Trigger::Cli => "cli",
-            Trigger::Retry => "retry",
-        }
-    }
-}
-
-/// The result of one type's sync, as the CLI, the control socket and the
-/// status show it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TypeResult {
-    pub recharge_type: RechargeType,
-    pub outcome: Outcome,
-    pub general_hash: Option<String>,
-    pub previous_hash: Option<String>,
-    pub requests: u64,
-    pub duration_ms: u64,
-    pub error: Option<String>,
-    /// What Carat's begin call answered (differs from `general_hash` when
-    /// Carat's begin and data hashes are not the same value).
-    #[serde(default)]
-    pub begin_hash: Option<String>,
-    /// Descriptive fields the tolerant reader could not interpret (kept as
-    /// Carat's text; see the run log).
-    #[serde(default)]
-    pub warnings: u64,
-    #[serde(skip)]
-    pub error_kind: Option<String>,
-    #[serde(skip)]
-    pub error_class: Option<ErrorClass>,
-    /// How long Carat asked us to wait, if it did.
-    #[serde(skip)]
-    pub retry_after: Option<Duration>,
-    #[serde(skip)]
-    pub committed: bool,
-    /// Begin's hash differed from the data's in this run.
-    #[serde(skip)]
-    pub begin_hash_mismatch: bool,
-}
-
-impl TypeResult {
-    /// A result with nothing but its type and outcome.
-    pub fn new(recharge_type: RechargeType, outcome: Outcome) -> Self {
-        TypeResult {
-            recharge_type,
-            outcome,
-            general_hash: None,
-            previous_hash: None,
-            requests: 0,
-            duration_ms: 0,
-            error: None,
-            begin_hash: None,
-            warnings: 0,
-            error_kind: None,
-            error_class: None,
-            retry_after: None,
-            committed: false,
-            begin_hash_mismatch: false,
-        }
-    }
-}
+use crate::run::{Trigger, TypeResult};
+use crate::store::{RunEnd, Store, StoreError, VersionInfo};
 
 /// Progress reports while branch data downloads.
 pub trait Progress: Send + Sync {
@@ -348,7 +269,7 @@ impl Syncer {
         {
             let msg = format!(
                 "Carat asked us to wait until {} ({reason}); not contacting it before then",
-                crate::store::fmt_time(until)
+                crate::time::fmt_time(until)
             );
             let wait = (until - Utc::now()).to_std().unwrap_or_default();
             return run.fail("cooldown", msg, None, Some(wait)).await;
@@ -795,7 +716,7 @@ impl Run<'_> {
             .await;
         let mut r = self.result(Outcome::Failed, None, Some(msg));
         r.error_kind = Some(kind.to_owned());
-        r.error_class = class;
+        r.credentials_refused = class == Some(ErrorClass::Auth);
         r.retry_after = retry_after;
         r
     }

@@ -7,6 +7,8 @@
 
 mod common;
 
+use carat_catalogd::run::Outcome;
+use carat_catalogd::run::Trigger;
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,8 +18,8 @@ use carat_catalogd::sim::shapes::{
     BeginHashShape, DatesShape, DddZeroShape, DealerCodeShape, OthersRequestShape, SimShapes,
 };
 use carat_catalogd::sim::{GenSpec, SimCatalog, SimEndpoint, SimHandle};
-use carat_catalogd::store::{Outcome, Store};
-use carat_catalogd::sync::{NoProgress, Syncer, Trigger};
+use carat_catalogd::store::Store;
+use carat_catalogd::sync::{NoProgress, Syncer};
 use chrono::NaiveDate;
 use common::*;
 

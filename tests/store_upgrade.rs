@@ -6,12 +6,14 @@
 
 mod common;
 
+use carat_catalogd::run::Outcome;
+use carat_catalogd::run::Trigger;
 use std::path::Path;
 
 use carat_catalogd::catalog::{Ddd, RechargeType};
 use carat_catalogd::sim::{SimCatalog, SimEndpoint};
-use carat_catalogd::store::{Outcome, Store};
-use carat_catalogd::sync::{NoProgress, Trigger};
+use carat_catalogd::store::Store;
+use carat_catalogd::sync::NoProgress;
 use common::*;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/store_v1.db");

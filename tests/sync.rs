@@ -4,6 +4,8 @@
 
 mod common;
 
+use carat_catalogd::run::Outcome;
+use carat_catalogd::run::Trigger;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,8 +13,8 @@ use std::time::Duration;
 
 use carat_catalogd::catalog::{Catalog, GeneralHash, RechargeType};
 use carat_catalogd::sim::{FaultKind, FaultRule, GenSpec, SimCatalog, SimEndpoint};
-use carat_catalogd::store::{Outcome, Store};
-use carat_catalogd::sync::{NoProgress, Trigger};
+use carat_catalogd::store::Store;
+use carat_catalogd::sync::NoProgress;
 use common::*;
 
 const NORMAL: RechargeType = RechargeType::Normal;

@@ -7,6 +7,7 @@
 //! answered synchronously: no per-request boxing, header copies or maps,
 //! because this is the daemon's hot path (see `benches/read.rs`).
 
+use crate::time::fmt_time;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -20,7 +21,6 @@ use serde_json::json;
 use crate::catalog::{ALL_DDDS, BranchCode, DealerCode, RechargeType};
 use crate::snapshot::{Snapshot, TypeSnapshot};
 use crate::state::{ApiRoute, Shared};
-use crate::store::fmt_time;
 
 pub type Response = axum::http::Response<ApiBody>;
 

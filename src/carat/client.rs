@@ -22,6 +22,7 @@ use super::{CaratError, Endpoint};
 use crate::catalog::{
     self, BranchDataAnswer, Ddd, DealerCode, DealerList, FieldError, GeneralHash, Nit, RechargeType,
 };
+use crate::run::SessionIds;
 use crate::secret::Secret;
 
 /// The largest response body accepted.
@@ -60,13 +61,6 @@ pub struct ClientSettings {
     pub compat: Compat,
     /// How long one session's JWT is reused ([`TOKEN_MAX_AGE`]).
     pub token_max_age: Duration,
-}
-
-/// The ids of one session: unique, increasing, within Carat's formats.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionIds {
-    pub order_id: String,
-    pub merchant_usn: String,
 }
 
 /// An open recharge session: the NIT and the hash Carat answered with.

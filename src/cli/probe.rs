@@ -9,6 +9,7 @@
 //! `--record DIR` writes every request and answer, redacted ([`Redactor`]),
 //! so the folder can go with a support ticket. Never opens the store.
 
+use crate::run::SessionIds;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use serde_json::Value;
 
 use crate::carat::client::{Exchange, Tap};
 use crate::carat::compat::{self, Compat, OthersTarget};
-use crate::carat::{CaratClient, CaratError, ErrorClass, Session, SessionIds};
+use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
 use crate::catalog::{
     BranchDataAnswer, Dealer, DealerList, FieldWarning, GeneralHash, RechargeType, Validity, clip,
     parse_validity,

@@ -13,12 +13,14 @@ pub mod lock;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
-use crate::carat::SessionIds;
 use crate::catalog::{Catalog, GeneralHash, RechargeType};
+
+use crate::run::{Outcome, SessionIds};
+use crate::time::fmt_time;
 
 /// The migrations, in order; migration N sets `user_version` to N.
 const MIGRATIONS: &[&str] = &[
@@ -40,15 +42,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// Times as the contract writes them: RFC 3339 UTC, seconds.
-pub fn fmt_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
+/// Reads a time of the store (RFC 3339 UTC).
 pub fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| StoreError::Corrupt(format!("bad time {s:?}")))
+    crate::time::parse_time(s).ok_or_else(|| StoreError::Corrupt(format!("bad time {s:?}")))
 }
 
 /// The version held for one recharge type.
@@ -63,38 +59,6 @@ pub struct VersionInfo {
     pub gate_hash: GeneralHash,
     pub synced_at: DateTime<Utc>,
     pub checked_at: DateTime<Utc>,
-}
-
-/// Outcome of one sync attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Running,
-    Unchanged,
-    Updated,
-    Failed,
-    Interrupted,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Running => "running",
-            Outcome::Unchanged => "unchanged",
-            Outcome::Updated => "updated",
-            Outcome::Failed => "failed",
-            Outcome::Interrupted => "interrupted",
-        }
-    }
-    fn parse(s: &str) -> Outcome {
-        match s {
-            "unchanged" => Outcome::Unchanged,
-            "updated" => Outcome::Updated,
-            "failed" => Outcome::Failed,
-            "interrupted" => Outcome::Interrupted,
-            _ => Outcome::Running,
-        }
-    }
 }
 
 /// How a run ended, written with [`Store::finish_run`] or inside
