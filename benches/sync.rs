@@ -36,9 +36,7 @@ use carat_catalogd::carat::CaratClient;
 use carat_catalogd::carat::auth::{self, JwtSigner};
 use carat_catalogd::carat::client::{AuthMode, ClientSettings};
 use carat_catalogd::carat::wire;
-use carat_catalogd::catalog::{
-    self, ALL_DDDS, BranchKey, Catalog, Ddd, DealerCode, GeneralHash, RechargeType,
-};
+use carat_catalogd::catalog::{ALL_DDDS, BranchKey, Catalog, Ddd, DealerCode, GeneralHash, RechargeType};
 use carat_catalogd::config::SyncConfig;
 use carat_catalogd::secret::Secret;
 use carat_catalogd::sim::{self, GenSpec, SimAuth, SimCatalog, SimConfig, SimEndpoint, SimHandle};
@@ -600,7 +598,7 @@ fn big_catalog(spec: GenSpec) -> Catalog {
     let hashes = Some(wire::Hashes {
         general: Some(hash.clone()),
     });
-    let dl = catalog::dealer_list(
+    let dl = carat_catalogd::carat::reader::dealer_list(
         &wire::ListDealersResponse {
             hashes: hashes.clone(),
             dealers: Some(t.dealers.clone()),
@@ -625,7 +623,7 @@ fn big_catalog(spec: GenSpec) -> Catalog {
                 categories: Some(d.categories.clone()),
                 ..Default::default()
             };
-            let a = catalog::branch_data(&r).expect("branch data validates");
+            let a = carat_catalogd::carat::reader::branch_data(&r).expect("branch data validates");
             branch_data.insert(
                 (
                     DealerCode::parse(dealer).unwrap(),

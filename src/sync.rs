@@ -26,9 +26,10 @@ use futures_util::StreamExt;
 use rand::Rng;
 
 use crate::carat::compat::OthersTarget;
+use crate::carat::reader::clip_message;
 use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
 use crate::catalog::{
-    BranchDataAnswer, BranchKey, Catalog, DealerCode, FieldWarning, GeneralHash, RechargeType, clip_message,
+    BranchDataAnswer, BranchKey, Catalog, DealerCode, FieldWarning, GeneralHash, RechargeType,
 };
 use crate::config::SyncConfig;
 use crate::run::{Trigger, TypeResult};

@@ -4,7 +4,7 @@
 use base64::Engine;
 use carat_catalogd::carat::auth::Claims;
 use carat_catalogd::carat::wire::*;
-use carat_catalogd::catalog::{self, GeneralHash, Nit};
+use carat_catalogd::catalog::{GeneralHash, Nit};
 
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
@@ -25,7 +25,7 @@ fn begin_responses_of_both_modes_parse() {
     let a: BeginRechargeResponseEnvelope =
         serde_json::from_slice(&fixture("begin_response_authenticity.json")).unwrap();
     let a = a.begin_recharge_response.unwrap();
-    assert_eq!(catalog::esitef_failure(&a.esitef), None);
+    assert_eq!(carat_catalogd::carat::reader::esitef_failure(&a.esitef), None);
     assert!(a.nit.is_none());
 
     let s: BeginRechargeResponseEnvelope =
@@ -44,14 +44,14 @@ fn begin_responses_of_both_modes_parse() {
 #[test]
 fn dealer_listings_of_all_three_types_parse_and_validate() {
     let n: ListDealersResponseEnvelope = serde_json::from_slice(&fixture("dealers_normal.json")).unwrap();
-    let n = catalog::dealer_list(&n.list_dealers_response.unwrap(), false).unwrap();
+    let n = carat_catalogd::carat::reader::dealer_list(&n.list_dealers_response.unwrap(), false).unwrap();
     assert_eq!(n.hash.as_str(), "09A9681D09A9681D");
     let codes: Vec<_> = n.dealers.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, ["001", "002", "003", "004"]);
     assert_eq!(n.dealers[0].type_name, None);
 
     let o: ListDealersResponseEnvelope = serde_json::from_slice(&fixture("dealers_others.json")).unwrap();
-    let o = catalog::dealer_list(&o.list_dealers_response.unwrap(), true).unwrap();
+    let o = carat_catalogd::carat::reader::dealer_list(&o.list_dealers_response.unwrap(), true).unwrap();
     assert_eq!(o.dealers.len(), 6);
     let prepag = o.dealers.iter().find(|d| d.name == "Prepag").unwrap();
     assert_eq!(prepag.code.as_str(), "900");
@@ -60,7 +60,7 @@ fn dealer_listings_of_all_three_types_parse_and_validate() {
     assert_eq!(prepag.branches[0].name, "Level Up!");
 
     let i: ListDealersResponseEnvelope = serde_json::from_slice(&fixture("dealers_invoice.json")).unwrap();
-    let i = catalog::dealer_list(&i.list_dealers_response.unwrap(), true).unwrap();
+    let i = carat_catalogd::carat::reader::dealer_list(&i.list_dealers_response.unwrap(), true).unwrap();
     assert_eq!(i.hash.as_str(), "85E791AD85E791AD");
     assert_eq!(i.questions.len(), 1);
     let q = &i.questions[0];
@@ -75,7 +75,7 @@ fn dealer_listings_of_all_three_types_parse_and_validate() {
 fn branch_data_parses_into_centavos_and_days() {
     let b: ListBranchDataResponseEnvelope =
         serde_json::from_slice(&fixture("branch_data_normal.json")).unwrap();
-    let b = catalog::branch_data(&b.list_branch_data_response.unwrap()).unwrap();
+    let b = carat_catalogd::carat::reader::branch_data(&b.list_branch_data_response.unwrap()).unwrap();
     assert_eq!(b.data.messages, ["MENSAGEM DE TESTE"]);
     let r = &b.data.categories[0].amount_ranges[0];
     assert_eq!((r.min_amount, r.max_amount), (500, 10_000));
@@ -129,5 +129,5 @@ fn numbers_where_strings_are_documented_are_accepted() {
         "hashes":{"general":"09A9681D09A9681D"},"dealers":[{"code":"001","name":"Vivo"}]}}"#;
     let r: ListDealersResponseEnvelope = serde_json::from_slice(v).unwrap();
     let r = r.list_dealers_response.unwrap();
-    assert_eq!(catalog::esitef_failure(&r.esitef), None);
+    assert_eq!(carat_catalogd::carat::reader::esitef_failure(&r.esitef), None);
 }

@@ -15,10 +15,16 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     common::reach("inner");
-    if r.nit.as_deref().is_some_and(|s| carat_catalogd::catalog::Nit::parse(s).is_ok()) {
+    if r.nit
+        .as_deref()
+        .is_some_and(|s| carat_catalogd::catalog::Nit::parse(s).is_ok())
+    {
         common::reach("nit-valid");
     }
-    if r.general_hash.as_deref().is_some_and(|s| carat_catalogd::catalog::GeneralHash::parse(s).is_ok()) {
+    if r.general_hash
+        .as_deref()
+        .is_some_and(|s| carat_catalogd::catalog::GeneralHash::parse(s).is_ok())
+    {
         common::reach("hash-valid");
     }
     common::check_esitef(&r.esitef);

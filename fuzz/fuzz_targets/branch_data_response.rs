@@ -17,10 +17,19 @@ fuzz_target!(|data: &[u8]| {
     };
     common::check_esitef(&r.esitef);
     common::reach("inner");
-    match catalog::branch_data(&r) {
+    match carat_catalogd::carat::reader::branch_data(&r) {
         Ok(a) => {
-            let n: usize = a.data.categories.iter().map(|c| c.amount_ranges.len() + c.fixed_amounts.len()).sum();
-            common::reach(if n == 0 { "valid-no-amounts" } else { "valid-with-amounts" });
+            let n: usize = a
+                .data
+                .categories
+                .iter()
+                .map(|c| c.amount_ranges.len() + c.fixed_amounts.len())
+                .sum();
+            common::reach(if n == 0 {
+                "valid-no-amounts"
+            } else {
+                "valid-with-amounts"
+            });
             common::check_branch_data(&a);
             let wire_cats = r.categories.as_ref().map_or(0, Vec::len);
             assert_eq!(a.data.categories.len(), wire_cats, "category dropped or invented");

@@ -5,7 +5,6 @@
 mod common;
 
 use carat_catalogd::carat::wire::ListDealersResponseEnvelope;
-use carat_catalogd::catalog;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -17,12 +16,16 @@ fuzz_target!(|data: &[u8]| {
     };
     common::check_esitef(&r.esitef);
     let n = r.dealers.as_ref().map_or(0, Vec::len);
-    let plain = catalog::dealer_list(&r, false);
-    let branched = catalog::dealer_list(&r, true);
+    let plain = carat_catalogd::carat::reader::dealer_list(&r, false);
+    let branched = carat_catalogd::carat::reader::dealer_list(&r, true);
     common::reach("inner");
     match &plain {
         Ok(l) => {
-            common::reach(if l.dealers.is_empty() { "valid-empty" } else { "valid-nonempty" });
+            common::reach(if l.dealers.is_empty() {
+                "valid-empty"
+            } else {
+                "valid-nonempty"
+            });
             common::check_dealer_list(l, false, n)
         }
         Err(e) => common::check_field_error(e),
@@ -37,6 +40,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => common::check_field_error(e),
     }
     if plain.is_err() {
-        assert!(branched.is_err(), "with_branches accepted what the plain listing rejects");
+        assert!(
+            branched.is_err(),
+            "with_branches accepted what the plain listing rejects"
+        );
     }
 });

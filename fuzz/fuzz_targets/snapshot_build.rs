@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use carat_catalogd::carat::wire::{ListBranchDataResponseEnvelope, ListDealersResponseEnvelope};
-use carat_catalogd::catalog::{
-    self, ALL_DDDS, BranchData, BranchKey, Catalog, Ddd, GeneralHash, RechargeType,
-};
+use carat_catalogd::catalog::{ALL_DDDS, BranchData, BranchKey, Catalog, Ddd, GeneralHash, RechargeType};
 use carat_catalogd::snapshot::{TypeData, TypeSnapshot};
 use carat_catalogd::store::VersionInfo;
 use chrono::{TimeZone, Utc};
@@ -54,18 +52,22 @@ fuzz_target!(|data: &[u8]| {
     let Some(r) = env.list_dealers_response else {
         return;
     };
-    let Ok(dealers) = catalog::dealer_list(&r, rt != RechargeType::Normal) else {
+    let Ok(dealers) = carat_catalogd::carat::reader::dealer_list(&r, rt != RechargeType::Normal) else {
         return;
     };
     // An absent or invalid branch-data answer: use empty data (the dealer
     // half is still worth building).
     let data: BranchData = common::parse_checked::<ListBranchDataResponseEnvelope>(branch_body)
         .and_then(|e| e.list_branch_data_response)
-        .and_then(|r| catalog::branch_data(&r).ok())
+        .and_then(|r| carat_catalogd::carat::reader::branch_data(&r).ok())
         .map(|a| a.data)
         .unwrap_or_default();
 
-    common::reach(if data.categories.is_empty() { "dealers-valid/no-categories" } else { "dealers-valid/with-categories" });
+    common::reach(if data.categories.is_empty() {
+        "dealers-valid/no-categories"
+    } else {
+        "dealers-valid/with-categories"
+    });
     let mut keys = Vec::new();
     for (i, d) in dealers.dealers.iter().enumerate() {
         match rt {
@@ -126,7 +128,10 @@ fuzz_target!(|data: &[u8]| {
         },
         td.clone(),
     );
-    assert_eq!(GeneralHash::parse(cat.general_hash.as_str()).as_ref(), Ok(&cat.general_hash));
+    assert_eq!(
+        GeneralHash::parse(cat.general_hash.as_str()).as_ref(),
+        Ok(&cat.general_hash)
+    );
 
     let v = body_json(&snap, &td.catalog_tail, "catalog route");
     assert_eq!(v["recharge_type"], rt.as_str());

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 
 use super::auth::{AuthenticityReceiver, JwtSigner};
 use super::compat::{self, Compat, OthersTarget};
+use super::reader;
 use super::wire;
 use super::{CaratError, Endpoint};
 use crate::catalog::{
@@ -326,7 +327,7 @@ impl CaratClient {
             .list_dealers_response
             .ok_or_else(|| missing(EP, "list_dealers_response"))?;
         check_esitef(EP, &r.esitef, r.status.as_deref())?;
-        catalog::dealer_list(&r, s.recharge_type != RechargeType::Normal).map_err(|e| invalid(EP, e))
+        reader::dealer_list(&r, s.recharge_type != RechargeType::Normal).map_err(|e| invalid(EP, e))
     }
 
     /// `GET /v3/rechargebranches` for one dealer in one DDD (`normal`).
@@ -398,7 +399,7 @@ impl CaratClient {
             .list_branch_data_response
             .ok_or_else(|| missing(ep, "list_branch_data_response"))?;
         check_esitef(ep, &r.esitef, r.status.as_deref())?;
-        catalog::branch_data(&r).map_err(|e| invalid(ep, e))
+        reader::branch_data(&r).map_err(|e| invalid(ep, e))
     }
 
     fn authorize(
@@ -491,7 +492,7 @@ impl CaratClient {
         let malformed = |detail: String| CaratError::Malformed {
             endpoint: ep,
             // serde quotes offending values: keep the message bounded.
-            detail: catalog::clip_message(&detail).chars().take(300).collect(),
+            detail: reader::clip_message(&detail).chars().take(300).collect(),
         };
         let mut de = serde_json::Deserializer::from_slice(&answer.body);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -575,7 +576,7 @@ fn check_esitef(ep: Endpoint, e: &Option<wire::Esitef>, txn_status: Option<&str>
     if e.is_none() {
         return Err(missing(ep, "esitef"));
     }
-    if let Some((code, message)) = catalog::esitef_failure(e) {
+    if let Some((code, message)) = reader::esitef_failure(e) {
         return Err(CaratError::Esitef {
             endpoint: ep,
             code,
@@ -603,7 +604,7 @@ fn esitef_message(body: &[u8]) -> Option<String> {
     let msg = e
         .get("message")
         .and_then(|m| m.as_str())
-        .map(catalog::clip_message);
+        .map(reader::clip_message);
     match (code, msg) {
         (Some(c), Some(m)) => Some(format!("esitef code {c}: {m}")),
         (None, Some(m)) => Some(m),

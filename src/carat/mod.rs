@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod client;
 pub mod compat;
+pub mod reader;
 pub mod wire;
 
 use std::fmt;

@@ -506,10 +506,10 @@ pub fn expected_catalog(
     rt: carat_catalogd::catalog::RechargeType,
 ) -> carat_catalogd::catalog::Catalog {
     use carat_catalogd::carat::wire;
-    use carat_catalogd::catalog::{self, BranchCode, BranchKey, Catalog, Ddd, DealerCode, RechargeType};
+    use carat_catalogd::catalog::{BranchCode, BranchKey, Catalog, Ddd, DealerCode, RechargeType};
     use std::collections::BTreeMap;
     let t = &sim.types[rt.as_str()];
-    let dl = catalog::dealer_list(
+    let dl = carat_catalogd::carat::reader::dealer_list(
         &wire::ListDealersResponse {
             hashes: Some(wire::Hashes {
                 general: sim.hash_of(rt.as_str()),
@@ -523,7 +523,7 @@ pub fn expected_catalog(
     .unwrap();
     let mut branch_data = BTreeMap::new();
     let bd = |d: &carat_catalogd::sim::catalog::SimBranchData| {
-        catalog::branch_data(&wire::ListBranchDataResponse {
+        carat_catalogd::carat::reader::branch_data(&wire::ListBranchDataResponse {
             hashes: Some(wire::Hashes {
                 general: sim.hash_of(rt.as_str()),
             }),

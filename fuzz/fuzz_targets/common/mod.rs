@@ -86,8 +86,15 @@ pub fn is_digits(s: &str, n: usize) -> bool {
 
 /// A validated text: at most `max` chars, no control characters.
 pub fn check_text(s: &str, max: usize, what: &str) {
-    assert!(s.chars().count() <= max, "{what}: {} chars > {max}", s.chars().count());
-    assert!(!s.chars().any(char::is_control), "{what}: control character in {s:?}");
+    assert!(
+        s.chars().count() <= max,
+        "{what}: {} chars > {max}",
+        s.chars().count()
+    );
+    assert!(
+        !s.chars().any(char::is_control),
+        "{what}: control character in {s:?}"
+    );
 }
 
 pub fn check_opt_text(s: &Option<String>, max: usize, what: &str) {
@@ -104,7 +111,11 @@ pub fn check_hash(h: &GeneralHash) {
 pub fn check_parse_error(e: &str) {
     // 40 chars of Debug-escaped input (an escape is at most 10 bytes: \u{10ffff})
     // plus the fixed wording.
-    assert!(e.len() <= 40 * 10 + 200, "parse error not clipped: {} bytes", e.len());
+    assert!(
+        e.len() <= 40 * 10 + 200,
+        "parse error not clipped: {} bytes",
+        e.len()
+    );
 }
 
 /// `Nit::parse` / `GeneralHash::parse` on an arbitrary string.
@@ -145,7 +156,7 @@ pub fn check_nit_and_hash(nit: Option<&str>, hash: Option<&str>) {
 /// What `esitef_failure` returns is bounded; the message has no control
 /// characters (strict: neither has the code).
 pub fn check_esitef(e: &Option<carat_catalogd::carat::wire::Esitef>) {
-    let failure = catalog::esitef_failure(e);
+    let failure = carat_catalogd::carat::reader::esitef_failure(e);
     let code_is_zero = e
         .as_ref()
         .is_some_and(|e| e.code.as_deref().unwrap_or("").trim() == "0");
@@ -158,7 +169,10 @@ pub fn check_esitef(e: &Option<carat_catalogd::carat::wire::Esitef>) {
             assert!(!code.is_empty());
             assert!(code.chars().count() <= 40 + 30, "esitef code not clipped");
             assert!(message.chars().count() <= 500, "esitef message not clipped");
-            assert!(!message.chars().any(char::is_control), "control char in esitef message");
+            assert!(
+                !message.chars().any(char::is_control),
+                "control char in esitef message"
+            );
             if strict() {
                 assert!(
                     !code.chars().any(char::is_control),
@@ -210,7 +224,10 @@ pub fn check_dealer_list(l: &DealerList, with_branches: bool, wire_dealers: usiz
 /// A derived value exists only where Carat's text (kept beside it) parses
 /// as one, and says the same.
 fn check_extras(e: &Extras) {
-    for (v, text) in [(e.bonus, &e.bonus_text), (e.payment_amount, &e.payment_amount_text)] {
+    for (v, text) in [
+        (e.bonus, &e.bonus_text),
+        (e.payment_amount, &e.payment_amount_text),
+    ] {
         if let Some(v) = v {
             assert!((0..=MAX_AMOUNT_CENTAVOS).contains(&v), "extra amount {v}");
             let t = text.as_deref().expect("a derived amount keeps its text");
@@ -221,14 +238,21 @@ fn check_extras(e: &Extras) {
         (e.expiry_days, e.expiry_on, &e.expiry_date),
         (e.bonus_expiry_days, e.bonus_expiry_on, &e.bonus_expiry_date),
     ] {
-        assert!(days.is_none() || on.is_none(), "a validity is days or a date, not both");
+        assert!(
+            days.is_none() || on.is_none(),
+            "a validity is days or a date, not both"
+        );
         let parsed = text.as_deref().and_then(catalog::parse_validity);
         if let Some(d) = days {
             assert!((0..=MAX_DAYS).contains(&d), "days {d}");
             assert_eq!(parsed, Some(catalog::Validity::Days(d)), "days {d} from {text:?}");
         }
         if let Some(on) = on {
-            assert_eq!(parsed, Some(catalog::Validity::Date(on)), "date {on} from {text:?}");
+            assert_eq!(
+                parsed,
+                Some(catalog::Validity::Date(on)),
+                "date {on} from {text:?}"
+            );
         }
         if days.is_none() && on.is_none() {
             assert!(parsed.is_none(), "{text:?} parses but nothing was derived");
@@ -254,7 +278,11 @@ pub fn check_branch_data(a: &BranchDataAnswer) {
             check_extras(&r.extras);
         }
         for f in &c.fixed_amounts {
-            assert!((0..=MAX_AMOUNT_CENTAVOS).contains(&f.amount), "bad fixed amount {}", f.amount);
+            assert!(
+                (0..=MAX_AMOUNT_CENTAVOS).contains(&f.amount),
+                "bad fixed amount {}",
+                f.amount
+            );
             check_text(&f.amount_key, 40, "amount_key");
             check_extras(&f.extras);
         }

@@ -1,0 +1,491 @@
+//! The tolerant reader: where Carat's wire strings (`carat::wire`) become
+//! the domain types of `crate::catalog`, strict on what a sale needs and
+//! lenient on what only describes it.
+//!
+//! * **Strict**: dealer and branch codes (lengths, digits), hashes (16
+//!   characters), amounts (integer centavos, `i64`) with `min <= max`, and
+//!   the presence of `amount_key`, category codes and question ids (a sale
+//!   sends them back: no control characters, at most [`MAX_CODE_CHARS`]).
+//!   A failure names the field path (for example
+//!   `list_branch_data_response.categories[0].amount_ranges[2].min_amount`)
+//!   and fails the answer.
+//! * **Lenient**: names, messages, descriptions, `expiry_date`,
+//!   `bonus_expiry_date`, `bonus`, `bonus_in_percentage`, `payment_amount`,
+//!   `bonus_category`, and the questions' `display`, `rule`, `type` and
+//!   bounds. Carat's own text is kept unchanged; a derived value
+//!   (`expiry_days`, `expiry_on`, `bonus` in centavos...) is set only when
+//!   the text parses as one. What cannot be read, and a text longer than
+//!   documented or holding control characters, is a [`FieldWarning`],
+//!   never an error.
+//!
+//! Also the e-SiTef result helpers (`esitef.code`, bounded messages). Owns
+//! conversion only: no I/O.
+
+use chrono::NaiveDate;
+
+use super::wire;
+use crate::catalog::{
+    AmountRange, Branch, BranchCode, BranchData, BranchDataAnswer, Category, Dealer, DealerCode, DealerList,
+    Extras, FieldError, FieldWarning, FixedAmount, GeneralHash, MAX_AMOUNT_CENTAVOS, Question, Validity,
+    clip, is_digits, parse_validity,
+};
+
+fn required<'a>(v: &'a Option<String>, path: &str) -> Result<&'a str, FieldError> {
+    match v.as_deref() {
+        Some(s) => Ok(s),
+        None => Err(FieldError::new(path, "missing")),
+    }
+}
+
+fn checked<T>(
+    v: &Option<String>,
+    path: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, FieldError> {
+    parse(required(v, path)?).map_err(|p| FieldError::new(path, p))
+}
+
+/// The longest code-like text accepted (`amount_key`, category codes,
+/// question ids): far above what Carat documents, so a longer one than
+/// guessed is a warning, not a lost catalog.
+pub const MAX_CODE_CHARS: usize = 200;
+
+/// A required code-like text (strict: a sale sends it back): present, at
+/// most [`MAX_CODE_CHARS`], no control characters. Longer than Carat
+/// documents (`documented`) is kept, with a warning.
+fn code_text(
+    v: &Option<String>,
+    path: &str,
+    documented: usize,
+    w: &mut Vec<FieldWarning>,
+) -> Result<String, FieldError> {
+    let s = required(v, path)?;
+    check_len(s, path, MAX_CODE_CHARS)?;
+    note_odd_text(s, path, documented, w);
+    Ok(s.to_owned())
+}
+
+fn check_len(s: &str, path: &str, max_chars: usize) -> Result<(), FieldError> {
+    let n = s.chars().count();
+    if n > max_chars {
+        return Err(FieldError::new(
+            path,
+            format!("too long: {n} characters, at most {max_chars}"),
+        ));
+    }
+    if s.chars().any(|c| c.is_control()) {
+        return Err(FieldError::new(path, "contains control characters"));
+    }
+    Ok(())
+}
+
+/// Notes a descriptive text that is longer than Carat documents or holds
+/// control characters (other than line breaks and tabs). The text is kept.
+fn note_odd_text(s: &str, path: &str, documented: usize, w: &mut Vec<FieldWarning>) {
+    let n = s.chars().count();
+    if n > documented {
+        w.push(FieldWarning::new(
+            path,
+            format!("{n} characters, more than the {documented} expected; kept as sent"),
+        ));
+    }
+    if s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        w.push(FieldWarning::new(path, "holds control characters; kept as sent"));
+    }
+}
+
+/// An optional descriptive text: kept exactly as received; noted when odd.
+fn described(v: &Option<String>, path: &str, documented: usize, w: &mut Vec<FieldWarning>) -> Option<String> {
+    if let Some(s) = v {
+        note_odd_text(s, path, documented, w);
+    }
+    v.clone()
+}
+
+/// A descriptive text Carat should send (a name, a question's display):
+/// kept exactly as received (noted when odd); when absent, empty and a
+/// warning.
+fn lenient_text(v: &Option<String>, path: &str, documented: usize, w: &mut Vec<FieldWarning>) -> String {
+    match v {
+        Some(s) => {
+            note_odd_text(s, path, documented, w);
+            s.clone()
+        }
+        None => {
+            w.push(FieldWarning::new(path, "missing; served as an empty text"));
+            String::new()
+        }
+    }
+}
+
+/// A non-negative integer in a string, bounded by `max`.
+fn parse_uint(s: &str, max: i64) -> Result<i64, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("negative value {:?}", clip(s)));
+    }
+    if !is_digits(t) {
+        return Err(format!("expected an integer, got {:?}", clip(s)));
+    }
+    match t.parse::<i64>() {
+        Ok(v) if v <= max => Ok(v),
+        _ => Err(format!("value {} is larger than {max}", clip(s))),
+    }
+}
+
+/// A required amount (strict): integer centavos.
+fn amount(v: &Option<String>, path: &str) -> Result<i64, FieldError> {
+    checked(v, path, |s| parse_uint(s, MAX_AMOUNT_CENTAVOS))
+}
+
+/// An optional descriptive integer: absent or blank is `None`; text that is
+/// not one is `None` and a warning.
+fn lenient_uint(v: &Option<String>, path: &str, max: i64, w: &mut Vec<FieldWarning>) -> Option<i64> {
+    match v.as_deref() {
+        None => None,
+        Some(s) if s.trim().is_empty() => None,
+        Some(s) => match parse_uint(s, max) {
+            Ok(n) => Some(n),
+            Err(p) => {
+                w.push(FieldWarning::new(path, format!("{p}; kept as text only")));
+                None
+            }
+        },
+    }
+}
+
+fn validity(v: &Option<String>, path: &str, w: &mut Vec<FieldWarning>) -> (Option<i64>, Option<NaiveDate>) {
+    let Some(s) = v.as_deref().filter(|s| !s.trim().is_empty()) else {
+        return (None, None);
+    };
+    match parse_validity(s) {
+        Some(Validity::Days(n)) => (Some(n), None),
+        Some(Validity::Date(d)) => (None, Some(d)),
+        None => {
+            w.push(FieldWarning::new(
+                path,
+                format!("neither a day count nor a date: {:?}; kept as text only", clip(s)),
+            ));
+            (None, None)
+        }
+    }
+}
+
+/// Checks `esitef.code == "0"`; returns the failing code and message otherwise.
+pub fn esitef_failure(e: &Option<wire::Esitef>) -> Option<(String, String)> {
+    let e = e.as_ref()?;
+    let code = e.code.as_deref().unwrap_or("").trim();
+    if code == "0" {
+        None
+    } else {
+        Some((
+            if code.is_empty() {
+                "(none)".to_owned()
+            } else {
+                clip(code)
+            },
+            clip_message(e.message.as_deref().unwrap_or("")),
+        ))
+    }
+}
+
+/// Carat's messages are at most 500 characters; keep them bounded.
+pub fn clip_message(s: &str) -> String {
+    let s: String = s.chars().filter(|c| !c.is_control()).take(500).collect();
+    s
+}
+
+/// Whether `rule` is one the documents list (`0` to `7`).
+fn known_rule(r: &str) -> bool {
+    matches!(r, "0" | "1" | "2" | "3" | "4" | "5" | "6" | "7")
+}
+
+/// Whether `t` is a type the documents list: `A`, `AN`, `LN`, `Nx`, `Vx`
+/// (x decimals, also bare `N`/`V` as the invoice example sends), `S`, `Sc`,
+/// `M`, `Mc`, `M0`.
+fn known_question_type(t: &str) -> bool {
+    match t {
+        "A" | "AN" | "LN" | "S" | "Sc" | "M" | "Mc" | "M0" => true,
+        _ => t
+            .strip_prefix('N')
+            .or_else(|| t.strip_prefix('V'))
+            .is_some_and(|x| x.bytes().all(|b| b.is_ascii_digit()) && x.len() <= 2),
+    }
+}
+
+fn question(q: &wire::Question, path: &str, w: &mut Vec<FieldWarning>) -> Result<Question, FieldError> {
+    if let Some(r) = q.rule.as_deref().filter(|r| !known_rule(r)) {
+        w.push(FieldWarning::new(
+            format!("{path}.rule"),
+            format!(
+                "unknown rule {:?} (documented: 0 to 7); kept as received",
+                clip(r)
+            ),
+        ));
+    }
+    if let Some(t) = q.kind.as_deref().filter(|t| !known_question_type(t)) {
+        w.push(FieldWarning::new(
+            format!("{path}.type"),
+            format!("unknown type {:?}; kept as received", clip(t)),
+        ));
+    }
+    Ok(Question {
+        id: code_text(&q.id, &format!("{path}.id"), 20, w)?,
+        display: lenient_text(&q.display, &format!("{path}.display"), 180, w),
+        rule: q.rule.clone(),
+        kind: q.kind.clone(),
+        min: lenient_uint(&q.min, &format!("{path}.min"), 9_999, w),
+        max: lenient_uint(&q.max, &format!("{path}.max"), 99_999, w),
+        min_value: lenient_uint(&q.min_value, &format!("{path}.min_value"), 999_999_999, w),
+        max_value: lenient_uint(&q.max_value, &format!("{path}.max_value"), 999_999_999, w),
+    })
+}
+
+fn questions(
+    qs: &Option<Vec<wire::Question>>,
+    path: &str,
+    w: &mut Vec<FieldWarning>,
+) -> Result<Vec<Question>, FieldError> {
+    qs.iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, q)| question(q, &format!("{path}.questions[{i}]"), w))
+        .collect()
+}
+
+fn hash(h: &Option<wire::Hashes>, path: &str) -> Result<GeneralHash, FieldError> {
+    let h = h
+        .as_ref()
+        .ok_or_else(|| FieldError::new(format!("{path}.hashes"), "missing"))?;
+    checked(&h.general, &format!("{path}.hashes.general"), GeneralHash::parse)
+}
+
+/// Validates a dealer listing. `with_branches` is true for `others` and
+/// `invoice`, whose dealers carry branches: one that lists none is kept
+/// (with `branches: []`) and noted as a warning.
+pub fn dealer_list(r: &wire::ListDealersResponse, with_branches: bool) -> Result<DealerList, FieldError> {
+    const P: &str = "list_dealers_response";
+    let hash = hash(&r.hashes, P)?;
+    let wire_dealers = r
+        .dealers
+        .as_ref()
+        .ok_or_else(|| FieldError::new(format!("{P}.dealers"), "missing"))?;
+    let mut w = vec![];
+    let mut dealers = Vec::with_capacity(wire_dealers.len());
+    for (i, d) in wire_dealers.iter().enumerate() {
+        let p = format!("{P}.dealers[{i}]");
+        let code = checked(&d.code, &format!("{p}.code"), DealerCode::parse)?;
+        let mut branches = Vec::new();
+        for (j, b) in d.branches.iter().flatten().enumerate() {
+            let bp = format!("{p}.branches[{j}]");
+            branches.push(Branch {
+                code: checked(&b.code, &format!("{bp}.code"), BranchCode::parse)?,
+                name: lenient_text(&b.name, &format!("{bp}.name"), 100, &mut w),
+            });
+        }
+        if with_branches && branches.is_empty() {
+            w.push(FieldWarning::new(
+                format!("{p}.branches"),
+                format!("dealer {code} lists no branches; kept with none"),
+            ));
+        }
+        dealers.push(Dealer {
+            name: lenient_text(&d.name, &format!("{p}.name"), 100, &mut w),
+            code,
+            type_code: described(&d.type_code, &format!("{p}.type_code"), 10, &mut w),
+            type_name: described(&d.type_name, &format!("{p}.type_name"), 100, &mut w),
+            branches,
+        });
+    }
+    let questions = questions(&r.questions, P, &mut w)?;
+    Ok(DealerList {
+        hash,
+        status: r.status.clone(),
+        dealers,
+        questions,
+        warnings: w,
+    })
+}
+
+/// The optional fields ranges and fixed amounts share on the wire.
+trait WireExtras {
+    /// message, bonus, bonus_in_percentage, payment_amount, bonus_category,
+    /// expiry_date, bonus_expiry_date
+    fn extra_fields(&self) -> [&Option<String>; 7];
+}
+
+impl WireExtras for wire::AmountRange {
+    fn extra_fields(&self) -> [&Option<String>; 7] {
+        [
+            &self.message,
+            &self.bonus,
+            &self.bonus_in_percentage,
+            &self.payment_amount,
+            &self.bonus_category,
+            &self.expiry_date,
+            &self.bonus_expiry_date,
+        ]
+    }
+}
+
+impl WireExtras for wire::FixedAmount {
+    fn extra_fields(&self) -> [&Option<String>; 7] {
+        [
+            &self.message,
+            &self.bonus,
+            &self.bonus_in_percentage,
+            &self.payment_amount,
+            &self.bonus_category,
+            &self.expiry_date,
+            &self.bonus_expiry_date,
+        ]
+    }
+}
+
+/// Every field here only describes the offer: none can fail the answer.
+fn extras(path: &str, x: &impl WireExtras, w: &mut Vec<FieldWarning>) -> Extras {
+    let [
+        message,
+        bonus,
+        bonus_in_percentage,
+        payment_amount,
+        bonus_category,
+        expiry_date,
+        bonus_expiry_date,
+    ] = x.extra_fields();
+    let (expiry_days, expiry_on) = validity(expiry_date, &format!("{path}.expiry_date"), w);
+    let (bonus_expiry_days, bonus_expiry_on) =
+        validity(bonus_expiry_date, &format!("{path}.bonus_expiry_date"), w);
+    Extras {
+        bonus: lenient_uint(bonus, &format!("{path}.bonus"), MAX_AMOUNT_CENTAVOS, w),
+        bonus_in_percentage: described(bonus_in_percentage, &format!("{path}.bonus_in_percentage"), 20, w),
+        payment_amount: lenient_uint(
+            payment_amount,
+            &format!("{path}.payment_amount"),
+            MAX_AMOUNT_CENTAVOS,
+            w,
+        ),
+        bonus_category: described(bonus_category, &format!("{path}.bonus_category"), 20, w),
+        expiry_days,
+        bonus_expiry_days,
+        message: described(message, &format!("{path}.message"), 500, w),
+        expiry_date: expiry_date.clone(),
+        bonus_expiry_date: bonus_expiry_date.clone(),
+        expiry_on,
+        bonus_expiry_on,
+        bonus_text: bonus.clone(),
+        payment_amount_text: payment_amount.clone(),
+    }
+}
+
+/// Validates a branch-data answer.
+pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer, FieldError> {
+    const P: &str = "list_branch_data_response";
+    let hash = hash(&r.hashes, P)?;
+    let mut w = vec![];
+    let messages = r
+        .general
+        .iter()
+        .flatten()
+        .filter_map(|m| m.message.clone())
+        .collect();
+    let mut categories = Vec::new();
+    for (i, c) in r.categories.iter().flatten().enumerate() {
+        let cp = format!("{P}.categories[{i}]");
+        let mut amount_ranges = Vec::new();
+        for (j, a) in c.amount_ranges.iter().flatten().enumerate() {
+            let p = format!("{cp}.amount_ranges[{j}]");
+            let min_amount = amount(&a.min_amount, &format!("{p}.min_amount"))?;
+            let max_amount = amount(&a.max_amount, &format!("{p}.max_amount"))?;
+            if min_amount > max_amount {
+                return Err(FieldError::new(
+                    p,
+                    format!("min_amount {min_amount} is greater than max_amount {max_amount}"),
+                ));
+            }
+            amount_ranges.push(AmountRange {
+                amount_key: code_text(&a.amount_key, &format!("{p}.amount_key"), 40, &mut w)?,
+                min_amount,
+                max_amount,
+                extras: extras(&p, a, &mut w),
+            });
+        }
+        let mut fixed_amounts = Vec::new();
+        for (j, a) in c.fixed_amounts.iter().flatten().enumerate() {
+            let p = format!("{cp}.fixed_amounts[{j}]");
+            fixed_amounts.push(FixedAmount {
+                amount_key: code_text(&a.amount_key, &format!("{p}.amount_key"), 40, &mut w)?,
+                amount: amount(&a.amount, &format!("{p}.amount"))?,
+                extras: extras(&p, a, &mut w),
+            });
+        }
+        categories.push(Category {
+            code: code_text(&c.code, &format!("{cp}.code"), 20, &mut w)?,
+            description: described(&c.description, &format!("{cp}.description"), 100, &mut w)
+                .unwrap_or_default(),
+            amount_ranges,
+            fixed_amounts,
+        });
+    }
+    let questions = questions(&r.questions, P, &mut w)?;
+    Ok(BranchDataAnswer {
+        hash,
+        data: BranchData {
+            messages,
+            questions,
+            categories,
+        },
+        warnings: w,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reversed_range_names_path() {
+        let r = wire::ListBranchDataResponse {
+            hashes: Some(wire::Hashes {
+                general: Some("09A9681D09A9681D".into()),
+            }),
+            categories: Some(vec![wire::Category {
+                code: Some("01".into()),
+                amount_ranges: Some(vec![wire::AmountRange {
+                    amount_key: Some("1".into()),
+                    min_amount: Some("900".into()),
+                    max_amount: Some("100".into()),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let e = branch_data(&r).unwrap_err();
+        assert_eq!(e.path, "list_branch_data_response.categories[0].amount_ranges[0]");
+        assert!(e.problem.contains("greater"), "{e}");
+    }
+
+    #[test]
+    fn clip_bounds_and_neutralises_control_characters() {
+        assert_eq!(clip("\u{1b}[31m12"), "\u{FFFD}[31m12");
+        let long = clip(&"x".repeat(2000));
+        assert!(long.len() < 80 && long.ends_with("(2000 chars)"), "{long}");
+        let e = esitef_failure(&Some(wire::Esitef {
+            code: Some("\u{1b}[31m12".into()),
+            message: Some("a\nb".into()),
+        }))
+        .unwrap();
+        assert!(!e.0.contains('\u{1b}') && !e.1.contains('\n'), "{e:?}");
+    }
+
+    #[test]
+    fn negative_amount_rejected() {
+        assert!(parse_uint("-5", 10).unwrap_err().contains("negative"));
+        assert!(parse_uint("5.5", 10).is_err());
+        assert!(parse_uint("11", 10).is_err());
+        assert_eq!(parse_uint("10", 10), Ok(10));
+    }
+}
