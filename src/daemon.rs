@@ -86,12 +86,7 @@ fn spawn_api_runtime(
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
-            let service = hyper::service::service_fn(move |req| {
-                std::future::ready(Ok::<_, std::convert::Infallible>(api::routes::handle(
-                    &shared, &req,
-                )))
-            });
-            rt.block_on(socket::serve(listener, service, limits, shutdown));
+            rt.block_on(api::serve(listener, shared, limits, shutdown));
             // Connections still draining are dropped with the runtime.
             rt.shutdown_timeout(Duration::from_secs(1));
             let _ = done_tx.send(());

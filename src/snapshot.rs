@@ -284,6 +284,20 @@ impl TypeData {
     pub fn branch_data_tail(&self, dealer: &DealerCode, key: &str) -> Option<&Bytes> {
         self.branch_data.get(&(dealer.clone(), key.to_owned()))
     }
+
+    /// The DDD route's tail: the pre-built one, or `"ddd":"NN","dealers":[]}`
+    /// for a DDD no dealer serves.
+    pub fn ddd_tail(&self, ddd: &str) -> Bytes {
+        match self.ddd_tails.get(ddd) {
+            Some(t) => t.clone(),
+            None => {
+                let mut b =
+                    strip_braces(serde_json::to_vec(&json!({"ddd": ddd, "dealers": []})).unwrap_or_default());
+                b.push(b'}');
+                Bytes::from(b)
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::carat::RequestStats;
 use crate::catalog::RechargeType;
 use crate::snapshot::Snapshot;
 
@@ -58,52 +57,6 @@ pub struct StatusBoard {
     pub per_type: BTreeMap<RechargeType, TypeStatus>,
 }
 
-/// The read API's routes, as metrics labels (fixed: labels must not grow
-/// with paths).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApiRoute {
-    Health,
-    Status,
-    Catalog,
-    Dealers,
-    Dealer,
-    DealerDdd,
-    Ddd,
-    DealerBranch,
-    Metrics,
-    Unmatched,
-}
-
-impl ApiRoute {
-    pub const ALL: [ApiRoute; 10] = [
-        ApiRoute::Health,
-        ApiRoute::Status,
-        ApiRoute::Catalog,
-        ApiRoute::Dealers,
-        ApiRoute::Dealer,
-        ApiRoute::DealerDdd,
-        ApiRoute::Ddd,
-        ApiRoute::DealerBranch,
-        ApiRoute::Metrics,
-        ApiRoute::Unmatched,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            ApiRoute::Health => "/v1/health",
-            ApiRoute::Status => "/v1/status",
-            ApiRoute::Catalog => "/v1/catalogs/{type}",
-            ApiRoute::Dealers => "/v1/catalogs/{type}/dealers",
-            ApiRoute::Dealer => "/v1/catalogs/{type}/dealers/{dealer}",
-            ApiRoute::DealerDdd => "/v1/catalogs/normal/dealers/{dealer}/ddds/{ddd}",
-            ApiRoute::Ddd => "/v1/catalogs/normal/ddds/{ddd}",
-            ApiRoute::DealerBranch => "/v1/catalogs/others/dealers/{dealer}/branches/{branch}",
-            ApiRoute::Metrics => "/metrics",
-            ApiRoute::Unmatched => "unmatched",
-        }
-    }
-}
-
 /// What went unexpectedly but harmlessly in a type's runs.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyncOddities {
@@ -111,55 +64,36 @@ pub struct SyncOddities {
     pub warnings: u64,
 }
 
-/// The statuses the API answers with, each with its own counter slot.
-const API_STATUSES: [u16; 8] = [200, 304, 400, 403, 404, 405, 500, 503];
-
-/// Counters for `/metrics`. API requests are counted lock-free (the read
-/// path must not contend); sync runs are rare and use a mutex.
+/// Counters of the sync for `/metrics` (rare events: a mutex is fine).
+/// The API's own request counters live in `api::routes::Counters`.
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub sync_runs: Mutex<BTreeMap<(RechargeType, &'static str), u64>>,
     /// Runs whose begin answer carried another hash than their data, and
     /// descriptive fields the tolerant reader could not interpret, by type.
     pub sync_oddities: Mutex<BTreeMap<RechargeType, SyncOddities>>,
-    api: [[AtomicU64; API_STATUSES.len()]; ApiRoute::ALL.len()],
-    /// Any status outside `API_STATUSES` (none is expected).
-    api_other: Mutex<BTreeMap<(&'static str, u16), u64>>,
     pub snapshot_builds: AtomicU64,
 }
 
-impl Metrics {
-    pub fn count_api(&self, route: ApiRoute, status: u16) {
-        let r = route as usize;
-        match API_STATUSES.iter().position(|s| *s == status) {
-            Some(i) => {
-                self.api[r][i].fetch_add(1, Ordering::Relaxed);
-            }
-            None => {
-                if let Ok(mut m) = self.api_other.lock() {
-                    *m.entry((route.label(), status)).or_default() += 1;
-                }
-            }
+/// Requests made to Carat, by endpoint and result (`200`, `500`,
+/// `timeout`...): the Carat client counts, `/metrics` shows.
+#[derive(Debug, Default)]
+pub struct CaratRequests {
+    counts: Mutex<BTreeMap<(&'static str, String), u64>>,
+}
+
+impl CaratRequests {
+    pub fn record(&self, endpoint: &'static str, result: &str) {
+        if let Ok(mut c) = self.counts.lock() {
+            *c.entry((endpoint, result.to_owned())).or_default() += 1;
         }
     }
 
-    /// Every non-zero (route label, status, count), sorted.
-    pub fn api_requests(&self) -> Vec<(&'static str, u16, u64)> {
-        let mut out = BTreeMap::new();
-        for route in ApiRoute::ALL {
-            for (i, status) in API_STATUSES.iter().enumerate() {
-                let n = self.api[route as usize][i].load(Ordering::Relaxed);
-                if n > 0 {
-                    out.insert((route.label(), *status), n);
-                }
-            }
-        }
-        if let Ok(m) = self.api_other.lock() {
-            for (k, n) in m.iter() {
-                *out.entry(*k).or_default() += n;
-            }
-        }
-        out.into_iter().map(|((r, s), n)| (r, s, n)).collect()
+    pub fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
+        self.counts
+            .lock()
+            .map(|c| c.iter().map(|((e, r), n)| (*e, r.clone(), *n)).collect())
+            .unwrap_or_default()
     }
 }
 
@@ -168,12 +102,12 @@ pub struct Shared {
     pub settings: ArcSwap<ApiSettings>,
     pub status: Mutex<StatusBoard>,
     pub metrics: Metrics,
-    pub carat_stats: Arc<RequestStats>,
+    pub carat_stats: Arc<CaratRequests>,
     pub started_at: DateTime<Utc>,
 }
 
 impl Shared {
-    pub fn new(settings: ApiSettings, carat_stats: Arc<RequestStats>) -> Arc<Self> {
+    pub fn new(settings: ApiSettings, carat_stats: Arc<CaratRequests>) -> Arc<Self> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             settings: ArcSwap::from_pointee(settings),

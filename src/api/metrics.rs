@@ -1,14 +1,12 @@
-//! `GET /metrics`: Prometheus text format, rendered from the counters in
-//! `state::Metrics`, the Carat client's request counts and the snapshot.
+//! `GET /metrics`: Prometheus text format, rendered from the sync's counters
+//! (`state::Metrics`), Carat's request counts, the served snapshot and the
+//! API's own counters; one function per family of metrics.
 
 use std::fmt::Write;
-use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
+use super::Api;
 use crate::catalog::RechargeType;
 use crate::state::Shared;
 
@@ -16,12 +14,17 @@ fn esc(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-pub fn render(sh: &Shared) -> String {
+pub fn render(api: &Api) -> String {
     let mut o = String::new();
-    let now = Utc::now();
-    let settings = sh.settings.load();
-    let snap = sh.snapshot.load();
+    sync_metrics(&mut o, &api.shared);
+    carat_metrics(&mut o, &api.shared);
+    catalog_metrics(&mut o, &api.shared);
+    api_metrics(&mut o, api);
+    o
+}
 
+/// Runs by outcome, begin-hash mismatches, reader warnings.
+fn sync_metrics(o: &mut String, sh: &Shared) {
     o.push_str("# HELP carat_catalogd_sync_runs_total Sync attempts by recharge type and outcome.\n");
     o.push_str("# TYPE carat_catalogd_sync_runs_total counter\n");
     if let Ok(m) = sh.metrics.sync_runs.lock() {
@@ -52,16 +55,27 @@ pub fn render(sh: &Shared) -> String {
             );
         }
     }
+}
+
+/// Requests to Carat by endpoint and result.
+fn carat_metrics(o: &mut String, sh: &Shared) {
     o.push_str("# HELP carat_catalogd_carat_requests_total Requests to Carat by endpoint and result (HTTP status or error kind).\n");
     o.push_str("# TYPE carat_catalogd_carat_requests_total counter\n");
     for (ep, result, n) in sh.carat_stats.snapshot() {
         let _ = writeln!(
             o,
             "carat_catalogd_carat_requests_total{{endpoint=\"{}\",result=\"{}\"}} {n}",
-            ep.as_str(),
+            ep,
             esc(&result)
         );
     }
+}
+
+/// Age, staleness and size of each served catalog.
+fn catalog_metrics(o: &mut String, sh: &Shared) {
+    let now = Utc::now();
+    let settings = sh.settings.load();
+    let snap = sh.snapshot.load();
     o.push_str("# HELP carat_catalogd_catalog_age_seconds Seconds since the served version was fetched (synced_at).\n");
     o.push_str("# TYPE carat_catalogd_catalog_age_seconds gauge\n");
     for (rt, t) in &snap.types {
@@ -113,9 +127,14 @@ pub fn render(sh: &Shared) -> String {
             }
         }
     }
+}
+
+/// The API's requests, the sync's running flag, the snapshot's bytes.
+fn api_metrics(o: &mut String, api: &Api) {
+    let sh = &api.shared;
     o.push_str("# HELP carat_catalogd_api_requests_total Local API requests by route and status.\n");
     o.push_str("# TYPE carat_catalogd_api_requests_total counter\n");
-    for (route, status, n) in sh.metrics.api_requests() {
+    for (route, status, n) in api.counters.requests() {
         let _ = writeln!(
             o,
             "carat_catalogd_api_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
@@ -150,14 +169,4 @@ pub fn render(sh: &Shared) -> String {
     o.push_str("# HELP carat_catalogd_snapshot_builds_total Served-catalog rebuilds after a new version.\n");
     o.push_str("# TYPE carat_catalogd_snapshot_builds_total counter\n");
     let _ = writeln!(o, "carat_catalogd_snapshot_builds_total {}", sh.snapshot_builds());
-    o
-}
-
-pub async fn metrics(State(sh): State<Arc<Shared>>) -> Response {
-    let mut r = (StatusCode::OK, render(&sh)).into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    r
 }

@@ -3,9 +3,11 @@
 //! SQLite or Carat. GET/HEAD only, no `Origin`/`Referer`, JSON errors
 //! everywhere, `ETag` = the general hash with `If-None-Match` → 304.
 //!
-//! Routing is a direct match on the path's segments (nine fixed shapes),
-//! answered synchronously: no per-request boxing, header copies or maps,
-//! because this is the daemon's hot path (see `benches/read.rs`).
+//! Every route is declared once, in [`ROUTES`]: its pattern, its metrics
+//! label and its handler. A request is matched against the table segment by
+//! segment and answered synchronously: no per-request boxing, header copies
+//! or maps, because this is the daemon's hot path (see `benches/read.rs`).
+//! The snapshot owns every catalog body byte; this module picks them.
 
 use crate::time::fmt_time;
 use std::borrow::Cow;
@@ -18,9 +20,14 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
 use chrono::Utc;
 use serde_json::json;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex};
+
 use crate::catalog::{ALL_DDDS, BranchCode, DealerCode, RechargeType};
 use crate::snapshot::{Snapshot, TypeSnapshot};
-use crate::state::{ApiRoute, Shared};
+use crate::state::Shared;
+
+use super::Api;
 
 pub type Response = axum::http::Response<ApiBody>;
 
@@ -121,10 +128,185 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response {
     r
 }
 
+/// What a handler gets: the request's headers and its path parameters.
+pub struct Req<'a> {
+    headers: &'a HeaderMap,
+    params: Params<'a>,
+}
+
+type Handler = fn(&Api, &Req<'_>) -> Result<Response, ApiError>;
+
+/// One route of the catalog socket.
+pub struct Route {
+    /// Matched segment by segment: a literal matches itself exactly (still
+    /// percent-encoded), `{name}` any non-empty segment.
+    pub pattern: &'static str,
+    /// The route as the contract and the metrics name it.
+    pub label: &'static str,
+    handler: Handler,
+}
+
+/// Every route of the catalog socket, in matching order.
+pub static ROUTES: [Route; 9] = [
+    Route {
+        pattern: "/v1/health",
+        label: "/v1/health",
+        handler: health,
+    },
+    Route {
+        pattern: "/v1/status",
+        label: "/v1/status",
+        handler: status,
+    },
+    Route {
+        pattern: "/metrics",
+        label: "/metrics",
+        handler: metrics,
+    },
+    Route {
+        pattern: "/v1/catalogs/{type}",
+        label: "/v1/catalogs/{type}",
+        handler: catalog,
+    },
+    Route {
+        pattern: "/v1/catalogs/{type}/dealers",
+        label: "/v1/catalogs/{type}/dealers",
+        handler: dealers,
+    },
+    Route {
+        pattern: "/v1/catalogs/{type}/dealers/{dealer}",
+        label: "/v1/catalogs/{type}/dealers/{dealer}",
+        handler: dealer,
+    },
+    Route {
+        pattern: "/v1/catalogs/{type}/ddds/{ddd}",
+        label: "/v1/catalogs/normal/ddds/{ddd}",
+        handler: ddd,
+    },
+    Route {
+        pattern: "/v1/catalogs/{type}/dealers/{dealer}/ddds/{ddd}",
+        label: "/v1/catalogs/normal/dealers/{dealer}/ddds/{ddd}",
+        handler: dealer_ddd,
+    },
+    Route {
+        pattern: "/v1/catalogs/{type}/dealers/{dealer}/branches/{branch}",
+        label: "/v1/catalogs/others/dealers/{dealer}/branches/{branch}",
+        handler: dealer_branch,
+    },
+];
+
+/// The metrics label of a request no route matched.
+pub const UNMATCHED: &str = "unmatched";
+
+/// A route's path parameters, still percent-encoded.
+#[derive(Default)]
+struct Params<'a> {
+    names: [&'static str; 3],
+    values: [&'a str; 3],
+    n: usize,
+}
+
+impl<'a> Params<'a> {
+    /// Parameter `name`, percent-decoded (as a client would have encoded it).
+    fn get(&self, name: &str) -> Result<Cow<'a, str>, ApiError> {
+        let raw = (0..self.n)
+            .find(|i| self.names[*i] == name)
+            .map(|i| self.values[i])
+            .unwrap_or("");
+        percent_encoding::percent_decode_str(raw)
+            .decode_utf8()
+            .map_err(|_| ApiError::bad(format!("bad path: {{{name}}} is not valid UTF-8 once decoded")))
+    }
+}
+
+/// `path` against one pattern: its parameters when it matches.
+fn match_pattern<'a>(pattern: &'static str, path: &'a str) -> Option<Params<'a>> {
+    let mut pat = pattern.strip_prefix('/')?.split('/');
+    let mut got = path.strip_prefix('/')?.split('/');
+    let mut params = Params::default();
+    loop {
+        match (pat.next(), got.next()) {
+            (None, None) => return Some(params),
+            (Some(p), Some(g)) => match p.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(name) if !g.is_empty() && params.n < params.names.len() => {
+                    params.names[params.n] = name;
+                    params.values[params.n] = g;
+                    params.n += 1;
+                }
+                Some(_) => return None,
+                None if p == g => {}
+                None => return None,
+            },
+            _ => return None,
+        }
+    }
+}
+
+/// The index in [`ROUTES`] of the route `path` matches, and its parameters.
+fn route_of(path: &str) -> Option<(usize, Params<'_>)> {
+    ROUTES
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| match_pattern(r.pattern, path).map(|p| (i, p)))
+}
+
+/// The statuses the API answers with, each with its own counter slot.
+const STATUSES: [u16; 8] = [200, 304, 400, 403, 404, 405, 500, 503];
+
+/// Requests by route (the last slot: unmatched) and status, counted without
+/// a lock: the read path must not contend.
+#[derive(Debug, Default)]
+pub struct Counters {
+    slots: [[AtomicU64; STATUSES.len()]; ROUTES.len() + 1],
+    /// Any status outside `STATUSES` (none is expected).
+    other: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+}
+
+impl Counters {
+    fn count(&self, route: Option<usize>, status: u16) {
+        let r = route.unwrap_or(ROUTES.len());
+        match STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                self.slots[r][i].fetch_add(1, Ordering::Relaxed);
+            }
+            None => {
+                if let Ok(mut m) = self.other.lock() {
+                    *m.entry((label(route), status)).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    /// Every non-zero (route label, status, count), sorted.
+    pub fn requests(&self) -> Vec<(&'static str, u16, u64)> {
+        let mut out = std::collections::BTreeMap::new();
+        for (r, row) in self.slots.iter().enumerate() {
+            let route = (r < ROUTES.len()).then_some(r);
+            for (i, status) in STATUSES.iter().enumerate() {
+                let n = row[i].load(Ordering::Relaxed);
+                if n > 0 {
+                    out.insert((label(route), *status), n);
+                }
+            }
+        }
+        if let Ok(m) = self.other.lock() {
+            for (k, n) in m.iter() {
+                *out.entry(*k).or_default() += n;
+            }
+        }
+        out.into_iter().map(|((r, s), n)| (r, s, n)).collect()
+    }
+}
+
+fn label(route: Option<usize>) -> &'static str {
+    route.map_or(UNMATCHED, |i| ROUTES[i].label)
+}
+
 /// One request, answered: refuses browsers and writes, routes, counts.
-pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response {
+pub fn handle<B>(api: &Api, req: &Request<B>) -> Response {
     let path = req.uri().path();
-    let route = route_of(path);
+    let matched = route_of(path);
+    let route = matched.as_ref().map(|(i, _)| *i);
     let resp = if req.headers().contains_key(header::ORIGIN) || req.headers().contains_key(header::REFERER) {
         ApiError::new(
             StatusCode::FORBIDDEN,
@@ -146,136 +328,118 @@ pub fn handle<B>(shared: &Shared, req: &Request<B>) -> Response {
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         r
     } else {
-        answer(shared, req.headers(), route, path).unwrap_or_else(|e| e.response())
+        match matched {
+            Some((i, params)) => {
+                let r = Req {
+                    headers: req.headers(),
+                    params,
+                };
+                (ROUTES[i].handler)(api, &r)
+            }
+            None => Err(ApiError::not_found(
+                "no such route; see the OpenAPI document (schema/openapi.yaml)",
+            )),
+        }
+        .unwrap_or_else(|e| e.response())
     };
-    shared.metrics.count_api(route, resp.status().as_u16());
+    api.counters.count(route, resp.status().as_u16());
     resp
 }
 
-/// The route a raw (still percent-encoded) path matches. Literal segments
-/// match exactly; a parameter is any non-empty segment.
-fn route_of(path: &str) -> ApiRoute {
-    let mut seg = path.strip_prefix('/').unwrap_or("\u{0}").split('/');
-    let mut segs: [&str; 7] = [""; 7];
-    let mut n = 0;
-    for s in seg.by_ref() {
-        if n == segs.len() {
-            return ApiRoute::Unmatched;
-        }
-        segs[n] = s;
-        n += 1;
-    }
-    let p = |i: usize| !segs[i].is_empty();
-    match (n, segs) {
-        (2, ["v1", "health", ..]) => ApiRoute::Health,
-        (2, ["v1", "status", ..]) => ApiRoute::Status,
-        (1, ["metrics", ..]) => ApiRoute::Metrics,
-        (3, ["v1", "catalogs", ..]) if p(2) => ApiRoute::Catalog,
-        (4, ["v1", "catalogs", _, "dealers", ..]) if p(2) => ApiRoute::Dealers,
-        (5, ["v1", "catalogs", _, "dealers", ..]) if p(2) && p(4) => ApiRoute::Dealer,
-        (5, ["v1", "catalogs", _, "ddds", ..]) if p(2) && p(4) => ApiRoute::Ddd,
-        (7, ["v1", "catalogs", _, "dealers", _, "ddds", _]) if p(2) && p(4) && p(6) => ApiRoute::DealerDdd,
-        (7, ["v1", "catalogs", _, "dealers", _, "branches", _]) if p(2) && p(4) && p(6) => {
-            ApiRoute::DealerBranch
-        }
-        _ => ApiRoute::Unmatched,
-    }
+static HEALTH: LazyLock<Bytes> =
+    LazyLock::new(|| Bytes::from(serde_json::to_vec(&json!({"status": "ok"})).unwrap_or_default()));
+
+fn health(_: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
+    Ok(json_response(StatusCode::OK, HEALTH.clone()))
 }
 
-/// Path segment `i`, percent-decoded (as a client would have encoded it).
-fn param(path: &str, i: usize) -> Result<Cow<'_, str>, ApiError> {
-    let raw = path.split('/').nth(i + 1).unwrap_or("");
-    percent_encoding::percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| {
-            ApiError::bad(format!(
-                "bad path: segment {} is not valid UTF-8 once decoded",
-                i + 1
+fn metrics(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
+    let mut r = Response::new(ApiBody::Full(Some(Bytes::from(super::metrics::render(api)))));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(r)
+}
+
+/// A catalog route: the type's snapshot, the tail `pick` chooses from it,
+/// answered with the version's head (or 304).
+fn catalog_route(
+    api: &Api,
+    req: &Req<'_>,
+    pick: impl FnOnce(&TypeSnapshot) -> Result<Bytes, ApiError>,
+) -> Result<Response, ApiError> {
+    let all = api.shared.snapshot.load();
+    let snap = type_snapshot(&api.shared, &all, &req.params.get("type")?)?;
+    let tail = pick(snap)?;
+    Ok(catalog_response(&api.shared, req.headers, snap, &tail))
+}
+
+fn catalog(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
+    catalog_route(api, req, |s| Ok(s.data.catalog_tail.clone()))
+}
+
+fn dealers(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
+    catalog_route(api, req, |s| Ok(s.data.dealers_tail.clone()))
+}
+
+fn dealer(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
+    catalog_route(api, req, |s| {
+        let code = dealer_param(&req.params.get("dealer")?)?;
+        s.data.dealer_tails.get(&code).cloned().ok_or_else(|| {
+            ApiError::not_found(format!(
+                "no dealer {code} in the {} catalog",
+                s.version.recharge_type
             ))
         })
+    })
 }
 
-fn answer(sh: &Shared, headers: &HeaderMap, route: ApiRoute, path: &str) -> Result<Response, ApiError> {
-    match route {
-        ApiRoute::Health => Ok(json_response(
-            StatusCode::OK,
-            Bytes::from_static(br#"{"status":"ok"}"#),
-        )),
-        ApiRoute::Status => Ok(status(sh)),
-        ApiRoute::Metrics => {
-            let mut r = Response::new(ApiBody::Full(Some(Bytes::from(super::metrics::render(sh)))));
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            Ok(r)
+fn ddd(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
+    catalog_route(api, req, |s| {
+        only(s, RechargeType::Normal, "DDD routes")?;
+        let ddd = ddd_param(&req.params.get("ddd")?)?;
+        Ok(s.data.ddd_tail(ddd))
+    })
+}
+
+fn dealer_ddd(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
+    catalog_route(api, req, |s| {
+        only(s, RechargeType::Normal, "DDD routes")?;
+        let code = dealer_param(&req.params.get("dealer")?)?;
+        let ddd = ddd_param(&req.params.get("ddd")?)?;
+        if !s.data.dealer_tails.contains_key(&code) {
+            return Err(ApiError::not_found(format!(
+                "no dealer {code} in the normal catalog"
+            )));
         }
-        ApiRoute::Unmatched => Err(ApiError::not_found(
-            "no such route; see the OpenAPI document (schema/openapi.yaml)",
-        )),
-        route => {
-            let all = sh.snapshot.load();
-            let snap = type_snapshot(sh, &all, &param(path, 2)?)?;
-            let data = &snap.data;
-            let tail = match route {
-                ApiRoute::Catalog => &data.catalog_tail,
-                ApiRoute::Dealers => &data.dealers_tail,
-                ApiRoute::Dealer => {
-                    let code = dealer_param(&param(path, 4)?)?;
-                    data.dealer_tails.get(&code).ok_or_else(|| {
-                        ApiError::not_found(format!(
-                            "no dealer {code} in the {} catalog",
-                            snap.version.recharge_type
-                        ))
-                    })?
-                }
-                ApiRoute::DealerDdd => {
-                    only(snap, RechargeType::Normal, "DDD routes")?;
-                    let code = dealer_param(&param(path, 4)?)?;
-                    let ddd = ddd_param(&param(path, 6)?)?;
-                    if !data.dealer_tails.contains_key(&code) {
-                        return Err(ApiError::not_found(format!(
-                            "no dealer {code} in the normal catalog"
-                        )));
-                    }
-                    data.branch_data_tail(&code, ddd).ok_or_else(|| {
-                        ApiError::not_found(format!("no branch data for dealer {code} in DDD {ddd}"))
-                    })?
-                }
-                ApiRoute::Ddd => {
-                    only(snap, RechargeType::Normal, "DDD routes")?;
-                    let ddd = ddd_param(&param(path, 4)?)?;
-                    match data.ddd_tails.get(ddd) {
-                        Some(tail) => tail,
-                        None => {
-                            let empty = Bytes::from(format!("\"ddd\":\"{ddd}\",\"dealers\":[]}}"));
-                            return Ok(catalog_response(sh, headers, snap, &empty));
-                        }
-                    }
-                }
-                ApiRoute::DealerBranch => {
-                    only(snap, RechargeType::Others, "branch routes")?;
-                    let code = dealer_param(&param(path, 4)?)?;
-                    let raw = param(path, 6)?;
-                    let branch = BranchCode::parse(&raw).map_err(|_| {
-                        ApiError::bad(format!(
-                            "branch code {:?} must be 11 digits",
-                            crate::catalog::clip(&raw)
-                        ))
-                    })?;
-                    data.branch_data_tail(&code, branch.as_str()).ok_or_else(|| {
-                        ApiError::not_found(format!(
-                            "no branch {branch} of dealer {code} in the others catalog"
-                        ))
-                    })?
-                }
-                ApiRoute::Health | ApiRoute::Status | ApiRoute::Metrics | ApiRoute::Unmatched => {
-                    return Err(ApiError::not_found("no such route"));
-                }
-            };
-            Ok(catalog_response(sh, headers, snap, tail))
-        }
-    }
+        s.data
+            .branch_data_tail(&code, ddd)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no branch data for dealer {code} in DDD {ddd}")))
+    })
+}
+
+fn dealer_branch(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
+    catalog_route(api, req, |s| {
+        only(s, RechargeType::Others, "branch routes")?;
+        let code = dealer_param(&req.params.get("dealer")?)?;
+        let raw = req.params.get("branch")?;
+        let branch = BranchCode::parse(&raw).map_err(|_| {
+            ApiError::bad(format!(
+                "branch code {:?} must be 11 digits",
+                crate::catalog::clip(&raw)
+            ))
+        })?;
+        s.data
+            .branch_data_tail(&code, branch.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found(format!(
+                    "no branch {branch} of dealer {code} in the others catalog"
+                ))
+            })
+    })
 }
 
 /// The served snapshot of `{rt}`, or the contract's 404/503.
@@ -370,7 +534,8 @@ fn only(snap: &TypeSnapshot, rt: RechargeType, what: &str) -> Result<(), ApiErro
     }
 }
 
-fn status(sh: &Shared) -> Response {
+fn status(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
+    let sh = &api.shared;
     let now = Utc::now();
     let settings = sh.settings.load();
     let snap = sh.snapshot.load();
@@ -402,59 +567,75 @@ fn status(sh: &Shared) -> Response {
         "types": types,
         "sync": board,
     });
-    json_response(
+    Ok(json_response(
         StatusCode::OK,
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
-    )
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn label_of(path: &str) -> &'static str {
+        label(route_of(path).map(|(i, _)| i))
+    }
+
     #[test]
     fn paths_match_the_contract_routes_only() {
         for (path, want) in [
-            ("/v1/health", ApiRoute::Health),
-            ("/v1/status", ApiRoute::Status),
-            ("/metrics", ApiRoute::Metrics),
-            ("/v1/catalogs/normal", ApiRoute::Catalog),
-            ("/v1/catalogs/x/dealers", ApiRoute::Dealers),
-            ("/v1/catalogs/normal/dealers/001", ApiRoute::Dealer),
-            ("/v1/catalogs/normal/dealers/1/ddds/11", ApiRoute::DealerDdd),
-            ("/v1/catalogs/normal/ddds/%31%31", ApiRoute::Ddd),
+            ("/v1/health", "/v1/health"),
+            ("/v1/status", "/v1/status"),
+            ("/metrics", "/metrics"),
+            ("/v1/catalogs/normal", "/v1/catalogs/{type}"),
+            ("/v1/catalogs/x/dealers", "/v1/catalogs/{type}/dealers"),
+            (
+                "/v1/catalogs/normal/dealers/001",
+                "/v1/catalogs/{type}/dealers/{dealer}",
+            ),
+            (
+                "/v1/catalogs/normal/dealers/1/ddds/11",
+                "/v1/catalogs/normal/dealers/{dealer}/ddds/{ddd}",
+            ),
+            (
+                "/v1/catalogs/normal/ddds/%31%31",
+                "/v1/catalogs/normal/ddds/{ddd}",
+            ),
             (
                 "/v1/catalogs/others/dealers/2/branches/00000000001",
-                ApiRoute::DealerBranch,
+                "/v1/catalogs/others/dealers/{dealer}/branches/{branch}",
             ),
-            ("/v1/status/", ApiRoute::Unmatched),
-            ("//v1//status", ApiRoute::Unmatched),
-            ("/v1/catalogs/", ApiRoute::Unmatched),
-            ("/v1/catalogs//dealers", ApiRoute::Unmatched),
-            ("/v1/%63atalogs/normal", ApiRoute::Unmatched),
-            ("/v1/catalogs/normal/dealers/1/ddds/11/x", ApiRoute::Unmatched),
-            (
-                "/v1/catalogs/normal/dealers/1/ddds/11/../../../",
-                ApiRoute::Unmatched,
-            ),
-            ("", ApiRoute::Unmatched),
-            ("/", ApiRoute::Unmatched),
+            ("/v1/status/", UNMATCHED),
+            ("//v1//status", UNMATCHED),
+            ("/v1/catalogs/", UNMATCHED),
+            ("/v1/catalogs//dealers", UNMATCHED),
+            ("/v1/%63atalogs/normal", UNMATCHED),
+            ("/v1/catalogs/normal/dealers/1/ddds/11/x", UNMATCHED),
+            ("/v1/catalogs/normal/dealers/1/ddds/11/../../../", UNMATCHED),
+            ("", UNMATCHED),
+            ("/", UNMATCHED),
         ] {
-            assert_eq!(route_of(path), want, "{path}");
+            assert_eq!(label_of(path), want, "{path}");
         }
     }
 
     #[test]
+    fn every_route_is_declared_once() {
+        let patterns: std::collections::BTreeSet<_> = ROUTES.iter().map(|r| r.pattern).collect();
+        let labels: std::collections::BTreeSet<_> = ROUTES.iter().map(|r| r.label).collect();
+        assert_eq!((patterns.len(), labels.len()), (ROUTES.len(), ROUTES.len()));
+    }
+
+    #[test]
     fn parameters_are_percent_decoded_and_must_be_utf8() {
-        let p = "/v1/catalogs/normal/ddds/%31%31";
-        assert_eq!(param(p, 4).ok().as_deref(), Some("11"));
+        let (_, p) = route_of("/v1/catalogs/normal/ddds/%31%31").unwrap();
+        assert_eq!(p.get("ddd").ok().as_deref(), Some("11"));
+        let (_, p) = route_of("/v1/catalogs/normal%2fddds").unwrap();
+        assert_eq!(p.get("type").ok().as_deref(), Some("normal/ddds"));
+        let (_, p) = route_of("/v1/catalogs/normal/ddds/%ff%fe").unwrap();
         assert_eq!(
-            param("/v1/catalogs/normal%2fddds", 2).ok().as_deref(),
-            Some("normal/ddds")
+            p.get("ddd").err().map(|e| e.status),
+            Some(StatusCode::BAD_REQUEST)
         );
-        let e = param("/v1/catalogs/normal/ddds/%ff%fe", 4)
-            .err()
-            .map(|e| e.status);
-        assert_eq!(e, Some(StatusCode::BAD_REQUEST));
     }
 }

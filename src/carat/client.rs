@@ -7,7 +7,6 @@
 //! sees each exchange as it crossed the wire (`probe --record`). Owns the
 //! HTTP connection pool and request counters; never touches the store.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +24,7 @@ use crate::catalog::{
 };
 use crate::run::SessionIds;
 use crate::secret::Secret;
+use crate::state::CaratRequests;
 
 /// The largest response body accepted.
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
@@ -113,28 +113,6 @@ pub trait Tap: Send + Sync {
     fn exchange(&self, x: &Exchange<'_>);
 }
 
-/// Requests made, by endpoint and result (`200`, `500`, `timeout`...), for
-/// metrics.
-#[derive(Debug, Default)]
-pub struct RequestStats {
-    counts: Mutex<BTreeMap<(Endpoint, String), u64>>,
-}
-
-impl RequestStats {
-    fn record(&self, ep: Endpoint, result: &str) {
-        if let Ok(mut c) = self.counts.lock() {
-            *c.entry((ep, result.to_owned())).or_default() += 1;
-        }
-    }
-
-    pub fn snapshot(&self) -> Vec<(Endpoint, String, u64)> {
-        self.counts
-            .lock()
-            .map(|c| c.iter().map(|((e, r), n)| (*e, r.clone(), *n)).collect())
-            .unwrap_or_default()
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
     #[error("carat.ca_file: {0}")]
@@ -149,7 +127,7 @@ pub struct CaratClient {
     base: String,
     settings: Arc<ClientSettings>,
     auth: AuthMode,
-    stats: Arc<RequestStats>,
+    stats: Arc<CaratRequests>,
     tap: Option<Arc<dyn Tap>>,
 }
 
@@ -186,7 +164,7 @@ impl CaratClient {
             base: settings.base_url.as_str().trim_end_matches('/').to_owned(),
             settings: Arc::new(settings),
             auth,
-            stats: Arc::new(RequestStats::default()),
+            stats: Arc::new(CaratRequests::default()),
             tap: None,
         })
     }
@@ -212,12 +190,12 @@ impl CaratClient {
         self.settings.compat
     }
 
-    pub fn stats(&self) -> Arc<RequestStats> {
+    pub fn stats(&self) -> Arc<CaratRequests> {
         self.stats.clone()
     }
 
     /// Shares `stats` (so counters survive a client rebuilt on reload).
-    pub fn with_stats(mut self, stats: Arc<RequestStats>) -> Self {
+    pub fn with_stats(mut self, stats: Arc<CaratRequests>) -> Self {
         self.stats = stats;
         self
     }
@@ -447,7 +425,7 @@ impl CaratClient {
             Err(CaratError::Status { status, .. }) => status.to_string(),
             Err(e) => e.kind().to_owned(),
         };
-        self.stats.record(ep, &label);
+        self.stats.record(ep.as_str(), &label);
         result
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::catalog::FieldError;
 
-pub use client::{CaratClient, RequestStats, Session};
+pub use client::{CaratClient, Session};
 pub use compat::{Compat, DealerCodeForm, OthersRequest};
 
 /// The Carat calls the daemon makes, for errors, logs and metrics.
