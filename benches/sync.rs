@@ -26,7 +26,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use carat_catalogd::run::Trigger;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -38,11 +37,13 @@ use carat_catalogd::carat::client::{AuthMode, ClientSettings};
 use carat_catalogd::carat::wire;
 use carat_catalogd::catalog::{ALL_DDDS, BranchKey, Catalog, Ddd, DealerCode, GeneralHash, RechargeType};
 use carat_catalogd::config::SyncConfig;
+use carat_catalogd::run::Trigger;
 use carat_catalogd::secret::Secret;
 use carat_catalogd::sim::{self, GenSpec, SimAuth, SimCatalog, SimConfig, SimEndpoint, SimHandle};
 use carat_catalogd::snapshot::TypeData;
+use carat_catalogd::store::StoreHandle;
 use carat_catalogd::store::{RunEnd, Store};
-use carat_catalogd::sync::{Progress, StoreHandle, Syncer};
+use carat_catalogd::sync::{Progress, Syncer};
 use common::*;
 
 /// Counts live heap bytes (and their peak) for the memory figures of

@@ -10,8 +10,9 @@ use crate::carat::CaratClient;
 use crate::carat::auth::{AuthenticityReceiver, ReceiverSettings};
 use crate::carat::client::{AuthMode, ClientBuildError, ClientSettings};
 use crate::config::{AuthConfig, Config};
+use crate::store::StoreHandle;
 use crate::store::{Store, StoreError};
-use crate::sync::{StoreHandle, Syncer};
+use crate::sync::Syncer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

@@ -4,7 +4,6 @@
 //! watchdog, `RELOADING=1`), re-reads the configuration on SIGHUP and shuts
 //! down gracefully on SIGTERM/SIGINT. Owns no protocol or storage logic.
 
-use crate::run::Trigger;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +16,10 @@ use crate::api::{self, socket};
 use crate::app;
 use crate::carat::auth::AuthenticityReceiver;
 use crate::config::{AuthConfig, Config};
+use crate::run::Trigger;
 use crate::schedule::{self, SyncJob, Worker, WorkerHandle, WorkerMsg};
 use crate::state::{ApiSettings, Shared};
-use crate::sync::StoreHandle;
+use crate::store::StoreHandle;
 
 /// How long a running sync may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -143,7 +143,7 @@ impl Daemon {
         }
         let (client, receiver) = app::build_client(&cfg, None)?;
         let shared = Shared::new(api_settings(&cfg), client.stats());
-        schedule::refresh_snapshot(&shared, &store).await?;
+        shared.refresh_snapshot(&store).await?;
         for (rt, t) in &shared.snapshot.load().types {
             tracing::info!(recharge_type = %rt, hash = %t.version.general_hash, dealers = t.data.counts.dealers,
                 "serving the stored catalog");

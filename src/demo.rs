@@ -5,7 +5,6 @@
 //! try next, and serves until Ctrl-C. Needs no root and touches no file
 //! outside its directory.
 
-use crate::run::Trigger;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,8 +14,9 @@ use rand::Rng;
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::report::{HumanProgress, summary};
+use crate::run::Trigger;
 use crate::sim::{self, GenSpec, SimAuth, SimCatalog, SimConfig};
-use crate::sync::StoreHandle;
+use crate::store::StoreHandle;
 
 pub struct DemoOptions {
     /// Where everything goes; a fresh temporary directory when `None`.

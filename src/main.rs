@@ -1,9 +1,6 @@
 //! The `carat-catalogd` command line: parses arguments, loads the
 //! configuration and hands over to the library. Glue only.
 
-use carat_catalogd::run::Outcome;
-use carat_catalogd::run::Trigger;
-use carat_catalogd::run::TypeResult;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -15,7 +12,8 @@ use carat_catalogd::catalog::RechargeType;
 use carat_catalogd::config::{CONFIG_PATH_ENV, Config, DEFAULT_CONFIG_PATH};
 use carat_catalogd::report::{HumanProgress, summary};
 
-use carat_catalogd::sync::StoreHandle;
+use carat_catalogd::run::{Outcome, Trigger, TypeResult};
+use carat_catalogd::store::StoreHandle;
 use carat_catalogd::{app, daemon, store};
 
 #[derive(Parser)]

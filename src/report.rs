@@ -2,13 +2,13 @@
 //! recharge type on a terminal, plain log lines otherwise, and the summary
 //! table both `sync` and `resync` print. Owns presentation only.
 
-use crate::run::TypeResult;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::catalog::RechargeType;
+use crate::run::TypeResult;
 use crate::sync::Progress;
 
 /// Progress for a person: bars on a terminal, a line per 10 % otherwise.

@@ -7,9 +7,6 @@
 //!
 //! Owns the sync lock for the daemon's lifetime; the only writer of the store.
 
-use crate::run::Outcome;
-use crate::run::Trigger;
-use crate::run::TypeResult;
 use crate::time::fmt_time;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,10 +18,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::catalog::RechargeType;
-use crate::snapshot::{Snapshot, TypeData, TypeSnapshot};
+use crate::run::{Outcome, Trigger, TypeResult};
 use crate::state::Shared;
+use crate::store::StoreHandle;
 use crate::store::lock;
-use crate::sync::{Progress, StoreHandle, Syncer};
+use crate::sync::{Progress, Syncer};
 
 /// A request for a sync.
 #[derive(Debug)]
@@ -259,9 +257,9 @@ impl Worker {
             // glibc keeps them in the sync threads' arenas. Give them back
             // before the reload and build allocate again in another thread,
             // or the two add up in the resident peak.
-            release_freed_memory();
+            crate::snapshot::release_freed_memory();
         }
-        if let Err(e) = refresh_snapshot(&self.shared, &self.store).await {
+        if let Err(e) = self.shared.refresh_snapshot(&self.store).await {
             tracing::error!(error = %e, "could not refresh the served catalog from the store");
         }
         let line = results
@@ -288,64 +286,6 @@ impl Worker {
             (a, b) => a.or(b),
         };
         self.shared.with_status(|s| s.next_check = next.map(fmt_time));
-    }
-}
-
-/// Rebuilds the served snapshot from the store: types whose hash did not
-/// change keep their pre-built bodies and only take the new `checked_at`.
-pub async fn refresh_snapshot(
-    shared: &Arc<Shared>,
-    store: &StoreHandle,
-) -> Result<(), crate::store::StoreError> {
-    let current = shared.snapshot.load_full();
-    let enabled = shared.settings.load().enabled.clone();
-    let (snap, rebuilt) = store
-        .run(move |s| {
-            let mut next = Snapshot::default();
-            let mut rebuilt = 0u64;
-            for rt in enabled {
-                let Some(version) = s.version(rt)? else { continue };
-                let reuse = current
-                    .types
-                    .get(&rt)
-                    .filter(|t| t.version.general_hash == version.general_hash)
-                    .map(|t| t.data.clone());
-                let data = match reuse {
-                    Some(d) => d,
-                    None => {
-                        let Some((cat, v)) = s.load_catalog(rt)? else {
-                            continue;
-                        };
-                        rebuilt += 1;
-                        let data = Arc::new(TypeData::build(&cat));
-                        next.types.insert(rt, TypeSnapshot::new(v, data));
-                        continue;
-                    }
-                };
-                next.types.insert(rt, TypeSnapshot::new(version, data));
-            }
-            Ok((next, rebuilt))
-        })
-        .await?;
-    shared.snapshot.store(Arc::new(snap));
-    if rebuilt > 0 {
-        shared
-            .metrics
-            .snapshot_builds
-            .fetch_add(rebuilt, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(rebuilt, "served catalog swapped");
-        release_freed_memory();
-    }
-    Ok(())
-}
-
-/// Gives memory freed by the old snapshot back to the system (glibc keeps
-/// it otherwise, and the resident size would show the peak forever).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

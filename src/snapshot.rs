@@ -10,7 +10,6 @@
 //! fragments live in one sealed memfd per version (`zerocopy::Arena`).
 //! Owns building and lookup; never writes the store, never calls Carat.
 
-use crate::time::fmt_time;
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,7 +21,8 @@ use http::HeaderValue;
 use serde_json::json;
 
 use crate::catalog::{BranchData, BranchKey, Catalog, CatalogCounts, Dealer, DealerCode, RechargeType};
-use crate::store::VersionInfo;
+use crate::store::{StoreError, StoreHandle, VersionInfo};
+use crate::time::fmt_time;
 use crate::zerocopy::Arena;
 
 /// The domain types serialise in the contract's shape (`expiry_days`,
@@ -297,6 +297,54 @@ impl TypeData {
                 Bytes::from(b)
             }
         }
+    }
+}
+
+/// The next snapshot, read from the store: a type whose version did not
+/// change keeps its pre-built bodies and only takes the new `checked_at`;
+/// one with a new version is loaded and built (CPU work, on the store's
+/// blocking thread). Returns it and how many types were rebuilt.
+pub async fn rebuild(
+    store: &StoreHandle,
+    current: Arc<Snapshot>,
+    enabled: Vec<RechargeType>,
+) -> Result<(Snapshot, u64), StoreError> {
+    store
+        .run(move |s| {
+            let mut next = Snapshot::default();
+            let mut rebuilt = 0u64;
+            for rt in enabled {
+                let Some(version) = s.version(rt)? else { continue };
+                let reuse = current
+                    .types
+                    .get(&rt)
+                    .filter(|t| t.version.general_hash == version.general_hash)
+                    .map(|t| t.data.clone());
+                let snap = match reuse {
+                    Some(data) => TypeSnapshot::new(version, data),
+                    None => {
+                        let Some((cat, v)) = s.load_catalog(rt)? else {
+                            continue;
+                        };
+                        rebuilt += 1;
+                        TypeSnapshot::new(v, Arc::new(TypeData::build(&cat)))
+                    }
+                };
+                next.types.insert(rt, snap);
+            }
+            Ok((next, rebuilt))
+        })
+        .await
+}
+
+/// Gives memory freed by an old snapshot (or a sync's buffers) back to the
+/// system: glibc keeps it otherwise, and the resident size would show the
+/// peak forever.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

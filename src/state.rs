@@ -3,8 +3,6 @@
 //! the metrics. Locks here are std mutexes held for a few field updates,
 //! never across an `.await`.
 
-use crate::run::Outcome;
-use crate::run::TypeResult;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,7 +13,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::RechargeType;
-use crate::snapshot::Snapshot;
+use crate::run::{Outcome, TypeResult};
+use crate::snapshot::{self, Snapshot};
+use crate::store::{StoreError, StoreHandle};
 
 /// The settings the API needs; replaced on reload.
 #[derive(Debug, Clone)]
@@ -164,6 +164,19 @@ impl Shared {
                 results: results.to_vec(),
             });
         });
+    }
+
+    /// Swaps in the snapshot rebuilt from `store` (see [`snapshot::rebuild`]).
+    pub async fn refresh_snapshot(&self, store: &StoreHandle) -> Result<(), StoreError> {
+        let enabled = self.settings.load().enabled.clone();
+        let (snap, rebuilt) = snapshot::rebuild(store, self.snapshot.load_full(), enabled).await?;
+        self.snapshot.store(Arc::new(snap));
+        if rebuilt > 0 {
+            self.metrics.snapshot_builds.fetch_add(rebuilt, Ordering::Relaxed);
+            tracing::info!(rebuilt, "served catalog swapped");
+            snapshot::release_freed_memory();
+        }
+        Ok(())
     }
 
     pub fn snapshot_builds(&self) -> u64 {

@@ -15,7 +15,6 @@
 //! tolerant reader's warnings of a run and the run record. Never writes a
 //! partial catalog; never touches the socket API.
 
-use crate::run::Outcome;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,8 +31,9 @@ use crate::catalog::{
     BranchDataAnswer, BranchKey, Catalog, DealerCode, FieldWarning, GeneralHash, RechargeType,
 };
 use crate::config::SyncConfig;
+use crate::run::Outcome;
 use crate::run::{Trigger, TypeResult};
-use crate::store::{RunEnd, Store, StoreError, VersionInfo};
+use crate::store::{RunEnd, StoreError, StoreHandle, VersionInfo};
 
 /// Progress reports while branch data downloads.
 pub trait Progress: Send + Sync {
@@ -44,30 +44,6 @@ pub trait Progress: Send + Sync {
 /// Reports nothing.
 pub struct NoProgress;
 impl Progress for NoProgress {}
-
-/// The store behind a mutex, used only inside `spawn_blocking`, so no
-/// connection or guard is ever held across an `.await`.
-#[derive(Clone)]
-pub struct StoreHandle(Arc<Mutex<Store>>);
-
-impl StoreHandle {
-    pub fn new(store: Store) -> Self {
-        StoreHandle(Arc::new(Mutex::new(store)))
-    }
-
-    pub async fn run<R: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let inner = self.0.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
-    }
-}
 
 /// Everything one sync needs.
 #[derive(Clone)]

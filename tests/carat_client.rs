@@ -3,13 +3,13 @@
 
 mod common;
 
-use carat_catalogd::run::SessionIds;
 use std::time::Duration;
 
 use carat_catalogd::carat::client::{AuthMode, ClientSettings};
 use carat_catalogd::carat::compat::OthersTarget;
 use carat_catalogd::carat::{CaratClient, CaratError, ErrorClass, Session};
 use carat_catalogd::catalog::{BranchCode, Ddd, DealerCode, GeneralHash, RechargeType};
+use carat_catalogd::run::SessionIds;
 use carat_catalogd::sim::{self, FaultKind, FaultRule, GenSpec, SimAuth, SimCatalog, SimConfig, SimEndpoint};
 use common::*;
 

@@ -7,13 +7,12 @@
 
 mod common;
 
-use carat_catalogd::run::Outcome;
-use carat_catalogd::run::Trigger;
 use std::path::Path;
 use std::time::Duration;
 
 use carat_catalogd::carat::compat::{Compat, DealerCodeForm, OthersRequest};
 use carat_catalogd::catalog::{BranchKey, Catalog, Ddd, DealerCode, RechargeType};
+use carat_catalogd::run::{Outcome, Trigger};
 use carat_catalogd::sim::shapes::{
     BeginHashShape, DatesShape, DddZeroShape, DealerCodeShape, OthersRequestShape, SimShapes,
 };

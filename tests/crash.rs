@@ -7,11 +7,11 @@
 
 mod common;
 
-use carat_catalogd::run::Outcome;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use carat_catalogd::catalog::{BranchKey, Catalog, Ddd, DealerCode, RechargeType};
+use carat_catalogd::run::Outcome;
 use carat_catalogd::sim::{GenSpec, SimCatalog};
 use carat_catalogd::store::Store;
 use common::*;

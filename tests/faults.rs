@@ -6,12 +6,11 @@
 
 mod common;
 
-use carat_catalogd::run::Outcome;
-use carat_catalogd::run::Trigger;
 use std::time::Duration;
 
 use carat_catalogd::carat::client::AuthMode;
 use carat_catalogd::catalog::{Ddd, RechargeType};
+use carat_catalogd::run::{Outcome, Trigger};
 use carat_catalogd::sim::{FaultKind, FaultRule, GenSpec, SimCatalog, SimEndpoint};
 
 use carat_catalogd::sync::NoProgress;

@@ -6,11 +6,10 @@
 
 mod common;
 
-use carat_catalogd::run::Outcome;
-use carat_catalogd::run::Trigger;
 use std::path::Path;
 
 use carat_catalogd::catalog::{Ddd, RechargeType};
+use carat_catalogd::run::{Outcome, Trigger};
 use carat_catalogd::sim::{SimCatalog, SimEndpoint};
 use carat_catalogd::store::Store;
 use carat_catalogd::sync::NoProgress;

@@ -4,14 +4,13 @@
 
 mod common;
 
-use carat_catalogd::run::Outcome;
-use carat_catalogd::run::Trigger;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use carat_catalogd::catalog::{Catalog, GeneralHash, RechargeType};
+use carat_catalogd::run::{Outcome, Trigger};
 use carat_catalogd::sim::{FaultKind, FaultRule, GenSpec, SimCatalog, SimEndpoint};
 use carat_catalogd::store::Store;
 use carat_catalogd::sync::NoProgress;

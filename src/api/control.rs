@@ -2,7 +2,6 @@
 //! queues a sync on the one worker and streams its progress and results as
 //! NDJSON. A request that arrives during a sync waits for it, then runs.
 
-use crate::run::Trigger;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -15,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::routes::ApiError;
 use crate::catalog::RechargeType;
+use crate::run::Trigger;
 use crate::schedule::{SyncEvent, SyncJob, WorkerHandle};
 
 #[derive(Clone)]

@@ -9,7 +9,6 @@
 //! or maps, because this is the daemon's hot path (see `benches/read.rs`).
 //! The snapshot owns every catalog body byte; this module picks them.
 
-use crate::time::fmt_time;
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -26,6 +25,7 @@ use std::sync::{LazyLock, Mutex};
 use crate::catalog::{ALL_DDDS, BranchCode, DealerCode, RechargeType};
 use crate::snapshot::{Snapshot, TypeSnapshot};
 use crate::state::Shared;
+use crate::time::fmt_time;
 
 use super::Api;
 

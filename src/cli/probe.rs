@@ -9,7 +9,6 @@
 //! `--record DIR` writes every request and answer, redacted ([`Redactor`]),
 //! so the folder can go with a support ticket. Never opens the store.
 
-use crate::run::SessionIds;
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +24,7 @@ use crate::catalog::{
     BranchDataAnswer, Dealer, DealerList, FieldWarning, GeneralHash, RechargeType, Validity, clip,
     parse_validity,
 };
+use crate::run::SessionIds;
 
 /// How a finding bears on the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod catalog_rows;
 pub mod lock;
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -441,6 +442,30 @@ impl Store {
             params![fmt_time(until), reason],
         )?;
         Ok(())
+    }
+}
+
+/// The store behind a mutex, used only inside `spawn_blocking`, so no
+/// connection or guard is ever held across an `.await`.
+#[derive(Clone)]
+pub struct StoreHandle(Arc<Mutex<Store>>);
+
+impl StoreHandle {
+    pub fn new(store: Store) -> Self {
+        StoreHandle(Arc::new(Mutex::new(store)))
+    }
+
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let inner = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
     }
 }
 

@@ -133,7 +133,7 @@ pub fn syncer_auth(
     let store = carat_catalogd::store::Store::open(&dir.join("catalog.db")).expect("store");
     carat_catalogd::sync::Syncer {
         client: CaratClient::new(settings, auth).expect("client"),
-        store: carat_catalogd::sync::StoreHandle::new(store),
+        store: carat_catalogd::store::StoreHandle::new(store),
         sync: cfg,
         order_id_prefix: "CATSYNC".into(),
         concurrency: 8,
