@@ -208,7 +208,7 @@ control_socket = "{d}/control.sock"
 
 /// `GET path` on a Unix socket: status and body.
 async fn get(socket: &Path, path: &str) -> Option<(u16, Bytes)> {
-    carat_catalogd::api::client::get(socket, path).await.ok()
+    carat_catalogd::cli::client::get(socket, path).await.ok()
 }
 
 struct Mem {

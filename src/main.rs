@@ -1,5 +1,5 @@
-//! The `carat-catalogd` command line: parses arguments, loads the
-//! configuration and hands over to the library. Glue only.
+//! The `carat-catalogd` command line: parses the arguments, sets up the
+//! logs and dispatches to `carat_catalogd::cli`. Nothing else.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,14 +7,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use carat_catalogd::api::{client, render};
 use carat_catalogd::catalog::RechargeType;
-use carat_catalogd::config::{CONFIG_PATH_ENV, Config, DEFAULT_CONFIG_PATH};
-use carat_catalogd::report::{HumanProgress, summary};
-
-use carat_catalogd::run::{Outcome, Trigger, TypeResult};
-use carat_catalogd::store::StoreHandle;
-use carat_catalogd::{app, daemon, store};
+use carat_catalogd::cli::commands::{check_config, probe, read, resync, run, sync};
+use carat_catalogd::cli::render;
+use carat_catalogd::config::{CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH};
 
 #[derive(Parser)]
 #[command(
@@ -118,14 +114,6 @@ fn init_logging() {
         .try_init();
 }
 
-fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    let cfg = Config::load(path)?;
-    for w in &cfg.warnings {
-        tracing::warn!("{w}");
-    }
-    Ok(cfg)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Demo { dir, catalog } = cli.command {
@@ -188,7 +176,7 @@ fn demo(dir: Option<PathBuf>, catalog: Option<PathBuf>) -> ExitCode {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
         )
         .try_init();
-    let opts = carat_catalogd::demo::DemoOptions {
+    let opts = carat_catalogd::cli::demo::DemoOptions {
         dir,
         catalog,
         after_first_sync: Box::new(move || {
@@ -197,7 +185,7 @@ fn demo(dir: Option<PathBuf>, catalog: Option<PathBuf>) -> ExitCode {
             let _ = handle.reload(wanted);
         }),
     };
-    match runtime().and_then(|rt| rt.block_on(carat_catalogd::demo::run(opts))) {
+    match runtime().and_then(|rt| rt.block_on(carat_catalogd::cli::demo::run(opts))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -211,218 +199,4 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
-}
-
-fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
-        Ok(cfg) => {
-            print!("{}", cfg.redacted_toml());
-            for w in &cfg.warnings {
-                eprintln!("warning: {w}");
-            }
-            eprintln!("configuration {} is valid", path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(ExitCode::from(2))
-        }
-    }
-}
-
-async fn sync(
-    path: &std::path::Path,
-    force: bool,
-    types: Vec<RechargeType>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let cfg = load(path)?;
-    let _lock = store::lock::acquire(&cfg.store.path, "carat-catalogd sync (one-shot)")?;
-    let store = app::open_store(&cfg.store.path)?;
-    let store = StoreHandle::new(store);
-    store
-        .run(|s| s.close_interrupted_runs(chrono::Utc::now()))
-        .await?;
-    let (client, receiver) = app::build_client(&cfg, None)?;
-    let receiver = app::CliReceiver::start(&cfg, receiver.as_ref()).await?;
-    let syncer = app::syncer(&cfg, client, store);
-    let types = if types.is_empty() {
-        cfg.sync.recharge_types.clone()
-    } else {
-        types
-    };
-    let progress = HumanProgress::new();
-    let mut results = vec![];
-    for rt in types {
-        let r = syncer.sync_type(rt, force, Trigger::Cli, &progress).await;
-        progress.finish(&r);
-        results.push(r);
-    }
-    if let Some(r) = receiver {
-        r.stop().await;
-    }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?
-        );
-    } else {
-        print!("{}", summary(&results));
-    }
-    Ok(if results.iter().any(|r| r.outcome == Outcome::Failed) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
-}
-
-async fn probe(
-    path: &std::path::Path,
-    types: Vec<RechargeType>,
-    record: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    use carat_catalogd::cli::probe;
-    let cfg = load(path)?;
-    let (client, receiver) = app::build_client(&cfg, None)?;
-    let receiver = app::CliReceiver::start(&cfg, receiver.as_ref()).await?;
-    let types = if types.is_empty() {
-        cfg.sync.recharge_types.clone()
-    } else {
-        types
-    };
-    let c = &cfg.carat;
-    println!(
-        "probing {} ({}); carat.compat: dealer_code = \"{}\", others_request = \"{}\"",
-        c.base_url,
-        match c.auth {
-            carat_catalogd::config::AuthConfig::Signature { .. } => "signature",
-            carat_catalogd::config::AuthConfig::AuthenticityPost(_) => "authenticity_post",
-        },
-        c.compat.dealer_code,
-        c.compat.others_request
-    );
-    if let Some(dir) = &record {
-        println!("{}", probe::describe_record(dir));
-    }
-    let report = probe::run(
-        client,
-        probe::ProbeOptions {
-            types,
-            ddds: cfg.sync.ddds.clone(),
-            merchant_key: c.merchant_key.expose(),
-            record,
-        },
-    )
-    .await;
-    if let Some(r) = receiver {
-        r.stop().await;
-    }
-    let report = report?;
-    print!("{}", report.render());
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-async fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
-    let cfg = load(path)?;
-    let d = daemon::Daemon::build(path, cfg).await?;
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    d.run(stop_rx).await?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The socket paths come from the configuration; reading them needs no
-/// secret, so only the [api] section must be valid.
-fn socket_paths(path: &std::path::Path) -> anyhow::Result<(std::path::PathBuf, std::path::PathBuf)> {
-    let api = Config::api_only(path)?;
-    Ok((api.socket, api.control_socket))
-}
-
-async fn read(
-    path: &std::path::Path,
-    route: String,
-    json: bool,
-    table: fn(&serde_json::Value) -> String,
-) -> anyhow::Result<ExitCode> {
-    let (socket, _) = socket_paths(path)?;
-    let (status, body) = client::get(&socket, &route).await?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&body).context("the daemon answered something that is not JSON")?;
-    if status != 200 {
-        let msg = v["error"]["message"].as_str().unwrap_or("error");
-        eprintln!("error: {msg} (HTTP {status})");
-        return Ok(ExitCode::from(1));
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
-    } else {
-        print!("{}", table(&v));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn resync(
-    path: &std::path::Path,
-    force: bool,
-    types: Vec<RechargeType>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let (_, control) = socket_paths(path)?;
-    let mut body = serde_json::json!({ "force": force });
-    if !types.is_empty() {
-        body["recharge_types"] = serde_json::json!(types);
-    }
-    let progress = HumanProgress::new();
-    let mut results: Option<Vec<TypeResult>> = None;
-    let mut finished_raw = None;
-    let mut error = None;
-    let status = client::post_lines(&control, "/v1/sync", serde_json::to_vec(&body)?, |line| {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-            return;
-        };
-        match v["event"].as_str() {
-            Some("progress") => {
-                if let (Some(rt), Some(done), Some(total)) = (
-                    v["recharge_type"].as_str().and_then(RechargeType::parse),
-                    v["done"].as_u64(),
-                    v["total"].as_u64(),
-                ) {
-                    carat_catalogd::sync::Progress::progress(&progress, rt, done as usize, total as usize);
-                }
-            }
-            Some("finished") => {
-                results = serde_json::from_value::<Vec<TypeResult>>(v["results"].clone()).ok();
-                finished_raw = Some(v);
-            }
-            _ => error = v["error"]["message"].as_str().map(str::to_owned),
-        }
-    })
-    .await?;
-    if status != 200 {
-        eprintln!(
-            "error: {} (HTTP {status})",
-            error.unwrap_or_else(|| "the daemon refused".into())
-        );
-        return Ok(ExitCode::from(2));
-    }
-    let Some(results) = results else {
-        eprintln!("error: the daemon closed the stream before the sync finished (is it shutting down?)");
-        return Ok(ExitCode::from(2));
-    };
-    for r in &results {
-        progress.finish(r);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&finished_raw)?);
-    } else {
-        print!("{}", summary(&results));
-    }
-    Ok(if results.iter().any(|r| r.outcome == Outcome::Failed) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }

@@ -61,7 +61,7 @@ fn demo_syncs_prints_a_working_curl_line_and_stops_on_ctrl_c() {
         let socket = curl.split_whitespace().nth(2).unwrap().to_owned();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let (status, body) = rt
-            .block_on(carat_catalogd::api::client::get(
+            .block_on(carat_catalogd::cli::client::get(
                 std::path::Path::new(&socket),
                 "/v1/catalogs/normal/ddds/11",
             ))

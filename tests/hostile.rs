@@ -40,7 +40,7 @@ async fn probe(d: &DaemonProc) -> Duration {
     let t = Instant::now();
     let (status, body) = tokio::time::timeout(
         Duration::from_secs(2),
-        carat_catalogd::api::client::get(&d.socket, "/v1/catalogs/normal/ddds/11"),
+        carat_catalogd::cli::client::get(&d.socket, "/v1/catalogs/normal/ddds/11"),
     )
     .await
     .expect("a well-formed request waited more than 2 s")

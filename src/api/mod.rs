@@ -1,12 +1,11 @@
-//! The local sockets: the read-only catalog API (`routes`, `metrics`), the
-//! control socket (`control`), socket creation and serving (`socket`), and
-//! the command line's side of them (`client`, `render`). Reads the snapshot
-//! and the status board; never calls Carat, never writes the store.
+//! The local sockets: the read-only catalog API (`routes`, `metrics`,
+//! [`serve`]), the control socket (`control`, a trigger: it hands sync jobs
+//! to the worker), socket creation and serving (`socket`). Reads the
+//! snapshot and the status board; never calls Carat, never writes the
+//! store. The command line's side of the sockets is `crate::cli`.
 
-pub mod client;
 pub mod control;
 pub mod metrics;
-pub mod render;
 pub mod routes;
 pub mod socket;
 

@@ -1,5 +1,11 @@
-//! What the command line does beyond reading the socket: `probe`. Glue
-//! between the configuration and the library's parts; the daemon never
-//! uses it.
+//! The command line apart from the daemon: each subcommand's wiring
+//! (`commands`), the demo, `probe`, the socket client the readers use
+//! (`client`), and how results look to a person (`report`, `render`).
+//! `main.rs` only parses and dispatches here; the daemon never uses this.
 
+pub mod client;
+pub mod commands;
+pub mod demo;
 pub mod probe;
+pub mod render;
+pub mod report;

@@ -324,7 +324,7 @@ impl DaemonProc {
 
     pub async fn wait_ready(&self) {
         for _ in 0..200 {
-            if let Ok((200, _)) = carat_catalogd::api::client::get(&self.socket, "/v1/health").await {
+            if let Ok((200, _)) = carat_catalogd::cli::client::get(&self.socket, "/v1/health").await {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -364,7 +364,7 @@ impl DaemonProc {
     }
 
     pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
-        let (status, body) = carat_catalogd::api::client::get(&self.socket, path)
+        let (status, body) = carat_catalogd::cli::client::get(&self.socket, path)
             .await
             .unwrap();
         let v = if body.is_empty() {

@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 use rand::Rng;
 
+use crate::cli::report::{HumanProgress, summary};
 use crate::config::Config;
 use crate::daemon::Daemon;
-use crate::report::{HumanProgress, summary};
 use crate::run::Trigger;
 use crate::sim::{self, GenSpec, SimAuth, SimCatalog, SimConfig};
 use crate::store::StoreHandle;
@@ -138,7 +138,7 @@ control_socket = "{d}/control.sock"
     let serving = tokio::spawn(daemon.run(stop_rx));
     // Wait for the socket before telling anyone to use it.
     for _ in 0..100 {
-        if crate::api::client::get(&cfg.api.socket, "/v1/health")
+        if crate::cli::client::get(&cfg.api.socket, "/v1/health")
             .await
             .is_ok()
         {
