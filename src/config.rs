@@ -553,7 +553,33 @@ pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
 }
 
 fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>) -> Option<Config> {
-    let rc = raw.carat;
+    let carat = carat_config(raw.carat, path, p, warnings);
+    let sync = sync_config(raw.sync, p);
+    let store = StoreConfig {
+        path: raw
+            .store
+            .path
+            .unwrap_or_else(|| PathBuf::from("/var/lib/carat-catalogd/catalog.db")),
+    };
+    let api = api_config(raw.api, p);
+    Some(Config {
+        source: path.to_owned(),
+        carat: carat?,
+        sync,
+        store,
+        api,
+        warnings: vec![],
+    })
+}
+
+/// `[carat]`: `None` when a required value is missing or invalid (each
+/// problem is in `p`).
+fn carat_config(
+    mut rc: RawCarat,
+    path: &Path,
+    p: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<CaratConfig> {
     // base_url
     let base_url = match rc.base_url.as_deref() {
         None => {
@@ -580,8 +606,69 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
         }
         Some(m) => Some(m.to_owned()),
     };
-    // merchant key
-    let merchant_key = match (rc.merchant_key, rc.merchant_key_file) {
+    let merchant_key = merchant_key(&mut rc, path, p, warnings);
+    let auth = auth_config(&mut rc, &merchant_id, &merchant_key, p, warnings);
+    let (ca_file, ca_pem) = ca_file(rc.ca_file.take(), p);
+    let connect = int_in(
+        p,
+        "carat.connect_timeout_seconds",
+        rc.connect_timeout_seconds,
+        10,
+        1,
+        300,
+    );
+    let request = int_in(
+        p,
+        "carat.request_timeout_seconds",
+        rc.request_timeout_seconds,
+        60,
+        1,
+        3600,
+    );
+    let concurrency = int_in(p, "carat.concurrency", rc.concurrency, 8, 1, 64);
+    let max_body = int_in(
+        p,
+        "carat.max_body_bytes",
+        rc.max_body_bytes,
+        crate::carat::client::DEFAULT_MAX_BODY as i64,
+        64 * 1024,
+        256 * 1024 * 1024,
+    );
+    let compat = compat_config(rc.compat.unwrap_or_default(), p);
+    let prefix = rc.order_id_prefix.unwrap_or_else(|| "CATSYNC".to_owned());
+    if !is_an(&prefix) || prefix.len() > 8 || prefix.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
+        p.add(
+            "carat.order_id_prefix",
+            format!("{prefix:?}: 1 to 8 letters or digits, starting with a letter (order ids are at most 20 characters)"),
+        );
+    }
+
+    let (merchant_key, merchant_key_source) = merchant_key?;
+    Some(CaratConfig {
+        base_url: base_url?,
+        merchant_id: merchant_id?,
+        merchant_key,
+        merchant_key_source,
+        auth: auth?,
+        ca_file,
+        ca_pem,
+        connect_timeout: Duration::from_secs(connect as u64),
+        request_timeout: Duration::from_secs(request as u64),
+        concurrency: concurrency as usize,
+        order_id_prefix: prefix,
+        max_body_bytes: max_body as usize,
+        compat,
+    })
+}
+
+/// The merchant key, inline or from its file, and where it came from.
+fn merchant_key(
+    rc: &mut RawCarat,
+    path: &Path,
+    p: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<(Secret, String)> {
+    match (rc.merchant_key.take(), rc.merchant_key_file.take()) {
         (Some(_), Some(_)) => {
             p.add(
                 "carat.merchant_key",
@@ -628,10 +715,19 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
                 }
             }
         },
-    };
-    // auth
+    }
+}
+
+/// `carat.auth` and what its mode needs (the signing key, the receiver).
+fn auth_config(
+    rc: &mut RawCarat,
+    merchant_id: &Option<String>,
+    merchant_key: &Option<(Secret, String)>,
+    p: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<AuthConfig> {
     let auth_kind = rc.auth.as_deref().unwrap_or("signature");
-    let auth = match auth_kind {
+    match auth_kind {
         "signature" => match (&rc.private_key_file, &merchant_id, &merchant_key) {
             (None, _, _) => {
                 p.add("carat.private_key_file", "is required with auth = \"signature\"");
@@ -654,7 +750,7 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
             (Some(_), _, _) => None,
         },
         "authenticity_post" => {
-            auth_post(rc.authenticity_post.unwrap_or_default(), p).map(AuthConfig::AuthenticityPost)
+            auth_post(rc.authenticity_post.take().unwrap_or_default(), p).map(AuthConfig::AuthenticityPost)
         }
         other => {
             p.add(
@@ -663,9 +759,12 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
             );
             None
         }
-    };
-    // ca_file
-    let (ca_file, ca_pem) = match rc.ca_file {
+    }
+}
+
+/// `carat.ca_file`: the path and its PEM.
+fn ca_file(f: Option<PathBuf>, p: &mut Problems) -> (Option<PathBuf>, Option<Vec<u8>>) {
+    match f {
         None => (None, None),
         Some(f) => match std::fs::read(&f) {
             Ok(pem) => {
@@ -688,43 +787,11 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
                 (None, None)
             }
         },
-    };
-    let connect = int_in(
-        p,
-        "carat.connect_timeout_seconds",
-        rc.connect_timeout_seconds,
-        10,
-        1,
-        300,
-    );
-    let request = int_in(
-        p,
-        "carat.request_timeout_seconds",
-        rc.request_timeout_seconds,
-        60,
-        1,
-        3600,
-    );
-    let concurrency = int_in(p, "carat.concurrency", rc.concurrency, 8, 1, 64);
-    let max_body = int_in(
-        p,
-        "carat.max_body_bytes",
-        rc.max_body_bytes,
-        crate::carat::client::DEFAULT_MAX_BODY as i64,
-        64 * 1024,
-        256 * 1024 * 1024,
-    );
-    let compat = compat_config(rc.compat.unwrap_or_default(), p);
-    let prefix = rc.order_id_prefix.unwrap_or_else(|| "CATSYNC".to_owned());
-    if !is_an(&prefix) || prefix.len() > 8 || prefix.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
-        p.add(
-            "carat.order_id_prefix",
-            format!("{prefix:?}: 1 to 8 letters or digits, starting with a letter (order ids are at most 20 characters)"),
-        );
     }
+}
 
-    // [sync]
-    let rs = raw.sync;
+/// `[sync]` (each problem is in `p`; defaults stand in for bad values).
+fn sync_config(rs: RawSync, p: &mut Problems) -> SyncConfig {
     let schedule = rs.schedule.unwrap_or_else(|| "0 */15 * * * *".to_owned());
     if let Err(e) = parse_cron(&schedule) {
         p.add("sync.schedule", e);
@@ -791,48 +858,18 @@ fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>)
     );
     let max_restarts = int_in(p, "sync.max_restarts", rs.max_restarts, 3, 0, 20);
 
-    let store = StoreConfig {
-        path: raw
-            .store
-            .path
-            .unwrap_or_else(|| PathBuf::from("/var/lib/carat-catalogd/catalog.db")),
-    };
-    let api = api_config(raw.api, p);
-
-    let (merchant_key, merchant_key_source) = merchant_key?;
-    Some(Config {
-        source: path.to_owned(),
-        carat: CaratConfig {
-            base_url: base_url?,
-            merchant_id: merchant_id?,
-            merchant_key,
-            merchant_key_source,
-            auth: auth?,
-            ca_file,
-            ca_pem,
-            connect_timeout: Duration::from_secs(connect as u64),
-            request_timeout: Duration::from_secs(request as u64),
-            concurrency: concurrency as usize,
-            order_id_prefix: prefix,
-            max_body_bytes: max_body as usize,
-            compat,
-        },
-        sync: SyncConfig {
-            schedule,
-            jitter: Duration::from_secs(jitter as u64),
-            recharge_types,
-            ddds,
-            stale_after: Duration::from_secs(stale as u64),
-            retries: retries as u32,
-            backoff_initial: Duration::from_millis(backoff_initial as u64),
-            backoff_max: Duration::from_secs(backoff_max as u64),
-            max_restarts: max_restarts as u32,
-            allow_empty: rs.allow_empty.unwrap_or(false),
-        },
-        store,
-        api,
-        warnings: vec![],
-    })
+    SyncConfig {
+        schedule,
+        jitter: Duration::from_secs(jitter as u64),
+        recharge_types,
+        ddds,
+        stale_after: Duration::from_secs(stale as u64),
+        retries: retries as u32,
+        backoff_initial: Duration::from_millis(backoff_initial as u64),
+        backoff_max: Duration::from_secs(backoff_max as u64),
+        max_restarts: max_restarts as u32,
+        allow_empty: rs.allow_empty.unwrap_or(false),
+    }
 }
 
 fn compat_config(r: RawCompat, p: &mut Problems) -> Compat {
