@@ -217,198 +217,12 @@ fn read_question(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Questi
 /// one per row, so a 100 × 67 catalog loads quickly).
 pub fn load(c: &Connection, rt: RechargeType, hash: GeneralHash) -> Result<Catalog, StoreError> {
     let t = rt.as_str();
-    let mut dealers: Vec<Dealer> = vec![];
-    {
-        let mut st = c.prepare_cached(
-            "SELECT code, name, type_code, type_name FROM dealer WHERE recharge_type = ?1 ORDER BY position",
-        )?;
-        let rows = st.query_map(params![t], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-        })?;
-        for row in rows {
-            let (code, name, type_code, type_name) = row?;
-            dealers.push(Dealer {
-                code: DealerCode::parse(&code).map_err(|e| corrupt("dealer.code", e))?,
-                name,
-                type_code,
-                type_name,
-                branches: vec![],
-            });
-        }
-        let mut st = c.prepare_cached(
-            "SELECT dealer_code, code, name FROM branch WHERE recharge_type = ?1 ORDER BY dealer_code, position",
-        )?;
-        let index: HashMap<String, usize> = dealers
-            .iter()
-            .enumerate()
-            .map(|(i, d)| (d.code.as_str().to_owned(), i))
-            .collect();
-        let rows = st.query_map(params![t], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (dealer, code, name) = row?;
-            let i = *index
-                .get(&dealer)
-                .ok_or_else(|| corrupt("branch", format!("orphan of dealer {dealer}")))?;
-            dealers[i].branches.push(Branch {
-                code: BranchCode::parse(&code).map_err(|e| corrupt("branch.code", e))?,
-                name,
-            });
-        }
-    }
-    // Questions: type-level (NULL owner) and per branch data.
-    let mut type_questions = vec![];
-    let mut bd_questions: HashMap<i64, Vec<Question>> = HashMap::new();
-    {
-        let mut st = c.prepare_cached(
-            "SELECT branch_data_id, id, display, rule, type, min, max, min_value, max_value
-             FROM question WHERE recharge_type = ?1 ORDER BY branch_data_id, position",
-        )?;
-        let rows = st.query_map(params![t], |r| {
-            Ok((r.get::<_, Option<i64>>(0)?, read_question(r, 1)?))
-        })?;
-        for row in rows {
-            match row? {
-                (None, q) => type_questions.push(q),
-                (Some(id), q) => bd_questions.entry(id).or_default().push(q),
-            }
-        }
-    }
-    // Branch data skeletons.
-    let mut by_id: BTreeMap<i64, ((DealerCode, BranchKey), BranchData)> = BTreeMap::new();
-    {
-        let mut st = c.prepare_cached(
-            "SELECT id, dealer_code, ddd, branch_code FROM branch_data WHERE recharge_type = ?1",
-        )?;
-        let rows = st.query_map(params![t], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, dealer, ddd, branch) = row?;
-            let dealer = DealerCode::parse(&dealer).map_err(|e| corrupt("branch_data.dealer_code", e))?;
-            let key = match (ddd, branch) {
-                (Some(d), None) => BranchKey::Ddd(Ddd::parse(&d).map_err(|e| corrupt("branch_data.ddd", e))?),
-                (None, Some(b)) => BranchKey::Branch(
-                    BranchCode::parse(&b).map_err(|e| corrupt("branch_data.branch_code", e))?,
-                ),
-                _ => {
-                    return Err(corrupt(
-                        "branch_data",
-                        "needs exactly one of ddd, branch_code".into(),
-                    ));
-                }
-            };
-            let data = BranchData {
-                questions: bd_questions.remove(&id).unwrap_or_default(),
-                ..Default::default()
-            };
-            by_id.insert(id, ((dealer, key), data));
-        }
-    }
-    {
-        let mut st = c.prepare_cached(
-            "SELECT m.branch_data_id, m.message FROM branch_message m
-             JOIN branch_data b ON b.id = m.branch_data_id WHERE b.recharge_type = ?1
-             ORDER BY m.branch_data_id, m.position",
-        )?;
-        let rows = st.query_map(params![t], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
-        for row in rows {
-            let (id, m) = row?;
-            if let Some((_, d)) = by_id.get_mut(&id) {
-                d.messages.push(m);
-            }
-        }
-    }
-    // Categories, then their ranges and fixed amounts.
-    let mut cat_owner: HashMap<i64, (i64, usize)> = HashMap::new();
-    {
-        let mut st = c.prepare_cached(
-            "SELECT c.id, c.branch_data_id, c.code, c.description FROM category c
-             JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
-             ORDER BY c.branch_data_id, c.position",
-        )?;
-        let rows = st.query_map(params![t], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (cid, bid, code, description) = row?;
-            if let Some((_, d)) = by_id.get_mut(&bid) {
-                cat_owner.insert(cid, (bid, d.categories.len()));
-                d.categories.push(Category {
-                    code,
-                    description,
-                    amount_ranges: vec![],
-                    fixed_amounts: vec![],
-                });
-            }
-        }
-    }
-    {
-        let mut st = c.prepare_cached(&format!(
-            "SELECT a.category_id, a.amount_key, a.min_amount, a.max_amount, {EXTRAS}
-             FROM amount_range a JOIN category c ON c.id = a.category_id
-             JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
-             ORDER BY a.category_id, a.position"
-        ))?;
-        let rows = st.query_map(params![t], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                AmountRange {
-                    amount_key: r.get(1)?,
-                    min_amount: r.get(2)?,
-                    max_amount: r.get(3)?,
-                    extras: read_extras(r, 4)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (cid, a) = row?;
-            if let Some((bid, idx)) = cat_owner.get(&cid)
-                && let Some((_, d)) = by_id.get_mut(bid)
-            {
-                d.categories[*idx].amount_ranges.push(a);
-            }
-        }
-        let mut st = c.prepare_cached(&format!(
-            "SELECT f.category_id, f.amount_key, f.amount, {EXTRAS}
-             FROM fixed_amount f JOIN category c ON c.id = f.category_id
-             JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
-             ORDER BY f.category_id, f.position"
-        ))?;
-        let rows = st.query_map(params![t], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                FixedAmount {
-                    amount_key: r.get(1)?,
-                    amount: r.get(2)?,
-                    extras: read_extras(r, 3)?,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (cid, f) = row?;
-            if let Some((bid, idx)) = cat_owner.get(&cid)
-                && let Some((_, d)) = by_id.get_mut(bid)
-            {
-                d.categories[*idx].fixed_amounts.push(f);
-            }
-        }
-    }
+    let dealers = load_dealers(c, t)?;
+    let (type_questions, mut bd_questions) = load_questions(c, t)?;
+    let mut by_id = load_branch_data(c, t, &mut bd_questions)?;
+    load_messages(c, t, &mut by_id)?;
+    let cat_owner = load_categories(c, t, &mut by_id)?;
+    load_amounts(c, t, &cat_owner, &mut by_id)?;
     Ok(Catalog {
         recharge_type: rt,
         general_hash: hash,
@@ -416,4 +230,231 @@ pub fn load(c: &Connection, rt: RechargeType, hash: GeneralHash) -> Result<Catal
         questions: type_questions,
         branch_data: by_id.into_values().collect(),
     })
+}
+
+/// Branch data by row id, with the key it belongs to.
+type ById = BTreeMap<i64, ((DealerCode, BranchKey), BranchData)>;
+
+/// Questions of branch-data entries, by the entry's row id.
+type QuestionsById = HashMap<i64, Vec<Question>>;
+
+/// Where a category row goes: its branch data's id and its index there.
+type CategoryOwners = HashMap<i64, (i64, usize)>;
+
+/// Dealers of type `t`, in Carat's order, with their branches.
+fn load_dealers(c: &Connection, t: &str) -> Result<Vec<Dealer>, StoreError> {
+    let mut dealers: Vec<Dealer> = vec![];
+    let mut st = c.prepare_cached(
+        "SELECT code, name, type_code, type_name FROM dealer WHERE recharge_type = ?1 ORDER BY position",
+    )?;
+    let rows = st.query_map(params![t], |r| {
+        Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    for row in rows {
+        let (code, name, type_code, type_name) = row?;
+        dealers.push(Dealer {
+            code: DealerCode::parse(&code).map_err(|e| corrupt("dealer.code", e))?,
+            name,
+            type_code,
+            type_name,
+            branches: vec![],
+        });
+    }
+    let mut st = c.prepare_cached(
+        "SELECT dealer_code, code, name FROM branch WHERE recharge_type = ?1 ORDER BY dealer_code, position",
+    )?;
+    let index: HashMap<String, usize> = dealers
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.code.as_str().to_owned(), i))
+        .collect();
+    let rows = st.query_map(params![t], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (dealer, code, name) = row?;
+        let i = *index
+            .get(&dealer)
+            .ok_or_else(|| corrupt("branch", format!("orphan of dealer {dealer}")))?;
+        dealers[i].branches.push(Branch {
+            code: BranchCode::parse(&code).map_err(|e| corrupt("branch.code", e))?,
+            name,
+        });
+    }
+    Ok(dealers)
+}
+
+/// Questions: of the dealer listing (no owner) and per branch data.
+fn load_questions(
+    c: &Connection,
+    t: &str,
+) -> Result<(Vec<Question>, QuestionsById), StoreError> {
+    let mut type_questions = vec![];
+    let mut bd_questions: QuestionsById = HashMap::new();
+    let mut st = c.prepare_cached(
+        "SELECT branch_data_id, id, display, rule, type, min, max, min_value, max_value
+             FROM question WHERE recharge_type = ?1 ORDER BY branch_data_id, position",
+    )?;
+    let rows = st.query_map(params![t], |r| {
+        Ok((r.get::<_, Option<i64>>(0)?, read_question(r, 1)?))
+    })?;
+    for row in rows {
+        match row? {
+            (None, q) => type_questions.push(q),
+            (Some(id), q) => bd_questions.entry(id).or_default().push(q),
+        }
+    }
+    Ok((type_questions, bd_questions))
+}
+
+/// The branch-data entries (with their questions), still without messages
+/// and categories.
+fn load_branch_data(
+    c: &Connection,
+    t: &str,
+    bd_questions: &mut QuestionsById,
+) -> Result<ById, StoreError> {
+    let mut by_id: ById = BTreeMap::new();
+    let mut st = c.prepare_cached(
+        "SELECT id, dealer_code, ddd, branch_code FROM branch_data WHERE recharge_type = ?1",
+    )?;
+    let rows = st.query_map(params![t], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, dealer, ddd, branch) = row?;
+        let dealer = DealerCode::parse(&dealer).map_err(|e| corrupt("branch_data.dealer_code", e))?;
+        let key = match (ddd, branch) {
+            (Some(d), None) => BranchKey::Ddd(Ddd::parse(&d).map_err(|e| corrupt("branch_data.ddd", e))?),
+            (None, Some(b)) => {
+                BranchKey::Branch(BranchCode::parse(&b).map_err(|e| corrupt("branch_data.branch_code", e))?)
+            }
+            _ => {
+                return Err(corrupt(
+                    "branch_data",
+                    "needs exactly one of ddd, branch_code".into(),
+                ));
+            }
+        };
+        let data = BranchData {
+            questions: bd_questions.remove(&id).unwrap_or_default(),
+            ..Default::default()
+        };
+        by_id.insert(id, ((dealer, key), data));
+    }
+    Ok(by_id)
+}
+
+fn load_messages(c: &Connection, t: &str, by_id: &mut ById) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT m.branch_data_id, m.message FROM branch_message m
+             JOIN branch_data b ON b.id = m.branch_data_id WHERE b.recharge_type = ?1
+             ORDER BY m.branch_data_id, m.position",
+    )?;
+    let rows = st.query_map(params![t], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (id, m) = row?;
+        if let Some((_, d)) = by_id.get_mut(&id) {
+            d.messages.push(m);
+        }
+    }
+    Ok(())
+}
+
+fn load_categories(c: &Connection, t: &str, by_id: &mut ById) -> Result<CategoryOwners, StoreError> {
+    let mut cat_owner: CategoryOwners = HashMap::new();
+    let mut st = c.prepare_cached(
+        "SELECT c.id, c.branch_data_id, c.code, c.description FROM category c
+             JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
+             ORDER BY c.branch_data_id, c.position",
+    )?;
+    let rows = st.query_map(params![t], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (cid, bid, code, description) = row?;
+        if let Some((_, d)) = by_id.get_mut(&bid) {
+            cat_owner.insert(cid, (bid, d.categories.len()));
+            d.categories.push(Category {
+                code,
+                description,
+                amount_ranges: vec![],
+                fixed_amounts: vec![],
+            });
+        }
+    }
+    Ok(cat_owner)
+}
+
+/// Value ranges and fixed values, into their categories.
+fn load_amounts(
+    c: &Connection,
+    t: &str,
+    cat_owner: &CategoryOwners,
+    by_id: &mut ById,
+) -> Result<(), StoreError> {
+    let mut st = c.prepare_cached(&format!(
+        "SELECT a.category_id, a.amount_key, a.min_amount, a.max_amount, {EXTRAS}
+             FROM amount_range a JOIN category c ON c.id = a.category_id
+             JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
+             ORDER BY a.category_id, a.position"
+    ))?;
+    let rows = st.query_map(params![t], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            AmountRange {
+                amount_key: r.get(1)?,
+                min_amount: r.get(2)?,
+                max_amount: r.get(3)?,
+                extras: read_extras(r, 4)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (cid, a) = row?;
+        if let Some((bid, idx)) = cat_owner.get(&cid)
+            && let Some((_, d)) = by_id.get_mut(bid)
+        {
+            d.categories[*idx].amount_ranges.push(a);
+        }
+    }
+    let mut st = c.prepare_cached(&format!(
+        "SELECT f.category_id, f.amount_key, f.amount, {EXTRAS}
+             FROM fixed_amount f JOIN category c ON c.id = f.category_id
+             JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
+             ORDER BY f.category_id, f.position"
+    ))?;
+    let rows = st.query_map(params![t], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            FixedAmount {
+                amount_key: r.get(1)?,
+                amount: r.get(2)?,
+                extras: read_extras(r, 3)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (cid, f) = row?;
+        if let Some((bid, idx)) = cat_owner.get(&cid)
+            && let Some((_, d)) = by_id.get_mut(bid)
+        {
+            d.categories[*idx].fixed_amounts.push(f);
+        }
+    }
+    Ok(())
 }
