@@ -72,12 +72,15 @@ pub fn build_client(
     }
 }
 
-/// Binds and serves the authenticity-POST receiver until `shutdown`.
-pub async fn start_receiver(
-    cfg: &Config,
-    receiver: &AuthenticityReceiver,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<()>, AppError> {
+/// The authenticity-POST receiver, bound and not yet serving.
+pub struct BoundReceiver {
+    listener: tokio::net::TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: axum::Router,
+}
+
+/// Binds the authenticity-POST receiver (`carat.authenticity_post`).
+pub async fn bind_receiver(cfg: &Config, receiver: &AuthenticityReceiver) -> Result<BoundReceiver, AppError> {
     let AuthConfig::AuthenticityPost(a) = &cfg.carat.auth else {
         return Err(AppError::Tls("not in authenticity_post mode".into()));
     };
@@ -96,10 +99,32 @@ pub async fn start_receiver(
             detail: e.to_string(),
         })?;
     tracing::info!(listen = %a.listen, path = %a.path, tls = tls.is_some(), "authenticity-POST receiver listening");
-    let router = receiver.router();
-    Ok(tokio::spawn(crate::net::serve_tcp(
-        listener, tls, router, shutdown,
-    )))
+    Ok(BoundReceiver {
+        listener,
+        tls,
+        router: receiver.router(),
+    })
+}
+
+impl BoundReceiver {
+    /// Serves until `shutdown`.
+    pub fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(crate::net::serve_tcp(
+            self.listener,
+            self.tls,
+            self.router,
+            shutdown,
+        ))
+    }
+}
+
+/// Binds and serves the authenticity-POST receiver until `shutdown`.
+pub async fn start_receiver(
+    cfg: &Config,
+    receiver: &AuthenticityReceiver,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<()>, AppError> {
+    Ok(bind_receiver(cfg, receiver).await?.serve(shutdown))
 }
 
 /// The receiver of a command-line run (`sync`, `probe`): serving until

@@ -1,21 +1,24 @@
-//! `carat-catalogd run`: wiring and lifecycle. Opens the store, serves the
-//! last catalog at once (before any network), binds the sockets, starts the
-//! worker and the schedule, talks to systemd (`READY=1`, `STATUS=`,
-//! watchdog, `RELOADING=1`), re-reads the configuration on SIGHUP and shuts
-//! down gracefully on SIGTERM/SIGINT. Owns no protocol or storage logic.
+//! `carat-catalogd run`: the wiring. [`Daemon::build`] opens the store,
+//! loads the last catalog, builds the Carat client and binds every socket,
+//! starting nothing; [`Daemon::run_until_stopped`] serves (the catalog
+//! first, before any network), starts the worker and the schedule, reloads
+//! on SIGHUP and shuts down gracefully. Signals and systemd's notifications
+//! are `crate::lifecycle`. Owns no protocol or storage logic.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::net::UnixListener;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{self, socket};
 use crate::app;
+use crate::carat::CaratClient;
 use crate::carat::auth::AuthenticityReceiver;
 use crate::config::{AuthConfig, Config};
+use crate::lifecycle::{self, Event, Signals};
 use crate::run::Trigger;
 use crate::schedule::{self, SyncJob, Worker, WorkerHandle, WorkerMsg};
 use crate::state::{ApiSettings, Shared};
@@ -40,11 +43,8 @@ pub enum DaemonError {
     Signals(std::io::Error),
     #[error("starting the read API's runtime: {0}")]
     ApiRuntime(String),
-}
-
-fn notify(states: &[sd_notify::NotifyState]) {
-    // Harmless when not under systemd (NOTIFY_SOCKET unset).
-    let _ = sd_notify::notify(states);
+    #[error("the daemon was already started")]
+    AlreadyStarted,
 }
 
 fn api_settings(cfg: &Config) -> ApiSettings {
@@ -120,17 +120,52 @@ fn raise_fd_limit(connections: usize) {
     }
 }
 
-/// Everything the running daemon holds.
+/// Everything the daemon holds before it runs: the store, the served
+/// snapshot, the Carat client and every bound socket.
 pub struct Daemon {
     config_path: PathBuf,
     cfg: Config,
     shared: Arc<Shared>,
     store: StoreHandle,
+    client: CaratClient,
     receiver: Option<AuthenticityReceiver>,
+    sockets: Sockets,
+}
+
+/// The bound, not yet served, sockets (taken when the daemon starts).
+struct Sockets {
+    catalog: Option<UnixListener>,
+    control: Option<UnixListener>,
+    receiver: Option<app::BoundReceiver>,
+}
+
+impl Sockets {
+    fn taken() -> Self {
+        Sockets {
+            catalog: None,
+            control: None,
+            receiver: None,
+        }
+    }
+}
+
+/// What runs once the daemon started, for the main loop and the shutdown.
+struct Running {
+    shutdown_tx: watch::Sender<bool>,
+    handle: WorkerHandle,
+    cron: tokio_cron_scheduler::JobScheduler,
+    cron_id: uuid::Uuid,
+    api_task: tokio::sync::oneshot::Receiver<()>,
+    control_task: tokio::task::JoinHandle<()>,
+    receiver_task: Option<tokio::task::JoinHandle<()>>,
+    worker_task: tokio::task::JoinHandle<()>,
 }
 
 impl Daemon {
-    /// Opens the store and loads the last catalog: no network yet.
+    /// Opens the store, loads the last catalog into the served snapshot,
+    /// builds the Carat client and binds every socket. Starts nothing: no
+    /// request is answered and Carat is not contacted until
+    /// [`Daemon::run_until_stopped`].
     pub async fn build(config_path: &Path, cfg: Config) -> Result<Daemon, DaemonError> {
         raise_fd_limit(cfg.api.max_connections);
         let store = StoreHandle::new(app::open_store(&cfg.store.path)?);
@@ -148,12 +183,15 @@ impl Daemon {
             tracing::info!(recharge_type = %rt, hash = %t.version.general_hash, dealers = t.data.counts.dealers,
                 "serving the stored catalog");
         }
+        let sockets = bind_sockets(&cfg, receiver.as_ref()).await?;
         Ok(Daemon {
             config_path: config_path.to_owned(),
             cfg,
             shared,
             store,
+            client,
             receiver,
+            sockets,
         })
     }
 
@@ -161,42 +199,67 @@ impl Daemon {
         self.shared.clone()
     }
 
-    /// Serves until SIGTERM/SIGINT (or `stop` turns true), then shuts down.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), DaemonError> {
-        let cfg = self.cfg.clone();
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
-        // Sockets first: the catalog is served from here on.
-        let catalog_listener = socket::bind(&cfg.api.socket, 0o660, cfg.api.socket_group.as_deref())
-            .await
-            .map_err(DaemonError::Socket)?;
-        let control_listener = match socket::bind(&cfg.api.control_socket, 0o600, None).await {
-            Ok(l) => l,
+    /// Serves and syncs until SIGTERM/SIGINT (or `stop` turns true), reloads
+    /// on SIGHUP, then shuts down gracefully.
+    pub async fn run_until_stopped(mut self, stop: watch::Receiver<bool>) -> Result<(), DaemonError> {
+        let mut signals = Signals::new(stop).map_err(DaemonError::Signals)?;
+        let mut running = match self.start().await {
+            Ok(r) => r,
             Err(e) => {
-                let _ = std::fs::remove_file(&cfg.api.socket);
-                return Err(DaemonError::ControlSocket(e));
+                remove_socket_files(&self.cfg);
+                return Err(e);
             }
         };
+        self.sync_what_is_due(&running.handle).await;
+        lifecycle::ready("serving the catalog");
+        tracing::info!(socket = %self.cfg.api.socket.display(), control = %self.cfg.api.control_socket.display(),
+            "carat-catalogd ready");
+        let watchdog = lifecycle::spawn_watchdog();
+        loop {
+            match signals.next().await {
+                Event::Stop(why) => {
+                    tracing::info!("{why}: shutting down");
+                    break;
+                }
+                Event::Reload => {
+                    lifecycle::reloading();
+                    match self
+                        .reload(&running.handle, &running.cron, &mut running.cron_id)
+                        .await
+                    {
+                        Ok(()) => lifecycle::ready("configuration reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reload refused; keeping the running configuration");
+                            lifecycle::ready("reload refused: invalid configuration (see the log)");
+                        }
+                    }
+                }
+            }
+        }
+        self.shut_down(running, watchdog).await;
+        Ok(())
+    }
+
+    /// Serves the sockets and starts the worker and the schedule.
+    async fn start(&mut self) -> Result<Running, DaemonError> {
+        let cfg = &self.cfg;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let Sockets {
+            catalog,
+            control,
+            receiver,
+        } = std::mem::replace(&mut self.sockets, Sockets::taken());
         let limits = socket::Limits {
             max_connections: cfg.api.max_connections,
             ..Default::default()
         };
-        let api_task = match spawn_api_runtime(
-            catalog_listener,
+        let api_task = spawn_api_runtime(
+            catalog.ok_or(DaemonError::AlreadyStarted)?,
             self.shared.clone(),
             limits,
             shutdown_rx.clone(),
             cfg.api.threads,
-        ) {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = std::fs::remove_file(&cfg.api.socket);
-                let _ = std::fs::remove_file(&cfg.api.control_socket);
-                return Err(e);
-            }
-        };
-
-        // The worker, its feeds, and the control socket.
+        )?;
         let (msg_tx, msg_rx) = mpsc::channel(64);
         let (tick_tx, tick_rx) = mpsc::channel(1);
         let handle = WorkerHandle {
@@ -204,7 +267,7 @@ impl Daemon {
             ticks: tick_tx,
         };
         let control_task = tokio::spawn(socket::serve(
-            control_listener,
+            control.ok_or(DaemonError::AlreadyStarted)?,
             socket::router_service(api::control::router(api::control::ControlState {
                 worker: handle.clone(),
                 shared: self.shared.clone(),
@@ -215,41 +278,44 @@ impl Daemon {
             },
             shutdown_rx.clone(),
         ));
-        let receiver_task = match &self.receiver {
-            Some(r) => {
-                let mut rx = shutdown_rx.clone();
-                Some(
-                    app::start_receiver(&cfg, r, async move {
-                        let _ = rx.wait_for(|s| *s).await;
-                    })
-                    .await?,
-                )
-            }
-            None => None,
-        };
-        let (client, _) = app::build_client(&cfg, self.receiver.clone())?;
-        let client = client.with_stats(self.shared.carat_stats.clone());
+        let receiver_task = receiver.map(|r| {
+            let mut rx = shutdown_rx.clone();
+            r.serve(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+        });
         let worker = Worker {
             shared: self.shared.clone(),
             store: self.store.clone(),
-            syncer: app::syncer(&cfg, client, self.store.clone()),
+            syncer: app::syncer(cfg, self.client.clone(), self.store.clone()),
             store_path: cfg.store.path.clone(),
-            shutdown: shutdown_rx.clone(),
+            shutdown: shutdown_rx,
             grace: SHUTDOWN_GRACE,
-            on_status: Box::new(|line| notify(&[sd_notify::NotifyState::Status(line)])),
+            on_status: Box::new(lifecycle::status),
         };
         let worker_task = tokio::spawn(worker.run(msg_rx, tick_rx));
+        let (cron, cron_id) = schedule::start_cron(&cfg.sync.schedule, cfg.sync.jitter, handle.clone())
+            .await
+            .map_err(|e| DaemonError::Schedule(e.to_string()))?;
+        Ok(Running {
+            shutdown_tx,
+            handle,
+            cron,
+            cron_id,
+            api_task,
+            control_task,
+            receiver_task,
+            worker_task,
+        })
+    }
 
-        let (mut cron, mut cron_id) =
-            schedule::start_cron(&cfg.sync.schedule, cfg.sync.jitter, handle.clone())
-                .await
-                .map_err(|e| DaemonError::Schedule(e.to_string()))?;
-
-        // A missing or stale catalog is synced at once; the rest waits for
-        // the schedule.
+    /// A missing or stale catalog is synced at once; the rest waits for the
+    /// schedule.
+    async fn sync_what_is_due(&self, handle: &WorkerHandle) {
         let now = Utc::now();
         let snap = self.shared.snapshot.load_full();
-        let due: Vec<_> = cfg
+        let due: Vec<_> = self
+            .cfg
             .sync
             .recharge_types
             .iter()
@@ -257,7 +323,7 @@ impl Daemon {
             .filter(|rt| {
                 snap.types
                     .get(rt)
-                    .is_none_or(|t| t.is_stale(now, cfg.sync.stale_after))
+                    .is_none_or(|t| t.is_stale(now, self.cfg.sync.stale_after))
             })
             .collect();
         if !due.is_empty() {
@@ -269,66 +335,27 @@ impl Daemon {
                 })
                 .await;
         }
+    }
 
-        notify(&[
-            sd_notify::NotifyState::Ready,
-            sd_notify::NotifyState::Status("serving the catalog"),
-        ]);
-        tracing::info!(socket = %cfg.api.socket.display(), control = %cfg.api.control_socket.display(),
-            "carat-catalogd ready");
-        let watchdog = sd_notify::watchdog_enabled().map(|every| {
-            tokio::spawn(async move {
-                let mut t = tokio::time::interval(every / 2);
-                loop {
-                    t.tick().await;
-                    notify(&[sd_notify::NotifyState::Watchdog]);
-                }
-            })
-        });
-
-        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(DaemonError::Signals)?;
-        loop {
-            tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-                _ = crate::state::stopped(&mut stop) => { tracing::info!("stop requested: shutting down"); break; }
-                _ = hup.recv() => {
-                    notify(&[sd_notify::NotifyState::Reloading]);
-                    match self.reload(&handle, &cron, &mut cron_id).await {
-                        Ok(()) => notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("configuration reloaded")]),
-                        Err(e) => {
-                            tracing::error!(error = %e, "reload refused; keeping the running configuration");
-                            notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("reload refused: invalid configuration (see the log)")]);
-                        }
-                    }
-                }
-            }
-        }
-
-        notify(&[sd_notify::NotifyState::Stopping]);
-        let _ = shutdown_tx.send(true);
+    /// Stops everything: a running sync may finish within the grace period,
+    /// connections drain, the socket files go.
+    async fn shut_down(&self, r: Running, watchdog: Option<tokio::task::JoinHandle<()>>) {
+        lifecycle::stopping();
+        let _ = r.shutdown_tx.send(true);
+        let mut cron = r.cron;
         let _ = cron.shutdown().await;
         if let Some(w) = watchdog {
             w.abort();
         }
         // The worker lets a running sync finish within the grace period.
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), worker_task).await;
-        let _ = tokio::time::timeout(Duration::from_secs(8), api_task).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), control_task).await;
-        if let Some(t) = receiver_task {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), r.worker_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(8), r.api_task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), r.control_task).await;
+        if let Some(t) = r.receiver_task {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
-        for p in [&cfg.api.socket, &cfg.api.control_socket] {
-            if let Err(e) = std::fs::remove_file(p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %p.display(), error = %e, "could not remove the socket file");
-            }
-        }
+        remove_socket_files(&self.cfg);
         tracing::info!("stopped");
-        Ok(())
     }
 
     /// SIGHUP: re-reads the configuration; a broken one changes nothing.
@@ -394,5 +421,45 @@ impl Daemon {
         tracing::info!(path = %self.config_path.display(), "configuration reloaded; checking Carat now");
         self.cfg = new;
         Ok(())
+    }
+}
+
+/// Binds the catalog socket, the control socket and (authenticity-POST
+/// mode) the receiver; a failure removes what was already bound.
+async fn bind_sockets(cfg: &Config, receiver: Option<&AuthenticityReceiver>) -> Result<Sockets, DaemonError> {
+    let catalog = socket::bind(&cfg.api.socket, 0o660, cfg.api.socket_group.as_deref())
+        .await
+        .map_err(DaemonError::Socket)?;
+    let control = match socket::bind(&cfg.api.control_socket, 0o600, None).await {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&cfg.api.socket);
+            return Err(DaemonError::ControlSocket(e));
+        }
+    };
+    let receiver = match receiver {
+        Some(r) => match app::bind_receiver(cfg, r).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                remove_socket_files(cfg);
+                return Err(e.into());
+            }
+        },
+        None => None,
+    };
+    Ok(Sockets {
+        catalog: Some(catalog),
+        control: Some(control),
+        receiver,
+    })
+}
+
+fn remove_socket_files(cfg: &Config) {
+    for p in [&cfg.api.socket, &cfg.api.control_socket] {
+        if let Err(e) = std::fs::remove_file(p)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %p.display(), error = %e, "could not remove the socket file");
+        }
     }
 }

@@ -142,7 +142,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load(path)?;
     let d = daemon::Daemon::build(path, cfg).await?;
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    d.run(stop_rx).await?;
+    d.run_until_stopped(stop_rx).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -135,7 +135,7 @@ control_socket = "{d}/control.sock"
     let daemon = Daemon::build(&config_path, cfg.clone()).await?;
     let shared = daemon.shared();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(daemon.run(stop_rx));
+    let serving = tokio::spawn(daemon.run_until_stopped(stop_rx));
     // Wait for the socket before telling anyone to use it.
     for _ in 0..100 {
         if crate::cli::client::get(&cfg.api.socket, "/v1/health")

@@ -289,10 +289,7 @@ fn load_dealers(c: &Connection, t: &str) -> Result<Vec<Dealer>, StoreError> {
 }
 
 /// Questions: of the dealer listing (no owner) and per branch data.
-fn load_questions(
-    c: &Connection,
-    t: &str,
-) -> Result<(Vec<Question>, QuestionsById), StoreError> {
+fn load_questions(c: &Connection, t: &str) -> Result<(Vec<Question>, QuestionsById), StoreError> {
     let mut type_questions = vec![];
     let mut bd_questions: QuestionsById = HashMap::new();
     let mut st = c.prepare_cached(
@@ -313,11 +310,7 @@ fn load_questions(
 
 /// The branch-data entries (with their questions), still without messages
 /// and categories.
-fn load_branch_data(
-    c: &Connection,
-    t: &str,
-    bd_questions: &mut QuestionsById,
-) -> Result<ById, StoreError> {
+fn load_branch_data(c: &Connection, t: &str, bd_questions: &mut QuestionsById) -> Result<ById, StoreError> {
     let mut by_id: ById = BTreeMap::new();
     let mut st = c.prepare_cached(
         "SELECT id, dealer_code, ddd, branch_code FROM branch_data WHERE recharge_type = ?1",
