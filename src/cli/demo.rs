@@ -35,7 +35,40 @@ fn write_private(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
 }
 
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
-    let (dir, _temp) = match &opts.dir {
+    let (dir, _temp) = work_dir(opts.dir.as_deref())?;
+    eprintln!("carat-catalogd demo in {}", dir.display());
+    let simh = start_simulator(&dir, opts.catalog.as_deref()).await?;
+    let config_path = write_config(&dir, &simh.base_url)?;
+    let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    first_sync(&cfg).await?;
+    (opts.after_first_sync)();
+
+    let daemon = Daemon::build(&config_path, cfg.clone()).await?;
+    let shared = daemon.shared();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serving = tokio::spawn(daemon.run_until_stopped(stop_rx));
+    // Wait for the socket before telling anyone to use it.
+    for _ in 0..100 {
+        if crate::cli::client::get(&cfg.api.socket, "/v1/health")
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("{}", banner(&shared, &cfg, &config_path, &dir, simh.addr.port()));
+
+    let result = serving.await.context("the daemon task failed")?;
+    let _ = stop_tx.send(true);
+    simh.stop().await;
+    result?;
+    Ok(())
+}
+
+/// `--dir`, or a fresh temporary directory (kept while the guard lives).
+fn work_dir(dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    let (dir, temp) = match dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
             (d.canonicalize()?, None)
@@ -54,6 +87,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
     eprintln!("carat-catalogd demo in {}", dir.display());
 
+    Ok((dir, temp))
+}
+
+/// A pretend merchant's credentials, made for this run, and the simulator
+/// that knows them.
+async fn start_simulator(dir: &Path, catalog: Option<&Path>) -> anyhow::Result<sim::SimHandle> {
     // Credentials of a pretend merchant, made for this run.
     let merchant_key: String = {
         const HEX: &[u8] = b"0123456789ABCDEF";
@@ -65,7 +104,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     write_private(&dir.join("jwtRS256.key"), private_pem.as_bytes(), 0o600)?;
     write_private(&dir.join("jwtRS256.pub"), public_pem.as_bytes(), 0o644)?;
 
-    let catalog = match &opts.catalog {
+    let catalog = match catalog {
         Some(p) => {
             SimCatalog::from_json(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
@@ -81,9 +120,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     );
     sc.catalog = catalog;
     let simh = sim::start(sc).await?;
-    let port = simh.addr.port();
     write_private(&dir.join("sim-ca.pem"), &simh.ca_pem, 0o644)?;
 
+    Ok(simh)
+}
+
+/// The demo's configuration file, for the simulator at `base`.
+fn write_config(dir: &Path, base: &str) -> anyhow::Result<PathBuf> {
     let d = dir.display();
     let config_path = dir.join("config.toml");
     let config = format!(
@@ -109,44 +152,34 @@ path = "{d}/catalog.db"
 socket = "{d}/catalog.sock"
 control_socket = "{d}/control.sock"
 "#,
-        base = simh.base_url
+        base = base
     );
     write_private(&config_path, config.as_bytes(), 0o600)?;
-    let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    // The first full sync, in front of the user.
-    {
-        let _lock = crate::store::lock::acquire(&cfg.store.path, "carat-catalogd demo")?;
-        let store = StoreHandle::new(crate::app::open_store(&cfg.store.path)?);
-        let (client, _) = crate::app::build_client(&cfg, None)?;
-        let syncer = crate::app::syncer(&cfg, client, store);
-        let progress = HumanProgress::new();
-        let mut results = vec![];
-        for rt in cfg.sync.recharge_types.clone() {
-            let r = syncer.sync_type(rt, false, Trigger::Cli, &progress).await;
-            progress.finish(&r);
-            results.push(r);
-        }
-        eprintln!();
-        eprint!("{}", summary(&results));
+    Ok(config_path)
+}
+
+/// The first full sync, in front of the user, with progress bars.
+async fn first_sync(cfg: &Config) -> anyhow::Result<()> {
+    let _lock = crate::store::lock::acquire(&cfg.store.path, "carat-catalogd demo")?;
+    let store = StoreHandle::new(crate::app::open_store(&cfg.store.path)?);
+    let (client, _) = crate::app::build_client(cfg, None)?;
+    let syncer = crate::app::syncer(cfg, client, store);
+    let progress = HumanProgress::new();
+    let mut results = vec![];
+    for rt in cfg.sync.recharge_types.clone() {
+        let r = syncer.sync_type(rt, false, Trigger::Cli, &progress).await;
+        progress.finish(&r);
+        results.push(r);
     }
-    (opts.after_first_sync)();
+    eprintln!();
+    eprint!("{}", summary(&results));
+    Ok(())
+}
 
-    let daemon = Daemon::build(&config_path, cfg.clone()).await?;
-    let shared = daemon.shared();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let serving = tokio::spawn(daemon.run_until_stopped(stop_rx));
-    // Wait for the socket before telling anyone to use it.
-    for _ in 0..100 {
-        if crate::cli::client::get(&cfg.api.socket, "/v1/health")
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
+/// What the demo serves and what to try.
+fn banner(shared: &crate::state::Shared, cfg: &Config, config_path: &Path, dir: &Path, port: u16) -> String {
+    let d = dir.display();
     let snap = shared.snapshot.load();
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -188,11 +221,6 @@ check (every minute) or a resync pick it up:
 Serving until Ctrl-C.
 "#
     ));
-    println!("{out}");
 
-    let result = serving.await.context("the daemon task failed")?;
-    let _ = stop_tx.send(true);
-    simh.stop().await;
-    result?;
-    Ok(())
+    out
 }
