@@ -170,7 +170,6 @@ impl TypeData {
     /// Serialises a catalog's bodies (CPU work: run it off the async threads).
     pub fn build(cat: &Catalog) -> TypeData {
         let rt = cat.recharge_type;
-        let hash = cat.general_hash.as_str();
         let mut ab = ArenaBuilder::default();
         let dealers: Vec<_> = cat
             .dealers
@@ -190,7 +189,7 @@ impl TypeData {
         let mut ddds_of: BTreeMap<&DealerCode, Vec<&str>> = BTreeMap::new();
         // DDD route: dealers (in Carat's order) with data in that DDD; only
         // references here, serialised once below straight into the arena.
-        let mut per_ddd: BTreeMap<&str, Vec<(usize, &DealerCode, &BranchKey, &BranchData)>> = BTreeMap::new();
+        let mut per_ddd: PerDdd<'_> = BTreeMap::new();
         let order: HashMap<&DealerCode, usize> = cat
             .dealers
             .iter()
@@ -222,52 +221,8 @@ impl TypeData {
                 branch_data.insert((dealer.clone(), key_str), range);
             }
         }
-        let mut ddd_tails = HashMap::new();
-        for (ddd, mut entries) in per_ddd {
-            entries.sort_by_key(|(i, ..)| *i);
-            let start = ab.buf.len();
-            let b = &mut ab.buf;
-            b.extend_from_slice(format!("\"ddd\":\"{ddd}\",\"dealers\":[").as_bytes());
-            for (n, &(i, dealer, key, data)) in entries.iter().enumerate() {
-                if n > 0 {
-                    b.push(b',');
-                }
-                let mut d = cat.dealers.get(i).map(dealer_json).unwrap_or_default();
-                d.remove("branches");
-                let head = strip_braces(serde_json::to_vec(&d).unwrap_or_default());
-                b.push(b'{');
-                b.extend_from_slice(&head);
-                b.extend_from_slice(
-                    format!(
-                        ",\"branch_data\":{{\"recharge_type\":\"{}\",\"general_hash\":\"{hash}\",",
-                        rt.as_str()
-                    )
-                    .as_bytes(),
-                );
-                let inner_start = b.len();
-                write_branch_data_inner(b, dealer, key, data);
-                let inner_end = b.len();
-                b.extend_from_slice(b"}}");
-                // The per-(dealer, DDD) route serves a slice of this DDD's
-                // body (through the `}` closing `branch_data`): one copy of
-                // the data in memory, no copy per request.
-                branch_data.insert((dealer.clone(), ddd.to_owned()), inner_start..inner_end + 1);
-            }
-            b.extend_from_slice(b"]}");
-            ddd_tails.insert(ddd.to_owned(), start..b.len());
-        }
-        let mut dealer_tails = BTreeMap::new();
-        for d in &cat.dealers {
-            let mut m = dealer_json(d);
-            if rt == RechargeType::Normal {
-                m.insert(
-                    "ddds".into(),
-                    json!(ddds_of.get(&d.code).cloned().unwrap_or_default()),
-                );
-            }
-            let tail = strip_braces(serde_json::to_vec(&json!({ "dealer": m })).unwrap_or_default());
-            dealer_tails.insert(d.code.clone(), ab.closed(&tail));
-        }
+        let ddd_tails = write_ddd_bodies(&mut ab, cat, per_ddd, &mut branch_data);
+        let dealer_tails = write_dealer_tails(&mut ab, cat, &ddds_of);
         let all = Arena::new(ab.buf).bytes();
         TypeData {
             recharge_type: rt,
@@ -298,6 +253,79 @@ impl TypeData {
             }
         }
     }
+}
+
+/// The DDD route's entries: per DDD, its dealers' (Carat order, dealer,
+/// key, data), by reference.
+type PerDdd<'a> = BTreeMap<&'a str, Vec<(usize, &'a DealerCode, &'a BranchKey, &'a BranchData)>>;
+
+/// One body per DDD (`"ddd":..,"dealers":[...]}`), each dealer with its
+/// branch data; the per-(dealer, DDD) route serves slices of these.
+fn write_ddd_bodies(
+    ab: &mut ArenaBuilder,
+    cat: &Catalog,
+    per_ddd: PerDdd<'_>,
+    branch_data: &mut HashMap<(DealerCode, String), Range<usize>>,
+) -> HashMap<String, Range<usize>> {
+    let rt = cat.recharge_type;
+    let hash = cat.general_hash.as_str();
+    let mut ddd_tails = HashMap::new();
+    for (ddd, mut entries) in per_ddd {
+        entries.sort_by_key(|(i, ..)| *i);
+        let start = ab.buf.len();
+        let b = &mut ab.buf;
+        b.extend_from_slice(format!("\"ddd\":\"{ddd}\",\"dealers\":[").as_bytes());
+        for (n, &(i, dealer, key, data)) in entries.iter().enumerate() {
+            if n > 0 {
+                b.push(b',');
+            }
+            let mut d = cat.dealers.get(i).map(dealer_json).unwrap_or_default();
+            d.remove("branches");
+            let head = strip_braces(serde_json::to_vec(&d).unwrap_or_default());
+            b.push(b'{');
+            b.extend_from_slice(&head);
+            b.extend_from_slice(
+                format!(
+                    ",\"branch_data\":{{\"recharge_type\":\"{}\",\"general_hash\":\"{hash}\",",
+                    rt.as_str()
+                )
+                .as_bytes(),
+            );
+            let inner_start = b.len();
+            write_branch_data_inner(b, dealer, key, data);
+            let inner_end = b.len();
+            b.extend_from_slice(b"}}");
+            // The per-(dealer, DDD) route serves a slice of this DDD's
+            // body (through the `}` closing `branch_data`): one copy of
+            // the data in memory, no copy per request.
+            branch_data.insert((dealer.clone(), ddd.to_owned()), inner_start..inner_end + 1);
+        }
+        b.extend_from_slice(b"]}");
+        ddd_tails.insert(ddd.to_owned(), start..b.len());
+    }
+    ddd_tails
+}
+
+/// One tail per dealer (`"dealer":{...}}`, with its DDDs for `normal`).
+fn write_dealer_tails(
+    ab: &mut ArenaBuilder,
+    cat: &Catalog,
+    ddds_of: &BTreeMap<&DealerCode, Vec<&str>>,
+) -> BTreeMap<DealerCode, Range<usize>> {
+    let rt = cat.recharge_type;
+    let mut dealer_tails = BTreeMap::new();
+    for d in &cat.dealers {
+        let mut m = dealer_json(d);
+        if rt == RechargeType::Normal {
+            m.insert(
+                "ddds".into(),
+                json!(ddds_of.get(&d.code).cloned().unwrap_or_default()),
+            );
+        }
+        let tail = strip_braces(serde_json::to_vec(&json!({ "dealer": m })).unwrap_or_default());
+        dealer_tails.insert(d.code.clone(), ab.closed(&tail));
+    }
+    dealer_tails
 }
 
 /// The next snapshot, read from the store: a type whose version did not

@@ -28,7 +28,8 @@ use crate::carat::compat::OthersTarget;
 use crate::carat::reader::clip_message;
 use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
 use crate::catalog::{
-    BranchDataAnswer, BranchKey, Catalog, DealerCode, FieldWarning, GeneralHash, RechargeType,
+    BranchData, BranchDataAnswer, BranchKey, Catalog, DealerCode, FieldError, FieldWarning, GeneralHash,
+    RechargeType,
 };
 use crate::config::SyncConfig;
 use crate::run::Outcome;
@@ -61,6 +62,9 @@ enum FetchError {
     /// The data answers disagree: the table changed under us, a later
     /// answer carries this hash.
     HashMoved(String),
+    /// The answers, each valid, do not make a whole catalog (a dealer
+    /// twice, branch data missing or unasked for).
+    Invalid(FieldError),
     Store(StoreError),
 }
 
@@ -282,6 +286,10 @@ impl Syncer {
                     .await
             }
             Err(FetchError::Carat(e)) => run.carat_failed(e).await,
+            Err(FetchError::Invalid(e)) => {
+                let msg = format!("Carat's answers do not make a whole catalog: {e}");
+                run.fail("invalid_catalog", msg, None, None).await
+            }
             Err(FetchError::Store(e)) => run.fail("store", format!("store: {e}"), None, None).await,
         }
     }
@@ -373,13 +381,41 @@ impl Syncer {
         }
         stats.add_warnings(dealers.warnings);
         let fetches = self.fetches(rt, &dealers.dealers);
+        let branch_data = self
+            .fan_out(run, &shared, &gate, &hash, &fetches, progress)
+            .await?;
+        let catalog = Catalog {
+            recharge_type: rt,
+            general_hash: hash,
+            dealers: dealers.dealers,
+            questions: dealers.questions,
+            branch_data,
+        };
+        let expected: BTreeSet<_> = fetches.into_iter().map(|f| (f.dealer, f.key)).collect();
+        catalog.validate(&expected).map_err(FetchError::Invalid)?;
+        Ok(Attempt::Fetched(catalog))
+    }
+
+    /// Every branch-data request of a refetch, `carat.concurrency` at a
+    /// time; each answer must carry the dealer list's `hash`. The first
+    /// failure drops the stream, cancelling what is in flight.
+    async fn fan_out(
+        &self,
+        run: &Run<'_>,
+        shared: &SharedSession,
+        gate: &GeneralHash,
+        hash: &GeneralHash,
+        fetches: &[Fetch],
+        progress: &dyn Progress,
+    ) -> Result<BTreeMap<(DealerCode, BranchKey), BranchData>, FetchError> {
+        let (rt, stats) = (run.rt, &run.stats);
         let total = fetches.len();
         progress.progress(rt, 0, total);
         let done = AtomicUsize::new(0);
+        let zero = GeneralHash::zero();
         let mut stream = futures_util::stream::iter(fetches.iter().cloned())
             .map(|f| {
-                let (shared, hash, zero, done) = (&shared, &hash, &zero, &done);
-                let gate = &gate;
+                let (zero, done) = (&zero, &done);
                 async move {
                     let answer: BranchDataAnswer = self
                         .with_session(shared, rt, gate, stats, |s| {
@@ -399,26 +435,10 @@ impl Syncer {
             .buffer_unordered(self.concurrency.max(1));
         let mut branch_data = BTreeMap::new();
         while let Some(r) = stream.next().await {
-            // The first failure drops the stream, cancelling what is in flight.
             let (k, v) = r?;
             branch_data.insert(k, v);
         }
-        drop(stream);
-        let catalog = Catalog {
-            recharge_type: rt,
-            general_hash: hash,
-            dealers: dealers.dealers,
-            questions: dealers.questions,
-            branch_data,
-        };
-        let expected: BTreeSet<_> = fetches.into_iter().map(|f| (f.dealer, f.key)).collect();
-        catalog.validate(&expected).map_err(|source| {
-            FetchError::Carat(CaratError::InvalidField {
-                endpoint: crate::carat::Endpoint::Dealers,
-                source,
-            })
-        })?;
-        Ok(Attempt::Fetched(catalog))
+        Ok(branch_data)
     }
 
     /// The branch-data requests of a refetch: every dealer × configured DDD
