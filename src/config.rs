@@ -451,16 +451,16 @@ fn layered(path: &Path, env: HashMap<String, String>) -> Result<config::Config, 
         .build()
 }
 
-/// The key a `config` deserialisation error is about, best effort.
+/// The key a `config` deserialisation error is about, from the error's own
+/// fields (never its text).
 fn error_key(e: &config::ConfigError) -> String {
-    let s = e.to_string();
-    if let Some(i) = s.find("for key `") {
-        let rest = &s[i + 9..];
-        if let Some(j) = rest.find('`') {
-            return rest[..j].to_owned();
+    match e {
+        config::ConfigError::At { key: Some(k), .. } | config::ConfigError::Type { key: Some(k), .. } => {
+            k.clone()
         }
+        config::ConfigError::At { error, .. } => error_key(error),
+        _ => "(file)".to_owned(),
     }
-    "(file)".to_owned()
 }
 
 fn int_in(p: &mut Problems, key: &str, v: Option<i64>, default: i64, lo: i64, hi: i64) -> i64 {

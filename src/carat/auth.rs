@@ -109,22 +109,27 @@ impl JwtSigner {
             path: label.to_owned(),
         };
         let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| not_rsa())?;
+        let pkcs1 = match &der {
+            PrivateKeyDer::Pkcs1(k) => Some(k.secret_pkcs1_der()),
+            PrivateKeyDer::Pkcs8(k) => der::pkcs8_inner(k.secret_pkcs8_der()),
+            _ => return Err(not_rsa()),
+        };
+        // The size first, read off the key itself: aws-lc refuses small keys
+        // at parse time with an error that does not say how small.
+        if let Some(bits) = pkcs1.and_then(der::rsa_modulus_bits)
+            && bits < MIN_RSA_BITS
+        {
+            return Err(KeyError::TooSmall {
+                path: label.to_owned(),
+                bits,
+            });
+        }
         let pair = match &der {
             PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
             PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
             _ => return Err(not_rsa()),
-        };
-        let pair = match pair {
-            Ok(p) => p,
-            // aws-lc refuses keys under 2048 bits at parse time; say which.
-            Err(e) if e.to_string().contains("small") || e.to_string().contains("Small") => {
-                return Err(KeyError::TooSmall {
-                    path: label.to_owned(),
-                    bits: 0,
-                });
-            }
-            Err(_) => return Err(not_rsa()),
-        };
+        }
+        .map_err(|_| not_rsa())?;
         let bits = pair.public_modulus_len() * 8;
         if bits < MIN_RSA_BITS {
             return Err(KeyError::TooSmall {
@@ -383,4 +388,100 @@ async fn forward(
         }
     }
     StatusCode::OK.into_response()
+}
+
+/// Just enough DER to read an RSA private key's modulus size: PKCS#8
+/// `PrivateKeyInfo { version, algorithm, privateKey OCTET STRING }` around
+/// PKCS#1 `RSAPrivateKey { version, modulus INTEGER, ... }`. Bounds-checked;
+/// anything unexpected is `None` (then the real parser decides).
+mod der {
+    /// One TLV: (tag, contents, the rest after it).
+    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, b) = b.split_first()?;
+        let (&first, mut b) = b.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || b.len() < n {
+                return None;
+            }
+            let (len_bytes, rest) = b.split_at(n);
+            b = rest;
+            len_bytes
+                .iter()
+                .fold(0usize, |acc, x| (acc << 8) | usize::from(*x))
+        };
+        if b.len() < len {
+            return None;
+        }
+        let (content, rest) = b.split_at(len);
+        Some((tag, content, rest))
+    }
+
+    const SEQUENCE: u8 = 0x30;
+    const INTEGER: u8 = 0x02;
+    const OCTET_STRING: u8 = 0x04;
+
+    /// The PKCS#1 key inside a PKCS#8 one.
+    pub fn pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
+        let (SEQUENCE, body, _) = tlv(der)? else {
+            return None;
+        };
+        let (INTEGER, _, body) = tlv(body)? else {
+            return None;
+        };
+        let (SEQUENCE, _, body) = tlv(body)? else {
+            return None;
+        };
+        let (OCTET_STRING, key, _) = tlv(body)? else {
+            return None;
+        };
+        Some(key)
+    }
+
+    /// The modulus size in bits of a PKCS#1 RSA private key.
+    pub fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+        let (SEQUENCE, body, _) = tlv(der)? else {
+            return None;
+        };
+        let (INTEGER, _, body) = tlv(body)? else {
+            return None;
+        };
+        let (INTEGER, modulus, _) = tlv(body)? else {
+            return None;
+        };
+        // A leading zero keeps a positive INTEGER positive; it is no bit.
+        let m: &[u8] = match modulus.iter().position(|b| *b != 0) {
+            Some(i) => &modulus[i..],
+            None => return Some(0),
+        };
+        Some(m.len() * 8 - m[0].leading_zeros() as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_modulus_size_is_read_off_the_key() {
+        let pem = include_bytes!("../../tests/fixtures/rsa1024_test_only.pem");
+        let e = JwtSigner::from_pem(pem, "small.pem", "LOJA", Secret::new("K".repeat(16))).unwrap_err();
+        assert_eq!(
+            e,
+            KeyError::TooSmall {
+                path: "small.pem".into(),
+                bits: 1024
+            }
+        );
+        let der = PrivateKeyDer::from_pem_slice(pem).unwrap();
+        let inner = match &der {
+            PrivateKeyDer::Pkcs1(k) => Some(k.secret_pkcs1_der()),
+            PrivateKeyDer::Pkcs8(k) => der::pkcs8_inner(k.secret_pkcs8_der()),
+            _ => None,
+        };
+        assert_eq!(inner.and_then(der::rsa_modulus_bits), Some(1024));
+        assert_eq!(der::rsa_modulus_bits(&[0x30, 0x05, 0x02]), None, "truncated");
+    }
 }

@@ -604,26 +604,19 @@ pub fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
     Some(d.min(MAX_RETRY_AFTER))
 }
 
+/// Whether a rustls error is somewhere in `e`'s causes. An `io::Error`
+/// wrapping another error reports that error's *source* as its own, so the
+/// walk steps into what it wraps (`get_ref`) rather than past it.
 fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
         if err.downcast_ref::<rustls::Error>().is_some() {
             return true;
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
-        {
-            return true;
-        }
-        // Verifier errors can arrive wrapped in types that hide the rustls
-        // error from downcasting; their text still says what happened.
-        let text = err.to_string();
-        if text.contains("invalid peer certificate") || text.contains("certificate verify") {
-            return true;
-        }
-        cur = err.source();
+        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     false
 }
