@@ -20,10 +20,22 @@ pub enum AppError {
     Client(#[from] ClientBuildError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("carat.authenticity_post.listen {addr}: {detail}")]
-    Listen { addr: String, detail: String },
+    #[error("carat.authenticity_post.listen {addr}: {source}")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the authenticity-POST receiver runs only with carat.auth = \"authenticity_post\"")]
+    NotAuthenticityPost,
+    #[error("carat.authenticity_post.{key}: {source}")]
+    TlsFile {
+        key: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("carat.authenticity_post: {0}")]
-    Tls(String),
+    Tls(#[source] crate::net::NetError),
     #[error("store directory {path}: {detail}")]
     StoreDir { path: String, detail: String },
 }
@@ -82,21 +94,23 @@ pub struct BoundReceiver {
 /// Binds the authenticity-POST receiver (`carat.authenticity_post`).
 pub async fn bind_receiver(cfg: &Config, receiver: &AuthenticityReceiver) -> Result<BoundReceiver, AppError> {
     let AuthConfig::AuthenticityPost(a) = &cfg.carat.auth else {
-        return Err(AppError::Tls("not in authenticity_post mode".into()));
+        return Err(AppError::NotAuthenticityPost);
     };
     let tls = match &a.tls {
         Some((cert, key)) => {
-            let cert = std::fs::read(cert).map_err(|e| AppError::Tls(format!("tls_cert_file: {e}")))?;
-            let key = std::fs::read(key).map_err(|e| AppError::Tls(format!("tls_key_file: {e}")))?;
-            Some(crate::net::tls_acceptor(&cert, &key).map_err(|e| AppError::Tls(e.to_string()))?)
+            let file = |key: &'static str, p: &Path| {
+                std::fs::read(p).map_err(|source| AppError::TlsFile { key, source })
+            };
+            let (cert, key) = (file("tls_cert_file", cert)?, file("tls_key_file", key)?);
+            Some(crate::net::tls_acceptor(&cert, &key).map_err(AppError::Tls)?)
         }
         None => None,
     };
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
-        .map_err(|e| AppError::Listen {
+        .map_err(|source| AppError::Listen {
             addr: a.listen.to_string(),
-            detail: e.to_string(),
+            source,
         })?;
     tracing::info!(listen = %a.listen, path = %a.path, tls = tls.is_some(), "authenticity-POST receiver listening");
     Ok(BoundReceiver {

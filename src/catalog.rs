@@ -28,6 +28,25 @@ pub const ALL_DDDS: [&str; 67] = [
     "83", "84", "85", "86", "87", "88", "89", "91", "92", "93", "94", "95", "96", "97", "98", "99",
 ];
 
+/// A value that is not what its type holds: what was expected, and (clipped)
+/// what came.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected {expected}, got {got:?}")]
+pub struct InvalidValue {
+    pub expected: &'static str,
+    /// The value, clipped ([`clip`]).
+    pub got: String,
+}
+
+impl InvalidValue {
+    pub fn new(expected: &'static str, got: &str) -> Self {
+        InvalidValue {
+            expected,
+            got: clip(got),
+        }
+    }
+}
+
 /// A field that failed validation, with its path in the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {problem}")]
@@ -120,10 +139,9 @@ impl fmt::Display for RechargeType {
 }
 
 impl std::str::FromStr for RechargeType {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Self::parse(s)
-            .ok_or_else(|| format!("unknown recharge type {s:?} (expected normal, others or invoice)"))
+    type Err = InvalidValue;
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
+        Self::parse(s).ok_or_else(|| InvalidValue::new("normal, others or invoice", s))
     }
 }
 
@@ -144,12 +162,12 @@ macro_rules! checked_string {
 
         impl $name {
             /// Checks `s`; the error says what was expected.
-            pub fn parse(s: &str) -> Result<Self, String> {
+            pub fn parse(s: &str) -> Result<Self, InvalidValue> {
                 let check: fn(&str) -> bool = $check;
                 if check(s) {
                     Ok($name(s.to_owned()))
                 } else {
-                    Err(format!(concat!("expected ", $what, ", got {:?}"), crate::catalog::clip(s)))
+                    Err(InvalidValue::new($what, s))
                 }
             }
             pub fn as_str(&self) -> &str {
@@ -157,8 +175,8 @@ macro_rules! checked_string {
             }
         }
         impl TryFrom<String> for $name {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
+            type Error = InvalidValue;
+            fn try_from(s: String) -> Result<Self, InvalidValue> {
                 Self::parse(&s)
             }
         }
@@ -241,7 +259,7 @@ impl GeneralHash {
 
 impl DealerCode {
     /// Accepts `1`, `01` or `001` (lookups may drop leading zeros).
-    pub fn parse_lenient(s: &str) -> Result<Self, String> {
+    pub fn parse_lenient(s: &str) -> Result<Self, InvalidValue> {
         if is_digits(s) && s.len() <= 3 {
             Self::parse(&format!("{s:0>3}"))
         } else {

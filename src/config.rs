@@ -250,10 +250,10 @@ impl ConfigError {
 struct Problems(Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, key: &str, problem: impl Into<String>) {
+    fn add(&mut self, key: &str, problem: impl std::fmt::Display) {
         self.0.push(Problem {
             key: key.to_owned(),
-            problem: problem.into(),
+            problem: problem.to_string(),
         });
     }
 }
@@ -490,66 +490,96 @@ fn warn_if_world_readable(path: &Path, what: &str, warnings: &mut Vec<String>) {
     }
 }
 
-pub fn check_base_url(s: &str) -> Result<Url, String> {
-    let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+/// What is wrong with `carat.base_url`.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseUrlError {
+    #[error("not a URL: {0}")]
+    NotAUrl(#[source] url::ParseError),
+    #[error("must use https (Carat is HTTPS only), got {0}")]
+    NotHttps(String),
+    #[error("has no host")]
+    NoHost,
+    #[error(
+        "is an IP address; Carat says always use the domain name (the IP may change without notice). \
+         Only a loopback simulator (https://localhost:PORT) may skip this"
+    )]
+    IpAddress,
+    #[error("must not carry a query or fragment")]
+    QueryOrFragment,
+    #[error("must not carry credentials")]
+    Credentials,
+}
+
+pub fn check_base_url(s: &str) -> Result<Url, BaseUrlError> {
+    let url = Url::parse(s).map_err(BaseUrlError::NotAUrl)?;
     if url.scheme() != "https" {
-        return Err(format!(
-            "must use https (Carat is HTTPS only), got {}",
-            url.scheme()
-        ));
+        return Err(BaseUrlError::NotHttps(url.scheme().to_owned()));
     }
     match url.host() {
-        None => return Err("has no host".into()),
+        None => return Err(BaseUrlError::NoHost),
         Some(url::Host::Domain(_)) => {}
         Some(url::Host::Ipv4(ip)) if IpAddr::V4(ip).is_loopback() => {}
         Some(url::Host::Ipv6(ip)) if IpAddr::V6(ip).is_loopback() => {}
-        Some(_) => {
-            return Err(
-                "is an IP address; Carat says always use the domain name (the IP may change without notice). \
-                 Only a loopback simulator (https://localhost:PORT) may skip this"
-                    .into(),
-            );
-        }
+        Some(_) => return Err(BaseUrlError::IpAddress),
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err("must not carry a query or fragment".into());
+        return Err(BaseUrlError::QueryOrFragment);
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials".into());
+        return Err(BaseUrlError::Credentials);
     }
     Ok(url)
 }
 
+/// What is wrong with a merchant key (never the key itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MerchantKeyError {
+    #[error("is empty")]
+    Empty,
+    #[error("is too short ({0} characters; Carat keys have at least 8)")]
+    TooShort(usize),
+    #[error("is too long ({0} characters; Carat allows at most 80)")]
+    TooLong(usize),
+    #[error("must be letters and digits only (Carat's format)")]
+    NotAlphanumeric,
+}
+
 /// Checks a merchant key: Carat's format is at most 80 letters or digits.
-pub fn check_merchant_key(k: &str) -> Result<(), String> {
+pub fn check_merchant_key(k: &str) -> Result<(), MerchantKeyError> {
     if k.is_empty() {
-        return Err("is empty".into());
+        return Err(MerchantKeyError::Empty);
     }
     if k.len() < 8 {
-        return Err(format!(
-            "is too short ({} characters; Carat keys have at least 8)",
-            k.len()
-        ));
+        return Err(MerchantKeyError::TooShort(k.len()));
     }
     if k.len() > 80 {
-        return Err(format!(
-            "is too long ({} characters; Carat allows at most 80)",
-            k.len()
-        ));
+        return Err(MerchantKeyError::TooLong(k.len()));
     }
     if !is_an(k) {
-        return Err("must be letters and digits only (Carat's format)".into());
+        return Err(MerchantKeyError::NotAlphanumeric);
     }
     Ok(())
 }
 
+/// A cron line tokio-cron-scheduler would not take.
+#[derive(Debug, thiserror::Error)]
+#[error("unparsable cron {expr:?} (6 fields, seconds first, e.g. \"0 */15 * * * *\"): {source}")]
+pub struct CronError {
+    pub expr: String,
+    #[source]
+    pub source: croner::errors::CronError,
+}
+
 /// Checks a cron line the way tokio-cron-scheduler parses it (seconds first).
-pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
+pub fn parse_cron(s: &str) -> Result<croner::Cron, CronError> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .build()
         .parse(s)
-        .map_err(|e| format!("unparsable cron {s:?} (6 fields, seconds first, e.g. \"0 */15 * * * *\"): {e}"))
+        .map_err(|source| CronError {
+            expr: s.to_owned(),
+            source,
+        })
 }
 
 fn validate(raw: Raw, path: &Path, p: &mut Problems, warnings: &mut Vec<String>) -> Option<Config> {

@@ -38,13 +38,28 @@ pub enum DaemonError {
     #[error("api.control_socket: {0}")]
     ControlSocket(socket::SocketError),
     #[error("schedule: {0}")]
-    Schedule(String),
+    Schedule(#[source] tokio_cron_scheduler::JobSchedulerError),
     #[error("signals: {0}")]
     Signals(std::io::Error),
     #[error("starting the read API's runtime: {0}")]
-    ApiRuntime(String),
+    ApiRuntime(#[source] std::io::Error),
     #[error("the daemon was already started")]
     AlreadyStarted,
+}
+
+/// Why a reload was refused (the running configuration stays).
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("carat.auth / carat.authenticity_post changed: that needs a restart (systemctl restart)")]
+    AuthChanged,
+    #[error(transparent)]
+    Client(#[from] app::AppError),
+    #[error("sync.schedule: {0}")]
+    Schedule(#[source] tokio_cron_scheduler::JobSchedulerError),
+    #[error("the sync worker stopped")]
+    WorkerStopped,
 }
 
 fn api_settings(cfg: &Config) -> ApiSettings {
@@ -65,7 +80,7 @@ fn spawn_api_runtime(
     shutdown: watch::Receiver<bool>,
     threads: usize,
 ) -> Result<tokio::sync::oneshot::Receiver<()>, DaemonError> {
-    let runtime_err = |e: std::io::Error| DaemonError::ApiRuntime(e.to_string());
+    let runtime_err = DaemonError::ApiRuntime;
     // Moved to the new runtime's reactor.
     let listener = listener.into_std().map_err(runtime_err)?;
     let rt = if threads <= 1 {
@@ -296,7 +311,7 @@ impl Daemon {
         let worker_task = tokio::spawn(worker.run(msg_rx, tick_rx));
         let (cron, cron_id) = schedule::start_cron(&cfg.sync.schedule, cfg.sync.jitter, handle.clone())
             .await
-            .map_err(|e| DaemonError::Schedule(e.to_string()))?;
+            .map_err(DaemonError::Schedule)?;
         Ok(Running {
             shutdown_tx,
             handle,
@@ -364,8 +379,8 @@ impl Daemon {
         handle: &WorkerHandle,
         cron: &tokio_cron_scheduler::JobScheduler,
         cron_id: &mut uuid::Uuid,
-    ) -> Result<(), String> {
-        let new = Config::load(&self.config_path).map_err(|e| e.to_string())?;
+    ) -> Result<(), ReloadError> {
+        let new = Config::load(&self.config_path)?;
         for w in &new.warnings {
             tracing::warn!("{w}");
         }
@@ -390,10 +405,7 @@ impl Daemon {
             _ => true,
         };
         if auth_changed {
-            return Err(
-                "carat.auth / carat.authenticity_post changed: that needs a restart (systemctl restart)"
-                    .into(),
-            );
+            return Err(ReloadError::AuthChanged);
         }
         for key in &restart_needed {
             tracing::warn!(
@@ -401,13 +413,13 @@ impl Daemon {
                 "changed in the configuration but needs a restart to take effect"
             );
         }
-        let (client, _) = app::build_client(&new, self.receiver.clone()).map_err(|e| e.to_string())?;
+        let (client, _) = app::build_client(&new, self.receiver.clone())?;
         let client = client.with_stats(self.shared.carat_stats.clone());
         let syncer = app::syncer(&new, client, self.store.clone());
         if new.sync.schedule != old.sync.schedule || new.sync.jitter != old.sync.jitter {
             let id = schedule::add_cron_job(cron, &new.sync.schedule, new.sync.jitter, handle.clone())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(ReloadError::Schedule)?;
             let _ = cron.remove(cron_id).await;
             *cron_id = id;
         }
@@ -416,7 +428,7 @@ impl Daemon {
             .msgs
             .send(WorkerMsg::Reconfigure(Box::new(syncer)))
             .await
-            .map_err(|_| "the worker stopped".to_owned())?;
+            .map_err(|_| ReloadError::WorkerStopped)?;
         handle.submit(SyncJob::new(Trigger::Reload)).await;
         tracing::info!(path = %self.config_path.display(), "configuration reloaded; checking Carat now");
         self.cfg = new;

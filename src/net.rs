@@ -19,8 +19,19 @@ use tower::ServiceExt;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("{what}: {detail}")]
-    Tls { what: String, detail: String },
+    #[error("certificate: {0}")]
+    CertificatePem(#[source] rustls_pki_types::pem::Error),
+    #[error("certificate: no PEM certificate found")]
+    NoCertificate,
+    /// The key's parse error is deliberately not kept: it could quote key bytes.
+    #[error("private key: not a PEM private key (PKCS#1, PKCS#8 or SEC1)")]
+    NotAPrivateKey,
+    #[error("{what}: {source}")]
+    Tls {
+        what: &'static str,
+        #[source]
+        source: rustls::Error,
+    },
 }
 
 /// The raw file descriptor of the TCP connection a request came on, put in
@@ -32,33 +43,23 @@ pub struct ConnFd(pub RawFd);
 pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, NetError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| NetError::Tls {
-            what: "certificate".into(),
-            detail: e.to_string(),
-        })?;
+        .map_err(NetError::CertificatePem)?;
     if certs.is_empty() {
-        return Err(NetError::Tls {
-            what: "certificate".into(),
-            detail: "no PEM certificate found".into(),
-        });
+        return Err(NetError::NoCertificate);
     }
-    // The key's parse error is deliberately not shown: it could quote key bytes.
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| NetError::Tls {
-        what: "private key".into(),
-        detail: "not a PEM private key (PKCS#1, PKCS#8 or SEC1)".into(),
-    })?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| NetError::NotAPrivateKey)?;
     let config =
         rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
             .with_safe_default_protocol_versions()
-            .map_err(|e| NetError::Tls {
-                what: "TLS versions".into(),
-                detail: e.to_string(),
+            .map_err(|source| NetError::Tls {
+                what: "TLS versions",
+                source,
             })?
             .with_no_client_auth()
             .with_single_cert(certs, key)
-            .map_err(|e| NetError::Tls {
-                what: "certificate and key".into(),
-                detail: e.to_string(),
+            .map_err(|source| NetError::Tls {
+                what: "certificate and key",
+                source,
             })?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -61,7 +61,7 @@ enum FetchError {
     Carat(CaratError),
     /// The data answers disagree: the table changed under us, a later
     /// answer carries this hash.
-    HashMoved(String),
+    HashMoved(GeneralHash),
     /// The answers, each valid, do not make a whole catalog (a dealer
     /// twice, branch data missing or unasked for).
     Invalid(FieldError),
@@ -424,7 +424,7 @@ impl Syncer {
                         })
                         .await?;
                     if &answer.hash != hash {
-                        return Err(FetchError::HashMoved(answer.hash.as_str().to_owned()));
+                        return Err(FetchError::HashMoved(answer.hash));
                     }
                     stats.add_warnings(answer.warnings);
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;

@@ -31,8 +31,12 @@ pub enum SocketError {
     Live { path: PathBuf },
     #[error("{path} exists and is not a socket; refusing to replace it")]
     NotASocket { path: PathBuf },
-    #[error("{path}: {detail}")]
-    Io { path: PathBuf, detail: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("api.socket_group {group:?}: no such group")]
     NoGroup { group: String },
 }
@@ -72,9 +76,9 @@ fn gid_of(group: &str) -> Result<u32, SocketError> {
 /// Binds `path` with `mode` (and `group` when given), replacing a stale
 /// socket file and refusing a live one.
 pub async fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixListener, SocketError> {
-    let io = |e: std::io::Error| SocketError::Io {
+    let io = |source: std::io::Error| SocketError::Io {
         path: path.to_owned(),
-        detail: e.to_string(),
+        source,
     };
     let gid = group.map(gid_of).transpose()?;
     match std::fs::symlink_metadata(path) {

@@ -59,17 +59,31 @@ impl std::fmt::Debug for Claims {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read {path}: {detail}")]
-    Unreadable { path: String, detail: String },
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{path} is not a PEM RSA private key (PKCS#1 or PKCS#8)")]
     NotRsaPem { path: String },
     #[error("{path} holds a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required")]
     TooSmall { path: String, bits: usize },
-    #[error("{path}: the test signature failed: {detail}")]
-    TestSignature { path: String, detail: String },
+    #[error("{path}: the test signature failed: {source}")]
+    TestSignature {
+        path: String,
+        #[source]
+        source: JwtError,
+    },
 }
+
+/// A token that could not be signed or verified. jsonwebtoken's error names
+/// the failure's kind; it never holds the key or the claims.
+#[derive(Debug, thiserror::Error)]
+#[error("JWT: {0}")]
+pub struct JwtError(#[source] jsonwebtoken::errors::Error);
 
 /// Signs the JWTs of signature mode.
 pub struct JwtSigner {
@@ -91,9 +105,9 @@ impl std::fmt::Debug for JwtSigner {
 impl JwtSigner {
     /// Reads the key file and checks it by signing and verifying a test token.
     pub fn from_file(path: &Path, merchant_id: &str, merchant_key: Secret) -> Result<Self, KeyError> {
-        let pem = std::fs::read(path).map_err(|e| KeyError::Unreadable {
+        let pem = std::fs::read(path).map_err(|source| KeyError::Unreadable {
             path: path.display().to_string(),
-            detail: e.kind().to_string(),
+            source,
         })?;
         Self::from_pem(&pem, &path.display().to_string(), merchant_id, merchant_key)
     }
@@ -146,13 +160,15 @@ impl JwtSigner {
         };
         // The test signature: sign, then verify with the public half.
         let public = DecodingKey::from_rsa_der(pair.public_key().as_ref());
-        let token = signer.sign("CHECK", "0").map_err(|e| KeyError::TestSignature {
+        let token = signer
+            .sign("CHECK", "0")
+            .map_err(|source| KeyError::TestSignature {
+                path: label.to_owned(),
+                source,
+            })?;
+        verify(token.expose(), &public).map_err(|source| KeyError::TestSignature {
             path: label.to_owned(),
-            detail: e,
-        })?;
-        verify(token.expose(), &public).map_err(|e| KeyError::TestSignature {
-            path: label.to_owned(),
-            detail: e,
+            source,
         })?;
         Ok(signer)
     }
@@ -162,7 +178,7 @@ impl JwtSigner {
     }
 
     /// A fresh token for one call of the session `order_id`/`merchant_usn`.
-    pub fn sign(&self, order_id: &str, merchant_usn: &str) -> Result<Secret, String> {
+    pub fn sign(&self, order_id: &str, merchant_usn: &str) -> Result<Secret, JwtError> {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -178,20 +194,19 @@ impl JwtSigner {
         // Header::new sets {"alg":"RS256","typ":"JWT"}.
         jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
             .map(Secret::new)
-            // jsonwebtoken's errors name the failure kind, never the key.
-            .map_err(|e| format!("{:?}", e.kind()))
+            .map_err(JwtError)
     }
 }
 
 /// Verifies an RS256 token and returns its claims (the simulator uses this).
-pub fn verify(token: &str, key: &DecodingKey) -> Result<Claims, String> {
+pub fn verify(token: &str, key: &DecodingKey) -> Result<Claims, JwtError> {
     let mut v = Validation::new(Algorithm::RS256);
     v.required_spec_claims.clear();
     v.validate_exp = false;
     v.validate_aud = false;
     jsonwebtoken::decode::<Claims>(token, key, &v)
         .map(|d| d.claims)
-        .map_err(|e| format!("{:?}", e.kind()))
+        .map_err(JwtError)
 }
 
 /// What the authenticity POST hands to the waiting session.
@@ -468,12 +483,9 @@ mod tests {
     fn the_modulus_size_is_read_off_the_key() {
         let pem = include_bytes!("../../tests/fixtures/rsa1024_test_only.pem");
         let e = JwtSigner::from_pem(pem, "small.pem", "LOJA", Secret::new("K".repeat(16))).unwrap_err();
-        assert_eq!(
-            e,
-            KeyError::TooSmall {
-                path: "small.pem".into(),
-                bits: 1024
-            }
+        assert!(
+            matches!(&e, KeyError::TooSmall { path, bits: 1024 } if path == "small.pem"),
+            "{e}"
         );
         let der = PrivateKeyDer::from_pem_slice(pem).unwrap();
         let inner = match &der {

@@ -20,7 +20,7 @@ use super::reader;
 use super::wire;
 use super::{CaratError, Endpoint};
 use crate::catalog::{
-    self, BranchDataAnswer, Ddd, DealerCode, DealerList, FieldError, GeneralHash, Nit, RechargeType,
+    BranchDataAnswer, Ddd, DealerCode, DealerList, FieldError, GeneralHash, InvalidValue, Nit, RechargeType,
 };
 use crate::run::SessionIds;
 use crate::secret::Secret;
@@ -116,9 +116,11 @@ pub trait Tap: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
     #[error("carat.ca_file: {0}")]
-    CaFile(String),
+    CaFile(#[source] reqwest::Error),
+    #[error("carat.ca_file: no PEM certificate in the file")]
+    NoCertificate,
     #[error("HTTP client: {0}")]
-    Http(String),
+    Http(#[source] reqwest::Error),
 }
 
 #[derive(Clone)]
@@ -151,14 +153,13 @@ impl CaratClient {
             .pool_max_idle_per_host(settings.pool_size.max(1))
             .user_agent(concat!("carat-catalogd/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &settings.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| ClientBuildError::CaFile(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(ClientBuildError::CaFile)?;
             if certs.is_empty() {
-                return Err(ClientBuildError::CaFile("no PEM certificate in the file".into()));
+                return Err(ClientBuildError::NoCertificate);
             }
             b = b.tls_certs_merge(certs);
         }
-        let http = b.build().map_err(|e| ClientBuildError::Http(error_chain(&e)))?;
+        let http = b.build().map_err(ClientBuildError::Http)?;
         Ok(CaratClient {
             http,
             base: settings.base_url.as_str().trim_end_matches('/').to_owned(),
@@ -411,7 +412,7 @@ impl CaratClient {
         }
         let t = signer
             .sign(&ids.order_id, &ids.merchant_usn)
-            .map_err(|detail| CaratError::Signing { endpoint: ep, detail })?;
+            .map_err(|source| CaratError::Signing { endpoint: ep, source })?;
         let req = req.bearer_auth(t.expose());
         *current = Some((t, Instant::now()));
         Ok(req)
@@ -541,16 +542,16 @@ fn parse_field<T>(
     ep: Endpoint,
     v: &Option<String>,
     path: &str,
-    parse: impl Fn(&str) -> Result<T, String>,
+    parse: impl Fn(&str) -> Result<T, InvalidValue>,
 ) -> Result<T, CaratError> {
     let s = v.as_deref().ok_or_else(|| missing(ep, path))?;
-    parse(s).map_err(|p| invalid(ep, FieldError::new(path, p)))
+    parse(s).map_err(|p| invalid(ep, FieldError::new(path, p.to_string())))
 }
 
 /// `esitef.code` must be `"0"`, and a transaction status of EXP/INV means
 /// the NIT is dead even when the code says otherwise.
 fn check_esitef(ep: Endpoint, e: &Option<wire::Esitef>, txn_status: Option<&str>) -> Result<(), CaratError> {
-    let txn = txn_status.map(catalog::clip);
+    let txn = txn_status.map(crate::catalog::clip);
     if e.is_none() {
         return Err(missing(ep, "esitef"));
     }

@@ -97,8 +97,12 @@ pub enum CaratError {
         .waited.as_secs()
     )]
     AuthenticityTimeout { order_id: String, waited: Duration },
-    #[error("{endpoint}: could not sign the request: {detail}")]
-    Signing { endpoint: Endpoint, detail: String },
+    #[error("{endpoint}: could not sign the request: {source}")]
+    Signing {
+        endpoint: Endpoint,
+        #[source]
+        source: auth::JwtError,
+    },
 }
 
 fn fmt_retry(r: &Option<Duration>) -> String {

@@ -37,12 +37,12 @@ fn required<'a>(v: &'a Option<String>, path: &str) -> Result<&'a str, FieldError
     }
 }
 
-fn checked<T>(
+fn checked<T, E: std::fmt::Display>(
     v: &Option<String>,
     path: &str,
-    parse: impl Fn(&str) -> Result<T, String>,
+    parse: impl Fn(&str) -> Result<T, E>,
 ) -> Result<T, FieldError> {
-    parse(required(v, path)?).map_err(|p| FieldError::new(path, p))
+    parse(required(v, path)?).map_err(|p| FieldError::new(path, p.to_string()))
 }
 
 /// The longest code-like text accepted (`amount_key`, category codes,
@@ -120,18 +120,30 @@ fn lenient_text(v: &Option<String>, path: &str, documented: usize, w: &mut Vec<F
     }
 }
 
+/// Why a text is not a non-negative integer within bounds (the value is
+/// clipped).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NumberError {
+    #[error("negative value {0:?}")]
+    Negative(String),
+    #[error("expected an integer, got {0:?}")]
+    NotInteger(String),
+    #[error("value {0} is larger than {1}")]
+    TooLarge(String, i64),
+}
+
 /// A non-negative integer in a string, bounded by `max`.
-fn parse_uint(s: &str, max: i64) -> Result<i64, String> {
+fn parse_uint(s: &str, max: i64) -> Result<i64, NumberError> {
     let t = s.trim();
     if t.starts_with('-') {
-        return Err(format!("negative value {:?}", clip(s)));
+        return Err(NumberError::Negative(clip(s)));
     }
     if !is_digits(t) {
-        return Err(format!("expected an integer, got {:?}", clip(s)));
+        return Err(NumberError::NotInteger(clip(s)));
     }
     match t.parse::<i64>() {
         Ok(v) if v <= max => Ok(v),
-        _ => Err(format!("value {} is larger than {max}", clip(s))),
+        _ => Err(NumberError::TooLarge(clip(s), max)),
     }
 }
 
@@ -483,7 +495,8 @@ mod tests {
 
     #[test]
     fn negative_amount_rejected() {
-        assert!(parse_uint("-5", 10).unwrap_err().contains("negative"));
+        assert!(matches!(parse_uint("-5", 10), Err(NumberError::Negative(_))));
+        assert!(parse_uint("-5", 10).unwrap_err().to_string().contains("negative"));
         assert!(parse_uint("5.5", 10).is_err());
         assert!(parse_uint("11", 10).is_err());
         assert_eq!(parse_uint("10", 10), Ok(10));

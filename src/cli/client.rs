@@ -12,26 +12,40 @@ use tokio::net::UnixStream;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot connect to {path}: {detail} (is the daemon running? `systemctl status carat-catalogd`; \
+        "cannot connect to {path}: {source} (is the daemon running? `systemctl status carat-catalogd`; \
          is this user in the socket's group?)"
     )]
-    Connect { path: PathBuf, detail: String },
-    #[error("talking to {path}: {detail}")]
-    Http { path: PathBuf, detail: String },
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("talking to {path}: {source}")]
+    Http {
+        path: PathBuf,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("talking to {path}: {source}")]
+    Request {
+        path: PathBuf,
+        #[source]
+        source: http::Error,
+    },
 }
 
 async fn connect(socket: &Path) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
     let stream = UnixStream::connect(socket)
         .await
-        .map_err(|e| ClientError::Connect {
+        .map_err(|source| ClientError::Connect {
             path: socket.to_owned(),
-            detail: e.to_string(),
+            source,
         })?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| ClientError::Http {
+        .map_err(|source| ClientError::Http {
             path: socket.to_owned(),
-            detail: e.to_string(),
+            source,
         })?;
     tokio::spawn(async move {
         let _ = conn.await;
@@ -39,10 +53,17 @@ async fn connect(socket: &Path) -> Result<hyper::client::conn::http1::SendReques
     Ok(sender)
 }
 
-fn http_err(socket: &Path, e: impl std::fmt::Display) -> ClientError {
+fn http_err(socket: &Path, source: hyper::Error) -> ClientError {
     ClientError::Http {
         path: socket.to_owned(),
-        detail: e.to_string(),
+        source,
+    }
+}
+
+fn request_err(socket: &Path, source: http::Error) -> ClientError {
+    ClientError::Request {
+        path: socket.to_owned(),
+        source,
     }
 }
 
@@ -52,7 +73,7 @@ pub async fn get(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError>
     let req = Request::get(path)
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
-        .map_err(|e| http_err(socket, e))?;
+        .map_err(|e| request_err(socket, e))?;
     let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
     let status = resp.status().as_u16();
     let body = resp
@@ -77,7 +98,7 @@ pub async fn post_lines(
         .header("host", "localhost")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
-        .map_err(|e| http_err(socket, e))?;
+        .map_err(|e| request_err(socket, e))?;
     let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
     let status = resp.status().as_u16();
     let mut body = resp.into_body();

@@ -127,7 +127,7 @@ pub fn insert(c: &Connection, cat: &Catalog) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn corrupt(what: &str, e: String) -> StoreError {
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {e}"))
 }
 
@@ -332,10 +332,7 @@ fn load_branch_data(c: &Connection, t: &str, bd_questions: &mut QuestionsById) -
                 BranchKey::Branch(BranchCode::parse(&b).map_err(|e| corrupt("branch_data.branch_code", e))?)
             }
             _ => {
-                return Err(corrupt(
-                    "branch_data",
-                    "needs exactly one of ddd, branch_code".into(),
-                ));
+                return Err(corrupt("branch_data", "needs exactly one of ddd, branch_code"));
             }
         };
         let data = BranchData {

@@ -14,8 +14,12 @@ use std::path::{Path, PathBuf};
 pub enum LockError {
     #[error("the store {store} is being synced by another process ({holder}); try again when it is done")]
     Held { store: PathBuf, holder: String },
-    #[error("cannot open the lock file {path}: {detail}")]
-    Io { path: PathBuf, detail: String },
+    #[error("cannot open the lock file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Held while it lives.
@@ -41,9 +45,9 @@ pub fn lock_path(store: &Path) -> PathBuf {
 /// (e.g. `carat-catalogd run`).
 pub fn acquire(store: &Path, who: &str) -> Result<SyncLock, LockError> {
     let path = lock_path(store);
-    let io = |e: std::io::Error| LockError::Io {
+    let io = |source: std::io::Error| LockError::Io {
         path: path.clone(),
-        detail: e.to_string(),
+        source,
     };
     let mut file = OpenOptions::new()
         .read(true)

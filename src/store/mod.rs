@@ -19,7 +19,6 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde::Serialize;
 
 use crate::catalog::{Catalog, GeneralHash, RechargeType};
-
 use crate::run::{Outcome, SessionIds};
 use crate::time::fmt_time;
 
@@ -31,8 +30,16 @@ const MIGRATIONS: &[&str] = &[
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store {path}: {detail}")]
-    Open { path: PathBuf, detail: String },
+    #[error("store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store {path}: journal_mode is {mode}, WAL refused")]
+    NoWal { path: PathBuf, mode: String },
+    #[error("the store's worker thread failed: {0}")]
+    Task(#[source] tokio::task::JoinError),
     #[error(
         "store {path} has schema version {found}, newer than this binary knows ({known}); upgrade carat-catalogd"
     )]
@@ -117,9 +124,9 @@ impl Store {
     /// Opens (creating if needed) and migrates the store at `path`. The
     /// parent directory must exist.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |detail: String| StoreError::Open {
+        let open_err = |source: rusqlite::Error| StoreError::Open {
             path: path.to_owned(),
-            detail,
+            source,
         };
         let conn = Connection::open_with_flags(
             path,
@@ -127,14 +134,16 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_CREATE
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| open_err(e.to_string()))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(|e| open_err(e.to_string()))?;
+        .map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(|e| open_err(format!("cannot enable WAL: {e}")))?;
+            .map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(open_err(format!("journal_mode is {mode}, WAL refused")));
+            return Err(StoreError::NoWal {
+                path: path.to_owned(),
+                mode,
+            });
         }
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -152,9 +161,9 @@ impl Store {
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(|e| StoreError::Open {
+        .map_err(|source| StoreError::Open {
             path: path.to_owned(),
-            detail: e.to_string(),
+            source,
         })?;
         conn.busy_timeout(Duration::from_secs(10))?;
         Ok(Store {
@@ -246,8 +255,10 @@ impl Store {
             None => Ok(None),
             Some((h, g, s, c)) => Ok(Some(VersionInfo {
                 recharge_type: rt,
-                general_hash: GeneralHash::parse(&h).map_err(StoreError::Corrupt)?,
-                gate_hash: GeneralHash::parse(&g).map_err(StoreError::Corrupt)?,
+                general_hash: GeneralHash::parse(&h)
+                    .map_err(|e| StoreError::Corrupt(format!("catalog_version.general_hash: {e}")))?,
+                gate_hash: GeneralHash::parse(&g)
+                    .map_err(|e| StoreError::Corrupt(format!("catalog_version.gate_hash: {e}")))?,
                 synced_at: parse_time(&s)?,
                 checked_at: parse_time(&c)?,
             })),
@@ -465,7 +476,7 @@ impl StoreHandle {
             f(&mut guard)
         })
         .await
-        .map_err(|e| StoreError::Corrupt(format!("store task failed: {e}")))?
+        .map_err(StoreError::Task)?
     }
 }
 

@@ -132,7 +132,7 @@ pub fn check_nit_and_hash(nit: Option<&str>, hash: Option<&str>) {
             }
             Err(e) => {
                 assert!(!(s.len() == 64 && is_an(s)), "Nit rejected a valid {s:?}");
-                check_parse_error(&e);
+                check_parse_error(&e.to_string());
             }
         }
     }
@@ -147,7 +147,7 @@ pub fn check_nit_and_hash(nit: Option<&str>, hash: Option<&str>) {
             }
             Err(e) => {
                 assert!(!(s.len() == 16 && is_an(s)), "GeneralHash rejected a valid {s:?}");
-                check_parse_error(&e);
+                check_parse_error(&e.to_string());
             }
         }
     }
