@@ -113,25 +113,23 @@ fn spawn_api_runtime(
 /// Raises the soft open-files limit towards the hard one, so
 /// `api.max_connections` fits (systemd's default soft limit is 1024).
 fn raise_fd_limit(connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let want = (connections as u64 + 256).max(4096);
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let lim = getrlimit(Resource::Nofile);
+    let current = lim.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return;
+    }
+    let new = Rlimit {
+        current: Some(lim.maximum.map_or(want, |max| want.min(max))),
+        maximum: lim.maximum,
     };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
-            let new = libc::rlimit {
-                rlim_cur: want.min(lim.rlim_max),
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &new) != 0 || new.rlim_cur < connections as u64 + 64 {
-                tracing::warn!(
-                    soft = new.rlim_cur,
-                    "the open-files limit is low for api.max_connections; raise LimitNOFILE="
-                );
-            }
-        }
+    let soft = new.current.unwrap_or(0);
+    if setrlimit(Resource::Nofile, new).is_err() || soft < connections as u64 + 64 {
+        tracing::warn!(
+            soft,
+            "the open-files limit is low for api.max_connections; raise LimitNOFILE="
+        );
     }
 }
 
@@ -299,6 +297,9 @@ impl Daemon {
                 let _ = rx.wait_for(|s| *s).await;
             })
         });
+        let (cron, cron_id) = schedule::start_cron(&cfg.sync.schedule, cfg.sync.jitter, handle.clone())
+            .await
+            .map_err(DaemonError::Schedule)?;
         let worker = Worker {
             shared: self.shared.clone(),
             store: self.store.clone(),
@@ -307,11 +308,9 @@ impl Daemon {
             shutdown: shutdown_rx,
             grace: SHUTDOWN_GRACE,
             on_status: Box::new(lifecycle::status),
+            cron: Some((cron.clone(), cron_id)),
         };
         let worker_task = tokio::spawn(worker.run(msg_rx, tick_rx));
-        let (cron, cron_id) = schedule::start_cron(&cfg.sync.schedule, cfg.sync.jitter, handle.clone())
-            .await
-            .map_err(DaemonError::Schedule)?;
         Ok(Running {
             shutdown_tx,
             handle,
@@ -426,7 +425,7 @@ impl Daemon {
         self.shared.settings.store(Arc::new(api_settings(&new)));
         handle
             .msgs
-            .send(WorkerMsg::Reconfigure(Box::new(syncer)))
+            .send(WorkerMsg::Reconfigure(Box::new(syncer), *cron_id))
             .await
             .map_err(|_| ReloadError::WorkerStopped)?;
         handle.submit(SyncJob::new(Trigger::Reload)).await;

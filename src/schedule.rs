@@ -63,7 +63,8 @@ pub enum SyncEvent {
 pub enum WorkerMsg {
     Job(SyncJob),
     /// A reloaded configuration: the new syncer and schedule settings.
-    Reconfigure(Box<Syncer>),
+    /// The cron job id is the schedule's (a changed schedule is a new job).
+    Reconfigure(Box<Syncer>, uuid::Uuid),
 }
 
 /// Handles to feed the worker.
@@ -117,6 +118,8 @@ pub struct Worker {
     pub grace: Duration,
     /// Called with a one-line summary after each run (sd-notify STATUS=).
     pub on_status: Box<dyn Fn(&str) + Send + Sync>,
+    /// The scheduler and the job of the checks: asked for the next tick.
+    pub cron: Option<(JobScheduler, uuid::Uuid)>,
 }
 
 impl Worker {
@@ -127,16 +130,19 @@ impl Worker {
         let mut retry: Option<(tokio::time::Instant, Vec<RechargeType>)> = None;
         let mut failures: u32 = 0;
         loop {
-            self.update_next_check(retry.as_ref().map(|r| r.0));
+            self.update_next_check(retry.as_ref().map(|r| r.0)).await;
             let retry_at = retry.as_ref().map(|r| r.0);
             let job = tokio::select! {
                 biased;
                 _ = crate::state::stopped(&mut self.shutdown) => break,
                 m = msgs.recv() => match m {
                     Some(WorkerMsg::Job(j)) => j,
-                    Some(WorkerMsg::Reconfigure(s)) => {
+                    Some(WorkerMsg::Reconfigure(s, job)) => {
                         tracing::info!("sync worker reconfigured");
                         self.syncer = *s;
+                        if let Some((_, id)) = &mut self.cron {
+                            *id = job;
+                        }
                         continue;
                     }
                     None => break,
@@ -273,9 +279,13 @@ impl Worker {
         }
     }
 
-    fn update_next_check(&self, retry_at: Option<tokio::time::Instant>) {
-        let cron = crate::config::parse_cron(&self.syncer.sync.schedule).ok();
-        let next_tick = cron.and_then(|c| c.find_next_occurrence(&Utc::now(), false).ok());
+    /// `next_check` on the status board: the scheduler's next tick, or a
+    /// retry due before it.
+    async fn update_next_check(&mut self, retry_at: Option<tokio::time::Instant>) {
+        let next_tick = match &mut self.cron {
+            Some((sched, id)) => sched.next_tick_for_job(*id).await.ok().flatten(),
+            None => None,
+        };
         let retry = retry_at.map(|t| {
             Utc::now()
                 + chrono::Duration::from_std(t.saturating_duration_since(tokio::time::Instant::now()))

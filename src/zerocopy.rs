@@ -15,7 +15,7 @@
 //! routes, JSON or the catalog.
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
@@ -23,6 +23,9 @@ use std::task::{Context, Poll, ready};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use memmap2::{Mmap, MmapOptions};
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::io::Errno;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UnixStream;
 
@@ -36,7 +39,7 @@ pub const SENDFILE_MIN: usize = 32 * 1024;
 /// Spliced pages are the memfd's own, so a bigger buffer costs little
 /// memory for zero-copy bodies; for copied ones it bounds what a reader that
 /// never reads can pin, per connection.
-const SEND_BUFFER: libc::c_int = 256 * 1024;
+const SEND_BUFFER: usize = 256 * 1024;
 
 /// Bytes sent with `sendfile` since start (all streams).
 static ZERO_COPY_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -64,8 +67,9 @@ pub fn stats() -> Stats {
 
 enum Backing {
     /// A sealed memfd mapped `PROT_READ`, `MAP_PRIVATE` (never written, so
-    /// the mapping shares the memfd's pages).
-    Mapped { addr: usize, fd: OwnedFd },
+    /// the mapping shares the memfd's pages). `Mmap` unmaps on drop and is
+    /// `Send + Sync` (it is only ever read).
+    Mapped { map: Mmap, fd: OwnedFd },
     /// Where memfd or mmap is unavailable (or the data is empty).
     Heap(Box<[u8]>),
 }
@@ -93,12 +97,13 @@ impl Arena {
             return Self::heap(data);
         }
         match memfd_mapping(&data) {
-            Ok((addr, fd)) => {
+            Ok((map, fd)) => {
                 let len = data.len();
                 drop(data);
                 MEMFD_BYTES.fetch_add(len as u64, Ordering::Relaxed);
+                let addr = map.as_ptr() as usize;
                 let arena = Arc::new(Arena {
-                    backing: Backing::Mapped { addr, fd },
+                    backing: Backing::Mapped { map, fd },
                     len,
                 });
                 register(&arena, addr, len);
@@ -129,12 +134,7 @@ impl Arena {
 
     pub fn as_slice(&self) -> &[u8] {
         match &self.backing {
-            // SAFETY: `addr..addr+len` is a live read-only mapping of a memfd
-            // sealed against writes, growth and shrinking; it stays mapped
-            // until `drop`, which cannot run while `&self` is borrowed.
-            Backing::Mapped { addr, .. } => unsafe {
-                std::slice::from_raw_parts(*addr as *const u8, self.len)
-            },
+            Backing::Mapped { map, .. } => map,
             Backing::Heap(b) => b,
         }
     }
@@ -148,14 +148,11 @@ impl Arena {
 impl Drop for Arena {
     fn drop(&mut self) {
         match &self.backing {
-            Backing::Mapped { addr, .. } => {
-                // Out of the registry before the address can be reused.
+            Backing::Mapped { .. } => {
+                // Out of the registry before the mapping (dropped with the
+                // backing, after this) frees the address for reuse. No slice
+                // of it outlives the arena: every `Bytes` holds an Arc.
                 unregister_dead();
-                // SAFETY: unmapping our own mapping of `len` bytes; no slice
-                // of it can outlive the arena (every `Bytes` holds an Arc).
-                unsafe {
-                    libc::munmap(*addr as *mut libc::c_void, self.len);
-                }
                 MEMFD_BYTES.fetch_sub(self.len as u64, Ordering::Relaxed);
             }
             Backing::Heap(_) => {
@@ -173,45 +170,23 @@ impl AsRef<[u8]> for ArenaRef {
     }
 }
 
-fn last_err(what: &str) -> io::Error {
-    let e = io::Error::last_os_error();
-    io::Error::new(e.kind(), format!("{what}: {e}"))
-}
-
 /// Writes `data` into a new memfd, seals it and maps it read-only.
-fn memfd_mapping(data: &[u8]) -> io::Result<(usize, OwnedFd)> {
-    let name = c"carat-catalogd-snapshot";
-    // SAFETY: plain syscall with a valid C string.
-    let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
-    if raw < 0 {
-        return Err(last_err("memfd_create"));
-    }
-    // SAFETY: `raw` is a fresh descriptor we own.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+fn memfd_mapping(data: &[u8]) -> io::Result<(Mmap, OwnedFd)> {
+    let fd = rustix::fs::memfd_create(
+        c"carat-catalogd-snapshot",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )?;
     let mut file = std::fs::File::from(fd);
     io::Write::write_all(&mut file, data)?;
-    let fd = OwnedFd::from(file);
-    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE | libc::F_SEAL_SEAL;
-    // SAFETY: fcntl on our own descriptor.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } != 0 {
-        return Err(last_err("sealing the memfd"));
-    }
-    // SAFETY: a new read-only private mapping of a sealed file of exactly
-    // `data.len()` bytes; no existing memory is affected.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            data.len(),
-            libc::PROT_READ,
-            libc::MAP_PRIVATE,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return Err(last_err("mmap of the memfd"));
-    }
-    Ok((addr as usize, fd))
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )?;
+    // SAFETY: memmap2 asks that the file not change while mapped. This one
+    // cannot: the memfd is sealed against writes, growth and shrinking
+    // (F_SEAL_SEAL keeps it so), and no one else holds it.
+    let map = unsafe { MmapOptions::new().map_copy_read_only(&file)? };
+    Ok((map, OwnedFd::from(file)))
 }
 
 #[derive(Clone)]
@@ -271,17 +246,8 @@ pub struct ZcStream {
 
 impl ZcStream {
     pub fn new(inner: UnixStream) -> Self {
-        // SAFETY: setsockopt on our own socket with a c_int option value.
         // A refusal only leaves the default buffer.
-        unsafe {
-            libc::setsockopt(
-                inner.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&SEND_BUFFER as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-        }
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&inner, SEND_BUFFER);
         ZcStream {
             inner,
             sendfile: true,
@@ -306,19 +272,12 @@ impl ZcStream {
         let Backing::Mapped { fd, .. } = &arena.backing else {
             return Poll::Ready(None);
         };
-        let (sock, src) = (self.inner.as_raw_fd(), fd.as_raw_fd());
         loop {
             ready!(self.inner.poll_write_ready(cx))?;
+            let sock = self.inner.as_fd();
             let r = self.inner.try_io(Interest::WRITABLE, || {
-                let mut off = offset as libc::off_t;
-                // SAFETY: both descriptors are open for the duration of the
-                // call (the socket is ours, the arena is held by `arena`).
-                let n = unsafe { libc::sendfile(sock, src, &mut off, len) };
-                if n < 0 {
-                    Err(io::Error::last_os_error())
-                } else {
-                    Ok(n as usize)
-                }
+                let mut off = offset;
+                Ok(rustix::fs::sendfile(sock, fd, Some(&mut off), len)?)
             });
             return Poll::Ready(match r {
                 Ok(0) => None,
@@ -328,10 +287,9 @@ impl ZcStream {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::EPERM)
-                    ) =>
+                    if [Errno::INVAL, Errno::NOSYS, Errno::OPNOTSUPP, Errno::PERM]
+                        .iter()
+                        .any(|x| e.raw_os_error() == Some(x.raw_os_error())) =>
                 {
                     tracing::debug!(error = %e, "sendfile refused; plain writes on this connection");
                     self.sendfile = false;
@@ -413,9 +371,8 @@ mod tests {
         let Backing::Mapped { fd, .. } = &a.backing else {
             unreachable!()
         };
-        // SAFETY: fcntl on a live descriptor.
-        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
-        assert_eq!(seals & libc::F_SEAL_WRITE, libc::F_SEAL_WRITE);
+        let seals = rustix::fs::fcntl_get_seals(fd).unwrap();
+        assert!(seals.contains(SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW));
         let f = std::fs::File::from(fd.try_clone().unwrap());
         assert!(
             std::io::Write::write_all(&mut &f, b"x").is_err(),

@@ -6,8 +6,6 @@
 //! snapshot bodies leave with `sendfile`. Knows no routes.
 
 use std::convert::Infallible;
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -61,16 +59,13 @@ impl Default for Limits {
     }
 }
 
+/// The group's id, looked up with `getgrnam_r` (thread-safe, and through
+/// NSS like every other tool).
 fn gid_of(group: &str) -> Result<u32, SocketError> {
-    let name = CString::new(group).map_err(|_| SocketError::NoGroup { group: group.into() })?;
-    // SAFETY: getgrnam returns a pointer into static storage or null; we
-    // read one field before any other call could overwrite it.
-    let gr = unsafe { libc::getgrnam(name.as_ptr()) };
-    if gr.is_null() {
-        return Err(SocketError::NoGroup { group: group.into() });
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        _ => Err(SocketError::NoGroup { group: group.into() }),
     }
-    // SAFETY: non-null pointer from getgrnam.
-    Ok(unsafe { (*gr).gr_gid })
 }
 
 /// Binds `path` with `mode` (and `group` when given), replacing a stale
@@ -113,11 +108,15 @@ pub async fn bind(path: &Path, mode: u32, group: Option<&str>) -> Result<UnixLis
         let listener = UnixListener::bind(&tmp).map_err(io)?;
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).map_err(io)?;
         if let Some(gid) = gid {
-            let c = CString::new(tmp.as_os_str().as_bytes()).map_err(|e| io(std::io::Error::other(e)))?;
-            // SAFETY: lchown on a path we just created; -1 keeps the owner.
-            if unsafe { libc::lchown(c.as_ptr(), u32::MAX, gid) } != 0 {
-                return Err(io(std::io::Error::last_os_error()));
-            }
+            // lchown: the group only, never following a link.
+            rustix::fs::chownat(
+                rustix::fs::CWD,
+                &tmp,
+                None,
+                Some(rustix::fs::Gid::from_raw(gid)),
+                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io(e.into()))?;
         }
         std::fs::rename(&tmp, path).map_err(io)?;
         Ok(listener)

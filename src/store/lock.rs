@@ -6,7 +6,6 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -57,11 +56,8 @@ pub fn acquire(store: &Path, who: &str) -> Result<SyncLock, LockError> {
         .mode(0o640)
         .open(&path)
         .map_err(io)?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+    if let Err(errno) = rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        if errno == rustix::io::Errno::WOULDBLOCK {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = holder.trim();
@@ -74,7 +70,7 @@ pub fn acquire(store: &Path, who: &str) -> Result<SyncLock, LockError> {
                 },
             });
         }
-        return Err(io(err));
+        return Err(io(errno.into()));
     }
     let _ = file.set_len(0);
     let _ = file.seek(SeekFrom::Start(0));
