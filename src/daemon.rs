@@ -19,6 +19,7 @@ use crate::carat::CaratClient;
 use crate::carat::auth::AuthenticityReceiver;
 use crate::config::{AuthConfig, Config};
 use crate::lifecycle::{self, Event, Signals};
+use crate::net;
 use crate::run::Trigger;
 use crate::schedule::{self, SyncJob, Worker, WorkerHandle, WorkerMsg};
 use crate::state::{ApiSettings, Shared};
@@ -76,7 +77,7 @@ fn api_settings(cfg: &Config) -> ApiSettings {
 fn spawn_api_runtime(
     listener: tokio::net::UnixListener,
     shared: Arc<Shared>,
-    limits: socket::Limits,
+    limits: net::Limits,
     shutdown: watch::Receiver<bool>,
     threads: usize,
 ) -> Result<tokio::sync::oneshot::Receiver<()>, DaemonError> {
@@ -262,7 +263,7 @@ impl Daemon {
             control,
             receiver,
         } = std::mem::replace(&mut self.sockets, Sockets::taken());
-        let limits = socket::Limits {
+        let limits = net::Limits {
             max_connections: cfg.api.max_connections,
             ..Default::default()
         };
@@ -279,13 +280,13 @@ impl Daemon {
             msgs: msg_tx,
             ticks: tick_tx,
         };
-        let control_task = tokio::spawn(socket::serve(
-            control.ok_or(DaemonError::AlreadyStarted)?,
-            socket::router_service(api::control::router(api::control::ControlState {
+        let control_task = tokio::spawn(net::serve(
+            net::Listener::Unix(control.ok_or(DaemonError::AlreadyStarted)?),
+            net::router_service(api::control::router(api::control::ControlState {
                 worker: handle.clone(),
                 shared: self.shared.clone(),
             })),
-            socket::Limits {
+            net::Limits {
                 max_connections: 16,
                 ..Default::default()
             },

@@ -1,21 +1,35 @@
-//! Serving an axum router over TCP, with or without TLS: the accept loop the
-//! authenticity-POST receiver and the Carat simulator share. Owns TLS
-//! material loading (PEM) and per-connection plumbing; knows no routes.
+//! The one way the daemon serves HTTP/1.1: [`serve`], the accept loop the
+//! catalog socket, the control socket, the authenticity-POST receiver and
+//! the Carat simulator share. It bounds connections (over the limit: a JSON
+//! 503 and close), bounds request heads and their read time, does TLS
+//! handshakes inside each connection's task (bounded too), and on shutdown
+//! stops accepting and lets open connections finish (bounded). Unix streams
+//! go through `zerocopy::ZcStream`, so big snapshot bodies leave with
+//! `sendfile`. Also TLS material loading (PEM). Knows no routes.
 
+use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use hyper::body::Incoming;
+use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use crate::zerocopy::ZcStream;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -64,66 +78,287 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, NetE
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves; then stops
-/// accepting and drops open connections.
+/// Limits of one server.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Idle keep-alive, header-read and TLS-handshake timeout.
+    pub header_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Where connections come from.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp {
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
+    },
+}
+
+/// An accepted connection, not yet ready for HTTP (TLS still to do).
+enum Accepted {
+    Unix(tokio::net::UnixStream),
+    Tcp(TcpStream, Option<TlsAcceptor>),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
+            Listener::Tcp { listener, tls } => {
+                let (tcp, _) = listener.accept().await?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Accepted::Tcp(tcp, tls.clone()))
+            }
+        }
+    }
+}
+
+impl Accepted {
+    fn fd(&self) -> ConnFd {
+        match self {
+            Accepted::Unix(s) => ConnFd(s.as_raw_fd()),
+            Accepted::Tcp(s, _) => ConnFd(s.as_raw_fd()),
+        }
+    }
+
+    /// The stream HTTP runs on: a TLS handshake first where configured.
+    async fn ready(self, handshake_timeout: Duration) -> Option<Conn> {
+        match self {
+            Accepted::Unix(s) => Some(Conn::Unix(ZcStream::new(s))),
+            Accepted::Tcp(s, None) => Some(Conn::Tcp(s)),
+            Accepted::Tcp(s, Some(acceptor)) => {
+                let peer = s.peer_addr().ok();
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(s)).await {
+                    Ok(Ok(t)) => Some(Conn::Tls(Box::new(t))),
+                    Ok(Err(e)) => {
+                        tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(?peer, "TLS handshake timed out");
+                        None
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A connection's stream, whichever kind it is.
+enum Conn {
+    Unix(ZcStream),
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+macro_rules! each_conn {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Conn::Unix($s) => $e,
+            Conn::Tcp($s) => $e,
+            Conn::Tls($s) => $e,
+        }
+    };
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        each_conn!(self, s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        each_conn!(self, s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        each_conn!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Unix(s) => s.is_write_vectored(),
+            Conn::Tcp(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_conn!(self, s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_conn!(self, s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// What a connection over the limit gets before it is closed.
+static OVERLOADED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let body = serde_json::json!({"error": {"code": "overloaded", "message": "too many connections; retry shortly"}})
+        .to_string();
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+});
+
+/// Serves on `listener` until `shutdown` turns true: then stops accepting,
+/// lets open connections finish their request (bounded), and returns.
+/// `make_service` makes each connection's service (it is told the
+/// connection's descriptor, which the simulator uses to reset one).
+pub async fn serve<M, S, B>(
+    listener: Listener,
+    make_service: M,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    M: Fn(ConnFd) -> S,
+    S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let mut conns = JoinSet::new();
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let overflow = Arc::new(Semaphore::new(64));
+    loop {
+        let accepted = tokio::select! {
+            _ = crate::state::stopped(&mut shutdown) => break,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        // At the connection limit: a clear 503 and close, rather than a
+        // backlog that leaves everyone hanging.
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            if let Ok(o) = overflow.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _o = o;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                        use tokio::io::AsyncWriteExt;
+                        if let Some(mut conn) = accepted.ready(Duration::from_secs(2)).await {
+                            let _ = conn.write_all(&OVERLOADED).await;
+                            let _ = conn.shutdown().await;
+                        }
+                    })
+                    .await;
+                });
+            }
+            continue;
+        };
+        let svc = make_service(accepted.fd());
+        let mut drain = drain_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            let Some(io) = accepted.ready(limits.header_timeout).await else {
+                return;
+            };
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = crate::state::stopped(&mut drain) => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+                }
+            }
+        });
+        // Reap finished connections without blocking the loop.
+        while conns.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = drain_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(6), async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+}
+
+/// An axum router as one connection's service; each request carries the
+/// connection's [`ConnFd`] in its extensions.
+#[derive(Clone)]
+pub struct RouterService {
+    router: Router,
+    fd: ConnFd,
+}
+
+type RouterFuture = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
+
+impl Service<hyper::Request<Incoming>> for RouterService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = RouterFuture;
+
+    fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
+        req.extensions_mut().insert(self.fd);
+        Box::pin(self.router.clone().oneshot(req.map(axum::body::Body::new)))
+    }
+}
+
+/// `make_service` for [`serve`] from a router.
+pub fn router_service(router: Router) -> impl Fn(ConnFd) -> RouterService {
+    move |fd| RouterService {
+        router: router.clone(),
+        fd,
+    }
+}
+
+/// [`serve`] for a router on TCP (TLS when `tls` is set) until `shutdown`
+/// resolves, with the default [`Limits`].
 pub async fn serve_tcp(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
-                let (tcp, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let fd = ConnFd(tcp.as_raw_fd());
-                let router = router.clone();
-                let tls = tls.clone();
-                conns.spawn(async move {
-                    match tls {
-                        Some(acceptor) => {
-                            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                                Ok(Ok(stream)) => serve_conn(stream, router, fd).await,
-                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                            }
-                        }
-                        None => serve_conn(tcp, router, fd).await,
-                    }
-                });
-            }
-        }
+    let (tx, rx) = watch::channel(false);
+    let serving = serve(
+        Listener::Tcp { listener, tls },
+        router_service(router),
+        Limits::default(),
+        rx,
+    );
+    tokio::pin!(serving);
+    tokio::select! {
+        _ = &mut serving => return,
+        _ = shutdown => {}
     }
-    conns.abort_all();
-}
-
-async fn serve_conn<S>(io: S, router: Router, fd: ConnFd)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let svc = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(fd);
-        router.clone().oneshot(req.map(axum::body::Body::new))
-    });
-    let result = hyper::server::conn::http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(64 * 1024)
-        .serve_connection(TokioIo::new(io), svc)
-        .await;
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "connection ended with an error");
-    }
+    let _ = tx.send(true);
+    serving.await;
 }

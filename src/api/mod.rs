@@ -38,12 +38,21 @@ impl Api {
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
-    limits: socket::Limits,
+    limits: crate::net::Limits,
     shutdown: watch::Receiver<bool>,
 ) {
     let api = Arc::new(Api::new(shared));
-    let service = hyper::service::service_fn(move |req| {
-        std::future::ready(Ok::<_, std::convert::Infallible>(routes::handle(&api, &req)))
-    });
-    socket::serve(listener, service, limits, shutdown).await
+    let make_service = move |_| {
+        let api = api.clone();
+        hyper::service::service_fn(move |req| {
+            std::future::ready(Ok::<_, std::convert::Infallible>(routes::handle(&api, &req)))
+        })
+    };
+    crate::net::serve(
+        crate::net::Listener::Unix(listener),
+        make_service,
+        limits,
+        shutdown,
+    )
+    .await
 }
