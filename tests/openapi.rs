@@ -12,8 +12,18 @@ use common::*;
 use serde_json::{Value, json};
 
 fn document() -> Value {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema/openapi.yaml")).unwrap();
-    let doc: Value = serde_yaml_ng::from_str(&text).expect("openapi.yaml parses");
+    load("openapi.yaml")
+}
+
+/// The control socket's own document.
+fn control_document() -> Value {
+    load("openapi-control.yaml")
+}
+
+fn load(name: &str) -> Value {
+    let path = format!("{}/schema/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc: Value = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{name} parses: {e}"));
     assert_eq!(doc["openapi"], "3.1.0");
     doc
 }
@@ -234,7 +244,39 @@ async fn every_route_matches_the_openapi_document() {
             .is_some()
     );
 
-    // The control socket: request body and every NDJSON line.
+    // The control socket, against its own document: its health, the
+    // request body and every NDJSON line.
+    let mut control_doc = control_document();
+    close_objects(&mut control_doc);
+    let mut cc = Checker {
+        doc: control_doc,
+        used: BTreeSet::new(),
+    };
+    let (s, _, b) = raw_on(&d.control, "GET", "/v1/health", &[], b"").await;
+    assert_eq!(s, 200);
+    cc.validate(
+        "/v1/health",
+        "get",
+        200,
+        "application/json",
+        &serde_json::from_slice(&b).unwrap(),
+    );
+    // What the document forbids, the server refuses (and the other way round).
+    for bad in [
+        &br#"{"force": true, "extra": 1}"#[..],
+        br#"{"force": null}"#,
+        b"[]",
+    ] {
+        let (s, _, b) = raw_on(&d.control, "POST", "/v1/sync", &[], bad).await;
+        assert_eq!(s, 400, "{}", String::from_utf8_lossy(bad));
+        cc.validate(
+            "/v1/sync",
+            "post",
+            400,
+            "application/json",
+            &serde_json::from_slice(&b).unwrap(),
+        );
+    }
     let req = json!({"force": true, "recharge_types": ["others"]});
     let (s, hs, body) = raw_on(
         &d.control,
@@ -254,7 +296,7 @@ async fn every_route_matches_the_openapi_document() {
     assert!(lines.len() >= 2, "progress and finished");
     assert_eq!(lines.last().unwrap()["event"], "finished");
     for l in &lines {
-        c.validate("/v1/sync", "post", 200, "application/x-ndjson", l);
+        cc.validate("/v1/sync", "post", 200, "application/x-ndjson", l);
     }
     let (s, _, b) = raw_on(
         &d.control,
@@ -265,7 +307,7 @@ async fn every_route_matches_the_openapi_document() {
     )
     .await;
     assert_eq!(s, 404);
-    c.validate(
+    cc.validate(
         "/v1/sync",
         "post",
         404,
@@ -274,7 +316,7 @@ async fn every_route_matches_the_openapi_document() {
     );
     let (s, _, b) = raw_on(&d.control, "POST", "/v1/sync", &[], b"{not json").await;
     assert_eq!(s, 400);
-    c.validate(
+    cc.validate(
         "/v1/sync",
         "post",
         400,
@@ -282,9 +324,11 @@ async fn every_route_matches_the_openapi_document() {
         &serde_json::from_slice(&b).unwrap(),
     );
 
-    // Every documented path was exercised.
+    // Every documented path of each socket was exercised, on that socket.
     let documented: BTreeSet<String> = c.doc["paths"].as_object().unwrap().keys().cloned().collect();
-    assert_eq!(c.used, documented, "routes fetched vs routes documented");
+    assert_eq!(c.used, documented, "catalog routes fetched vs documented");
+    let documented: BTreeSet<String> = cc.doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(cc.used, documented, "control routes fetched vs documented");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,5 +382,19 @@ fn the_checker_rejects_an_undocumented_or_mistyped_field() {
         200,
         "application/json",
         &json!({"status": "ok"}),
+    );
+}
+
+/// The result object is the same in both documents (`/v1/status` shows the
+/// last run's results, the control socket streams them).
+#[test]
+fn both_documents_describe_one_sync_result() {
+    let a = &document()["components"]["schemas"]["SyncResult"];
+    let b = &control_document()["components"]["schemas"]["SyncResult"];
+    assert!(a.is_object());
+    assert_eq!(a, b);
+    assert!(
+        document()["paths"].get("/v1/sync").is_none(),
+        "no control route on the catalog socket"
     );
 }

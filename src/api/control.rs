@@ -56,7 +56,16 @@ async fn sync(State(st): State<ControlState>, body: Bytes) -> Response {
     let req: SyncRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
         SyncRequest::default()
     } else {
-        match serde_json::from_slice(&body) {
+        // An object, as the document says (serde would also take an array
+        // for a struct).
+        let parsed = serde_json::from_slice::<serde_json::Value>(&body).and_then(|v| {
+            if v.is_object() {
+                serde_json::from_value::<SyncRequest>(v)
+            } else {
+                Err(serde::de::Error::custom("the body must be a JSON object"))
+            }
+        });
+        match parsed {
             Ok(r) => r,
             Err(e) => {
                 return ApiError::new(
