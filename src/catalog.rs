@@ -315,17 +315,27 @@ pub struct Extras {
     /// Days, from `bonus_expiry_date` when it is a day count.
     pub bonus_expiry_days: Option<i64>,
     pub message: Option<String>,
+    // The fields below were added to v1 of the contract: each is served only
+    // when it has a value (the first version's fields are always there,
+    // `null` when absent). Every one of them repeated as `null` would grow
+    // the biggest bodies by half.
     /// Carat's `expiry_date`, unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_date: Option<String>,
     /// Carat's `bonus_expiry_date`, unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bonus_expiry_date: Option<String>,
     /// `expiry_date` read as a calendar date, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiry_on: Option<NaiveDate>,
     /// `bonus_expiry_date` read as a calendar date, when it is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bonus_expiry_on: Option<NaiveDate>,
     /// Carat's `bonus`, unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bonus_text: Option<String>,
     /// Carat's `payment_amount`, unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment_amount_text: Option<String>,
 }
 

@@ -37,9 +37,7 @@ pub fn router(state: ControlState) -> Router {
         .route("/v1/sync", post(sync))
         .route(
             "/v1/health",
-            get(|| async {
-                super::routes::json_response(StatusCode::OK, Bytes::from_static(br#"{"status":"ok"}"#))
-            }),
+            get(|| async { super::routes::json_response(StatusCode::OK, super::routes::HEALTH.clone()) }),
         )
         .fallback(|| async {
             ApiError::new(

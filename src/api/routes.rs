@@ -346,7 +346,8 @@ pub fn handle<B>(api: &Api, req: &Request<B>) -> Response {
     resp
 }
 
-static HEALTH: LazyLock<Bytes> =
+/// `{"status":"ok"}` (the control socket answers it too).
+pub static HEALTH: LazyLock<Bytes> =
     LazyLock::new(|| Bytes::from(serde_json::to_vec(&json!({"status": "ok"})).unwrap_or_default()));
 
 fn health(_: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
