@@ -7,8 +7,10 @@
 #   UNIT_FILE defaults to deploy/carat-catalogd.service (in the repository);
 #   a path given here is taken relative to the caller's directory. Its name
 #   must end in .service.
-# Exit: 0 = score within the limit (or systemd-analyze missing: skipped),
-#       1 = score above the limit, or the unit could not be analysed.
+# Exit: 0 = score within the limit,
+#       1 = score above the limit, the unit could not be analysed, or
+#           systemd-analyze is missing or too old (a gate that cannot run
+#           must not pass).
 set -euo pipefail
 
 readonly MAX_EXPOSURE="1.5"
@@ -22,13 +24,13 @@ cd "$(dirname "$0")/.."
 unit="${unit_arg:-deploy/carat-catalogd.service}"
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
-  echo "check-unit: skipped: systemd-analyze not installed"
-  exit 0
+  echo "check-unit: FAIL: systemd-analyze is not installed (apt-get install systemd)" >&2
+  exit 1
 fi
 # --offline needs systemd >= 250.
 if ! systemd-analyze security --help 2>/dev/null | grep -q -- '--offline'; then
-  echo "check-unit: skipped: systemd-analyze too old (no 'security --offline'; needs systemd >= 250)"
-  exit 0
+  echo "check-unit: FAIL: systemd-analyze is too old (no 'security --offline'; needs systemd >= 250)" >&2
+  exit 1
 fi
 if [[ ! -f "$unit" ]]; then
   echo "check-unit: FAIL: $unit: no such file" >&2

@@ -5,9 +5,15 @@
 #    findings in README.md; they are expected to FAIL until the library is
 #    fixed, and this script says which ones still do.
 # Build first: RUSTC_BOOTSTRAP=1 CARGO_BUILD_JOBS=1 cargo fuzz build
+# or, on stable (no coverage instrumentation, enough to replay):
+#   cargo build --manifest-path fuzz/Cargo.toml --bins
+#   FUZZ_BIN_DIR=target/debug fuzz/check_regressions.sh   (what CI runs)
 set -u
 cd "$(dirname "$0")"
-B=target/x86_64-unknown-linux-gnu/release
+B=${FUZZ_BIN_DIR:-target/x86_64-unknown-linux-gnu/release}
+for t in seeds/*; do
+    [ -x "$B/$(basename "$t")" ] || { echo "FAIL: no built fuzz target $B/$(basename "$t")"; exit 1; }
+done
 status=0
 for dir in seeds/* regressions/*; do
     [ -d "$dir" ] || continue

@@ -34,8 +34,19 @@ fuzz_target!(|data: &[u8]| {
         Ok(l) => {
             common::reach("valid-with-branches");
             common::check_dealer_list(l, true, n);
-            // `with_branches` only adds a check: same result when both pass.
-            assert_eq!(plain.as_ref().ok(), Some(l), "with_branches changed a valid list");
+            // `with_branches` only adds warnings (a dealer without branches
+            // is kept and noted): the same list otherwise.
+            if let Ok(p) = &plain {
+                assert_eq!(
+                    (&p.hash, &p.dealers, &p.questions),
+                    (&l.hash, &l.dealers, &l.questions),
+                    "with_branches changed a valid list"
+                );
+                assert!(
+                    p.warnings.iter().all(|w| l.warnings.contains(w)),
+                    "with_branches dropped a warning"
+                );
+            }
         }
         Err(e) => common::check_field_error(e),
     }
