@@ -347,7 +347,23 @@ async fn resync_force_refetches_and_reports_progress() {
     // The readers for people.
     let out = d.cli(&["status"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("STALE"));
+    let st = String::from_utf8_lossy(&out.stdout);
+    // The others row, not the table's header: TYPE HASH SYNCED CHECKED AGE
+    // STALE DEALERS LAST. Fresh (stale "no"), its hash, 6 dealers, failed.
+    let row: Vec<&str> = st
+        .lines()
+        .find(|l| l.starts_with("others "))
+        .unwrap_or_else(|| panic!("no others row:\n{st}"))
+        .split_whitespace()
+        .collect();
+    assert_eq!(row.len(), 8, "{st}");
+    assert_eq!(row[1], sim.hash("others").unwrap(), "{st}");
+    assert_eq!((row[5], row[6], row[7]), ("no", "6", "failed"), "{st}");
+    assert!(
+        st.lines()
+            .any(|l| l.starts_with("others: last error") && l.contains("HTTP 401")),
+        "{st}"
+    );
     let out = d.cli(&["offers", "--ddd", "11"]);
     let s = String::from_utf8_lossy(&out.stdout);
     assert!(s.contains("R$ 5,00 – R$ 55,00"), "{s}");
@@ -500,18 +516,21 @@ async fn scheduled_checks_never_overlap_and_ticks_are_coalesced() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_catalog_socket_gets_the_configured_group() {
     use std::os::unix::fs::MetadataExt;
-    // SAFETY: getgid has no preconditions; getgrgid returns static storage
-    // or null, read at once.
-    let (gid, name) = unsafe {
-        let gid = libc::getgid();
-        let gr = libc::getgrgid(gid);
-        assert!(!gr.is_null(), "this process's group has no name");
-        (
-            gid,
-            std::ffi::CStr::from_ptr((*gr).gr_name)
-                .to_string_lossy()
-                .into_owned(),
-        )
+    // A group other than this process's own, so the socket has it only if
+    // the daemon set it (root may use any group; others one of theirs).
+    let own = nix::unistd::getgid();
+    let candidates: Vec<nix::unistd::Gid> = if nix::unistd::geteuid().is_root() {
+        (1..1000).map(nix::unistd::Gid::from_raw).collect()
+    } else {
+        nix::unistd::getgroups().unwrap_or_default()
+    };
+    let Some((gid, name)) = candidates
+        .into_iter()
+        .filter(|g| *g != own)
+        .find_map(|g| Some((g.as_raw(), nix::unistd::Group::from_gid(g).ok()??.name)))
+    else {
+        eprintln!("SKIPPED: this user has no group but its own to give the socket");
+        return;
     };
     let extra_api: &'static str = Box::leak(format!("socket_group = \"{name}\"").into_boxed_str());
     let sim = sim().await;
