@@ -394,6 +394,17 @@ impl DaemonProc {
         panic!("timed out waiting for {what}:\n{}", self.log());
     }
 
+    /// Polls the daemon's log until `pred` holds (up to 30 s).
+    pub async fn wait_log(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        for _ in 0..600 {
+            if pred(&self.log()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what} in the log:\n{}", self.log());
+    }
+
     /// Runs the CLI against this daemon's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         std::process::Command::new(bin())
@@ -499,78 +510,149 @@ pub async fn start_authenticity_pair(
     (sim::start(cfg).await.unwrap(), rx, server)
 }
 
-/// What the simulator serves for `rt`, through the same validation the
-/// client applies: the catalog the store must end up holding.
+/// What the simulator serves for `rt`, as the store must end up holding it,
+/// worked out here from the simulator's data directly (its well-formed
+/// strings parsed by hand), not through the client's own reader: a mistake
+/// in the reader cannot hide in both sides of a comparison.
 pub fn expected_catalog(
     sim: &carat_catalogd::sim::SimCatalog,
     rt: carat_catalogd::catalog::RechargeType,
 ) -> carat_catalogd::catalog::Catalog {
     use carat_catalogd::carat::wire;
-    use carat_catalogd::catalog::{BranchCode, BranchKey, Catalog, Ddd, DealerCode, RechargeType};
+    use carat_catalogd::catalog::{
+        AmountRange, Branch, BranchCode, BranchData, BranchKey, Catalog, Category, Ddd, Dealer, DealerCode,
+        Extras, FixedAmount, GeneralHash, Question, RechargeType,
+    };
     use std::collections::BTreeMap;
     let t = &sim.types[rt.as_str()];
-    let dl = carat_catalogd::carat::reader::dealer_list(
-        &wire::ListDealersResponse {
-            hashes: Some(wire::Hashes {
-                general: sim.hash_of(rt.as_str()),
-            }),
-            dealers: Some(t.dealers.clone()),
-            questions: Some(t.questions.clone()),
-            ..Default::default()
-        },
-        rt != RechargeType::Normal,
-    )
-    .unwrap();
-    let mut branch_data = BTreeMap::new();
-    let bd = |d: &carat_catalogd::sim::catalog::SimBranchData| {
-        carat_catalogd::carat::reader::branch_data(&wire::ListBranchDataResponse {
-            hashes: Some(wire::Hashes {
-                general: sim.hash_of(rt.as_str()),
-            }),
-            general: Some(
-                d.messages
+    let int = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<i64>().ok());
+    let text = |v: &Option<String>| v.clone().unwrap_or_default();
+    let question = |q: &wire::Question| Question {
+        id: text(&q.id),
+        display: text(&q.display),
+        rule: q.rule.clone(),
+        kind: q.kind.clone(),
+        min: int(&q.min),
+        max: int(&q.max),
+        min_value: int(&q.min_value),
+        max_value: int(&q.max_value),
+    };
+    // The simulator's validity texts are day counts, its bonuses integers.
+    let extras = |message: &Option<String>,
+                  bonus: &Option<String>,
+                  pct: &Option<String>,
+                  pay: &Option<String>,
+                  cat: &Option<String>,
+                  exp: &Option<String>,
+                  bexp: &Option<String>| Extras {
+        bonus: int(bonus),
+        bonus_in_percentage: pct.clone(),
+        payment_amount: int(pay),
+        bonus_category: cat.clone(),
+        expiry_days: int(exp),
+        bonus_expiry_days: int(bexp),
+        message: message.clone(),
+        expiry_date: exp.clone(),
+        bonus_expiry_date: bexp.clone(),
+        expiry_on: None,
+        bonus_expiry_on: None,
+        bonus_text: bonus.clone(),
+        payment_amount_text: pay.clone(),
+    };
+    let data = |d: &carat_catalogd::sim::catalog::SimBranchData| BranchData {
+        messages: d.messages.clone(),
+        questions: d.questions.iter().map(question).collect(),
+        categories: d
+            .categories
+            .iter()
+            .map(|c| Category {
+                code: text(&c.code),
+                description: text(&c.description),
+                amount_ranges: c
+                    .amount_ranges
                     .iter()
-                    .map(|m| wire::GeneralMessage {
-                        message: Some(m.clone()),
+                    .flatten()
+                    .map(|a| AmountRange {
+                        amount_key: text(&a.amount_key),
+                        min_amount: int(&a.min_amount).unwrap(),
+                        max_amount: int(&a.max_amount).unwrap(),
+                        extras: extras(
+                            &a.message,
+                            &a.bonus,
+                            &a.bonus_in_percentage,
+                            &a.payment_amount,
+                            &a.bonus_category,
+                            &a.expiry_date,
+                            &a.bonus_expiry_date,
+                        ),
                     })
                     .collect(),
-            ),
-            questions: Some(d.questions.clone()),
-            categories: Some(d.categories.clone()),
-            ..Default::default()
-        })
-        .unwrap()
-        .data
+                fixed_amounts: c
+                    .fixed_amounts
+                    .iter()
+                    .flatten()
+                    .map(|f| FixedAmount {
+                        amount_key: text(&f.amount_key),
+                        amount: int(&f.amount).unwrap(),
+                        extras: extras(
+                            &f.message,
+                            &f.bonus,
+                            &f.bonus_in_percentage,
+                            &f.payment_amount,
+                            &f.bonus_category,
+                            &f.expiry_date,
+                            &f.bonus_expiry_date,
+                        ),
+                    })
+                    .collect(),
+            })
+            .collect(),
     };
+    let dealers = t
+        .dealers
+        .iter()
+        .map(|d| Dealer {
+            code: DealerCode::parse(d.code.as_deref().unwrap()).unwrap(),
+            name: text(&d.name),
+            type_code: d.type_code.clone(),
+            type_name: d.type_name.clone(),
+            branches: d
+                .branches
+                .iter()
+                .flatten()
+                .map(|b| Branch {
+                    code: BranchCode::parse(b.code.as_deref().unwrap()).unwrap(),
+                    name: text(&b.name),
+                })
+                .collect(),
+        })
+        .collect();
+    let mut branch_data = BTreeMap::new();
     for (dealer, per) in &t.ddd_data {
         for (ddd, d) in per {
-            branch_data.insert(
-                (
-                    DealerCode::parse(dealer).unwrap(),
-                    BranchKey::Ddd(Ddd::parse(ddd).unwrap()),
-                ),
-                bd(d),
+            let key = (
+                DealerCode::parse(dealer).unwrap(),
+                BranchKey::Ddd(Ddd::parse(ddd).unwrap()),
             );
+            branch_data.insert(key, data(d));
         }
     }
     if rt == RechargeType::Others {
         for (dealer, per) in &t.branch_data {
             for (branch, d) in per {
-                branch_data.insert(
-                    (
-                        DealerCode::parse(dealer).unwrap(),
-                        BranchKey::Branch(BranchCode::parse(branch).unwrap()),
-                    ),
-                    bd(d),
+                let key = (
+                    DealerCode::parse(dealer).unwrap(),
+                    BranchKey::Branch(BranchCode::parse(branch).unwrap()),
                 );
+                branch_data.insert(key, data(d));
             }
         }
     }
     Catalog {
         recharge_type: rt,
-        general_hash: dl.hash,
-        dealers: dl.dealers,
-        questions: dl.questions,
+        general_hash: GeneralHash::parse(&sim.hash_of(rt.as_str()).unwrap()).unwrap(),
+        dealers,
+        questions: t.questions.iter().map(question).collect(),
         branch_data,
     }
 }
