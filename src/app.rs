@@ -70,6 +70,7 @@ pub fn build_client(
                     merchant_id: c.merchant_id.clone(),
                     path: a.path.clone(),
                     forward_url: a.forward_url.clone(),
+                    allow_from: a.allow_from.clone(),
                 })
             });
             let client = CaratClient::new(
@@ -121,12 +122,17 @@ pub async fn bind_receiver(cfg: &Config, receiver: &AuthenticityReceiver) -> Res
 }
 
 impl BoundReceiver {
-    /// Serves until `shutdown`.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown`, within the receiver's own limits.
     pub fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(crate::net::serve_tcp(
+        tokio::spawn(crate::net::serve_tcp_with(
             self.listener,
             self.tls,
             self.router,
+            crate::carat::auth::RECEIVER_LIMITS,
             shutdown,
         ))
     }

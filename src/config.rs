@@ -80,6 +80,8 @@ struct RawAuthPost {
     tls_key_file: Option<PathBuf>,
     wait_seconds: Option<i64>,
     forward_url: Option<String>,
+    #[serde(default, deserialize_with = "list_or_csv")]
+    allow_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +185,8 @@ pub struct AuthPostConfig {
     pub tls: Option<(PathBuf, PathBuf)>,
     pub wait: Duration,
     pub forward_url: Option<Url>,
+    /// Where POSTs may come from (empty: anywhere).
+    pub allow_from: Vec<crate::net::Cidr>,
 }
 
 #[derive(Debug, Clone)]
@@ -385,6 +389,12 @@ impl Config {
                 t.insert("wait_seconds".into(), i(a.wait.as_secs()));
                 if let Some(u) = &a.forward_url {
                     t.insert("forward_url".into(), s(u));
+                }
+                if !a.allow_from.is_empty() {
+                    t.insert(
+                        "allow_from".into(),
+                        Value::Array(a.allow_from.iter().map(s).collect()),
+                    );
                 }
                 carat.insert("authenticity_post".into(), Value::Table(t));
             }
@@ -1014,11 +1024,22 @@ fn auth_post(r: RawAuthPost, p: &mut Problems) -> Option<AuthPostConfig> {
             }
         },
     };
+    let mut allow_from = vec![];
+    for c in r.allow_from.unwrap_or_default() {
+        match crate::net::Cidr::parse(&c) {
+            Some(n) => allow_from.push(n),
+            None => p.add(
+                &format!("{K}.allow_from"),
+                format!("{c:?} is not an address or network such as 203.0.113.0/24"),
+            ),
+        }
+    }
     Some(AuthPostConfig {
         listen: listen?,
         path,
         tls,
         wait: Duration::from_secs(wait as u64),
         forward_url,
+        allow_from,
     })
 }

@@ -53,6 +53,63 @@ pub enum NetError {
 #[derive(Debug, Clone, Copy)]
 pub struct ConnFd(pub RawFd);
 
+/// The TCP peer a request came from (none on a Unix socket), put in the
+/// request's extensions (the receiver checks `allow_from` with it).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub Option<std::net::SocketAddr>);
+
+/// What a connection's service is told about it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub fd: ConnFd,
+    pub peer: PeerAddr,
+}
+
+/// An IP network (`192.0.2.0/24`, `2001:db8::/32`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let (ip, prefix) = match s.trim().split_once('/') {
+            Some((ip, p)) => (ip.parse::<std::net::IpAddr>().ok()?, Some(p.parse::<u8>().ok()?)),
+            None => (s.trim().parse().ok()?, None),
+        };
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Cidr { net: ip, prefix })
+    }
+
+    /// Whether `ip` is in this network (an IPv4-mapped IPv6 address counts
+    /// as its IPv4 one).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        // IPv4 addresses sit in the top 32 bits, so one mask serves both.
+        let bits = |a: IpAddr| -> (u128, bool) {
+            match a.to_canonical() {
+                IpAddr::V4(v) => (u128::from(u32::from(v)) << 96, true),
+                IpAddr::V6(v) => (u128::from(v), false),
+            }
+        };
+        let ((net, net_v4), (got, got_v4)) = (bits(self.net), bits(ip));
+        if net_v4 != got_v4 {
+            return false;
+        }
+        let p = u32::from(self.prefix);
+        let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+        net & mask == got & mask
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.net, self.prefix)
+    }
+}
+
 /// Builds a TLS acceptor from a PEM certificate chain and a PEM private key.
 pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, NetError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
@@ -110,7 +167,7 @@ pub enum Listener {
 /// An accepted connection, not yet ready for HTTP (TLS still to do).
 enum Accepted {
     Unix(tokio::net::UnixStream),
-    Tcp(TcpStream, Option<TlsAcceptor>),
+    Tcp(TcpStream, Option<TlsAcceptor>, std::net::SocketAddr),
 }
 
 impl Listener {
@@ -118,19 +175,25 @@ impl Listener {
         match self {
             Listener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
             Listener::Tcp { listener, tls } => {
-                let (tcp, _) = listener.accept().await?;
+                let (tcp, peer) = listener.accept().await?;
                 let _ = tcp.set_nodelay(true);
-                Ok(Accepted::Tcp(tcp, tls.clone()))
+                Ok(Accepted::Tcp(tcp, tls.clone(), peer))
             }
         }
     }
 }
 
 impl Accepted {
-    fn fd(&self) -> ConnFd {
+    fn info(&self) -> ConnInfo {
         match self {
-            Accepted::Unix(s) => ConnFd(s.as_raw_fd()),
-            Accepted::Tcp(s, _) => ConnFd(s.as_raw_fd()),
+            Accepted::Unix(s) => ConnInfo {
+                fd: ConnFd(s.as_raw_fd()),
+                peer: PeerAddr(None),
+            },
+            Accepted::Tcp(s, _, peer) => ConnInfo {
+                fd: ConnFd(s.as_raw_fd()),
+                peer: PeerAddr(Some(*peer)),
+            },
         }
     }
 
@@ -138,8 +201,8 @@ impl Accepted {
     async fn ready(self, handshake_timeout: Duration) -> Option<Conn> {
         match self {
             Accepted::Unix(s) => Some(Conn::Unix(ZcStream::new(s))),
-            Accepted::Tcp(s, None) => Some(Conn::Tcp(s)),
-            Accepted::Tcp(s, Some(acceptor)) => {
+            Accepted::Tcp(s, None, _) => Some(Conn::Tcp(s)),
+            Accepted::Tcp(s, Some(acceptor), _) => {
                 let peer = s.peer_addr().ok();
                 match tokio::time::timeout(handshake_timeout, acceptor.accept(s)).await {
                     Ok(Ok(t)) => Some(Conn::Tls(Box::new(t))),
@@ -225,14 +288,14 @@ static OVERLOADED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
 /// Serves on `listener` until `shutdown` turns true: then stops accepting,
 /// lets open connections finish their request (bounded), and returns.
 /// `make_service` makes each connection's service (it is told the
-/// connection's descriptor, which the simulator uses to reset one).
+/// connection's descriptor and peer).
 pub async fn serve<M, S, B>(
     listener: Listener,
     make_service: M,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) where
-    M: Fn(ConnFd) -> S,
+    M: Fn(ConnInfo) -> S,
     S: Service<hyper::Request<Incoming>, Response = hyper::Response<B>, Error = Infallible> + Send + 'static,
     S::Future: Send + 'static,
     B: http_body::Body + Send + 'static,
@@ -273,7 +336,7 @@ pub async fn serve<M, S, B>(
             }
             continue;
         };
-        let svc = make_service(accepted.fd());
+        let svc = make_service(accepted.info());
         let mut drain = drain_rx.clone();
         conns.spawn(async move {
             let _permit = permit;
@@ -311,11 +374,11 @@ pub async fn serve<M, S, B>(
 }
 
 /// An axum router as one connection's service; each request carries the
-/// connection's [`ConnFd`] in its extensions.
+/// connection's [`ConnFd`] and [`PeerAddr`] in its extensions.
 #[derive(Clone)]
 pub struct RouterService {
     router: Router,
-    fd: ConnFd,
+    info: ConnInfo,
 }
 
 type RouterFuture = Pin<Box<dyn Future<Output = Result<axum::response::Response, Infallible>> + Send>>;
@@ -326,16 +389,17 @@ impl Service<hyper::Request<Incoming>> for RouterService {
     type Future = RouterFuture;
 
     fn call(&self, mut req: hyper::Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(self.fd);
+        req.extensions_mut().insert(self.info.fd);
+        req.extensions_mut().insert(self.info.peer);
         Box::pin(self.router.clone().oneshot(req.map(axum::body::Body::new)))
     }
 }
 
 /// `make_service` for [`serve`] from a router.
-pub fn router_service(router: Router) -> impl Fn(ConnFd) -> RouterService {
-    move |fd| RouterService {
+pub fn router_service(router: Router) -> impl Fn(ConnInfo) -> RouterService {
+    move |info| RouterService {
         router: router.clone(),
-        fd,
+        info,
     }
 }
 
@@ -347,11 +411,22 @@ pub async fn serve_tcp(
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) {
+    serve_tcp_with(listener, tls, router, Limits::default(), shutdown).await
+}
+
+/// [`serve_tcp`] with other limits.
+pub async fn serve_tcp_with(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    router: Router,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) {
     let (tx, rx) = watch::channel(false);
     let serving = serve(
         Listener::Tcp { listener, tls },
         router_service(router),
-        Limits::default(),
+        limits,
         rx,
     );
     tokio::pin!(serving);
@@ -361,4 +436,26 @@ pub async fn serve_tcp(
     }
     let _ = tx.send(true);
     serving.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_contain() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let n = Cidr::parse("192.0.2.0/24").unwrap();
+        assert!(n.contains(ip("192.0.2.200")) && !n.contains(ip("192.0.3.1")));
+        assert!(n.contains(ip("::ffff:192.0.2.7")), "IPv4-mapped");
+        assert!(!n.contains(ip("2001:db8::1")));
+        let one = Cidr::parse("127.0.0.1").unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap();
+        assert!(v6.contains(ip("2001:db8:1::5")) && !v6.contains(ip("2001:db9::1")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        for bad in ["10.0.0.0/33", "example.com", "10.0.0.0/x", ""] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
+    }
 }

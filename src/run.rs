@@ -10,11 +10,33 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::RechargeType;
 
-/// The ids of one session: unique, increasing, within Carat's formats.
+/// The ids of one session, within Carat's formats: `merchant_usn` strictly
+/// increasing (the store's counter), `order_id` the configured prefix and
+/// random letters and digits (20 characters in all), so nobody who reaches
+/// the authenticity receiver can guess the order of a waiting session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionIds {
     pub order_id: String,
     pub merchant_usn: String,
+}
+
+/// The longest `order_id` Carat takes.
+pub const ORDER_ID_MAX: usize = 20;
+
+impl SessionIds {
+    /// `prefix` followed by random letters and digits up to
+    /// [`ORDER_ID_MAX`] characters.
+    pub fn random_order_id(prefix: &str) -> String {
+        use rand::Rng;
+        use rand::distr::Alphanumeric;
+        let n = ORDER_ID_MAX.saturating_sub(prefix.len());
+        let tail: String = rand::rng()
+            .sample_iter(&Alphanumeric)
+            .take(n)
+            .map(char::from)
+            .collect();
+        format!("{prefix}{tail}")
+    }
 }
 
 /// What started a sync (kept in the run log).

@@ -443,6 +443,7 @@ async fn foreign_authenticity_posts_are_forwarded_or_acknowledged() {
                 .parse()
                 .unwrap(),
         ),
+        allow_from: vec![],
     });
     let url = serve(forwarding.clone()).await;
     let http = reqwest::Client::new();
@@ -539,4 +540,112 @@ async fn the_receiver_answers_200_even_to_a_post_it_cannot_read() {
         pending.wait(Duration::from_millis(200)).await.is_none(),
         "nothing unreadable was taken for the session's POST"
     );
+}
+
+/// Only a POST from `allow_from` is taken; one from elsewhere gets 403 and
+/// leaves the session waiting. A POST naming another order (with the right
+/// `merchantUSN`) is not taken either.
+#[tokio::test]
+async fn the_receiver_takes_only_allowed_peers_and_waiting_orders() {
+    use carat_catalogd::carat::auth::{AuthenticityReceiver, ReceiverSettings};
+    let serve = |allow: &str| {
+        let rx = AuthenticityReceiver::new(ReceiverSettings {
+            merchant_id: MERCHANT_ID.into(),
+            path: "/carat/authenticity".into(),
+            forward_url: None,
+            allow_from: vec![carat_catalogd::net::Cidr::parse(allow).unwrap()],
+        });
+        async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!(
+                "http://127.0.0.1:{}/carat/authenticity",
+                l.local_addr().unwrap().port()
+            );
+            tokio::spawn(carat_catalogd::net::serve_tcp(
+                l,
+                None,
+                rx.router(),
+                std::future::pending(),
+            ));
+            (rx, url)
+        }
+    };
+    let post = |url: String, order: &str| {
+        let body = format!(
+            "merchantUSN=91&merchantId={MERCHANT_ID}&orderId={order}&nit={}&generalHash=85E791AD85E791AD",
+            "e".repeat(64)
+        );
+        async move {
+            reqwest::Client::new()
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let order = carat_catalogd::run::SessionIds::random_order_id("CATSYNC");
+
+    let (rx, url) = serve("10.0.0.0/8").await;
+    let pending = rx.register(&order, "91");
+    assert_eq!(post(url, &order).await, 403, "not from an allowed network");
+    assert!(pending.wait(Duration::from_millis(200)).await.is_none());
+
+    let (rx, url) = serve("127.0.0.0/8").await;
+    let pending = rx.register(&order, "91");
+    assert_eq!(
+        post(url.clone(), "CATSYNC17961158943").await,
+        200,
+        "a guessed order"
+    );
+    assert_eq!(post(url, &order).await, 200);
+    let grant = pending
+        .wait(Duration::from_secs(1))
+        .await
+        .expect("the waiting order is taken");
+    assert_eq!(grant.nit, "e".repeat(64));
+}
+
+/// The receiver the daemon binds keeps its own, small connection limit: a
+/// flood of idle connections gets a JSON 503, not the daemon's descriptors.
+#[tokio::test]
+async fn the_daemon_receiver_refuses_a_flood_with_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "merchant_key", MERCHANT_KEY, 0o600);
+    let cfg = write(
+        dir.path(),
+        "config.toml",
+        &format!(
+            "[carat]\nbase_url = \"https://localhost:1/e-sitef\"\nmerchant_id = \"{MERCHANT_ID}\"\n\
+             merchant_key_file = \"{}/merchant_key\"\nauth = \"authenticity_post\"\n\
+             [carat.authenticity_post]\nlisten = \"127.0.0.1:0\"\nallow_from = \"127.0.0.1, ::1\"\n",
+            dir.path().display()
+        ),
+        0o600,
+    );
+    let cfg = carat_catalogd::config::Config::load_with_env(&cfg, Default::default()).unwrap();
+    let (_, rx) = carat_catalogd::app::build_client(&cfg, None).unwrap();
+    let bound = carat_catalogd::app::bind_receiver(&cfg, rx.as_ref().unwrap())
+        .await
+        .unwrap();
+    let addr = bound.local_addr().unwrap();
+    let _task = bound.serve(std::future::pending());
+    let limit = carat_catalogd::carat::auth::RECEIVER_LIMITS.max_connections;
+    let mut idle = vec![];
+    for _ in 0..limit {
+        idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = extra
+        .write_all(b"POST /carat/authenticity HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let mut got = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), extra.read_to_string(&mut got)).await;
+    assert!(got.starts_with("HTTP/1.1 503"), "{got:?}");
+    assert!(got.contains("\"overloaded\""), "{got}");
 }

@@ -498,7 +498,20 @@ fn session_ids_increase_across_restarts_and_fit_carat_formats() {
         assert!(ids.merchant_usn.len() <= 12 && ids.merchant_usn.bytes().all(|x| x.is_ascii_digit()));
         assert!(ids.order_id.len() <= 20 && ids.order_id.bytes().all(|x| x.is_ascii_alphanumeric()));
         assert!(ids.order_id.starts_with("CATSYNC"));
+        // Unguessable: not the counter, 13 random characters after the prefix.
+        assert_eq!(ids.order_id.len(), 20);
+        assert!(!ids.order_id.ends_with(&ids.merchant_usn), "{}", ids.order_id);
     }
+    let many: std::collections::BTreeSet<_> = (0..200)
+        .map(|_| {
+            Store::open(&db)
+                .unwrap()
+                .next_session_ids("CATSYNC", now)
+                .unwrap()
+                .order_id
+        })
+        .collect();
+    assert_eq!(many.len(), 200, "order ids repeat");
     let _ = GeneralHash::zero();
 }
 

@@ -225,6 +225,8 @@ pub struct ReceiverSettings {
     pub merchant_id: String,
     pub path: String,
     pub forward_url: Option<reqwest::Url>,
+    /// Where POSTs may come from (empty: anywhere); others get 403.
+    pub allow_from: Vec<crate::net::Cidr>,
 }
 
 /// The table of begin calls waiting for their POST, shared by the client
@@ -308,19 +310,47 @@ impl AuthenticityReceiver {
 /// under 200 bytes).
 pub const MAX_POST_BYTES: usize = 16 * 1024;
 
+/// How long the receiver waits for a POST's body.
+pub const POST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The receiver's own connection limit: far below the catalog socket's, so
+/// a flood on the network side cannot take the descriptors it needs.
+pub const RECEIVER_LIMITS: crate::net::Limits = crate::net::Limits {
+    max_connections: 64,
+    header_timeout: Duration::from_secs(10),
+    max_header_bytes: 8 * 1024,
+};
+
 /// Every POST on the path is answered `200 OK`, Carat's rule, even one
 /// that cannot be read: it is logged (clipped) and otherwise ignored.
 async fn receive(
     State(rx): State<AuthenticityReceiver>,
+    peer: Option<axum::extract::Extension<crate::net::PeerAddr>>,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> impl IntoResponse {
-    let body = match axum::body::to_bytes(body, MAX_POST_BYTES).await {
-        Ok(b) => b,
-        Err(e) => {
+    let allow = &rx.inner.settings.allow_from;
+    if !allow.is_empty() {
+        let ip = peer.and_then(|p| p.0.0).map(|a| a.ip());
+        if !ip.is_some_and(|ip| allow.iter().any(|n| n.contains(ip))) {
+            tracing::warn!(peer = ?ip, "authenticity POST from outside carat.authenticity_post.allow_from; refused");
+            return StatusCode::FORBIDDEN.into_response();
+        }
+    }
+    let body = match tokio::time::timeout(POST_BODY_TIMEOUT, axum::body::to_bytes(body, MAX_POST_BYTES)).await
+    {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
             tracing::warn!(limit = MAX_POST_BYTES, error = %crate::catalog::clip(&e.to_string()),
                 "authenticity POST larger than the limit or cut off; answered 200 and ignored");
             return StatusCode::OK.into_response();
+        }
+        Err(_) => {
+            tracing::warn!(
+                after_s = POST_BODY_TIMEOUT.as_secs(),
+                "authenticity POST body too slow; dropped"
+            );
+            return StatusCode::REQUEST_TIMEOUT.into_response();
         }
     };
     let form: AuthenticityPost = match serde_urlencoded::from_bytes(&body) {

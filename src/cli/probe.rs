@@ -325,7 +325,8 @@ pub async fn run(client: CaratClient, opts: ProbeOptions<'_>) -> Result<Report, 
     Ok(report)
 }
 
-/// Session ids for the probe without the store: `PROBE` and a number in a
+/// Session ids for the probe without the store: `PROBE` and random letters
+/// and digits, and a `merchant_usn` in a
 /// range of its own: [`PROBE_USN_BASE`] plus tenths of a second since the
 /// epoch. The daemon's sequence starts at those tenths and counts up by one
 /// per session, so the two never meet; both stay within Carat's 12 digits.
@@ -344,7 +345,7 @@ impl IdSource {
     fn next(&self) -> SessionIds {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         SessionIds {
-            order_id: format!("PROBE{n}"),
+            order_id: SessionIds::random_order_id("PROBE"),
             merchant_usn: n.to_string(),
         }
     }

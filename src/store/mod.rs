@@ -203,9 +203,10 @@ impl Store {
         Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
-    /// The next session's ids: strictly increasing across restarts. The
-    /// sequence is at least a tenth of a second count since the epoch, so it
-    /// stays far from the small numbers a store's own sales use.
+    /// The next session's ids: `merchant_usn` strictly increasing across
+    /// restarts (at least a tenth-of-a-second count since the epoch, so it
+    /// stays far from the small numbers a store's own sales use), `order_id`
+    /// the prefix and random letters and digits.
     pub fn next_session_ids(&mut self, prefix: &str, now: DateTime<Utc>) -> Result<SessionIds, StoreError> {
         let floor = now.timestamp_millis().max(0) / 100;
         let tx = self
@@ -228,7 +229,7 @@ impl Store {
         )?;
         tx.commit()?;
         Ok(SessionIds {
-            order_id: format!("{prefix}{next}"),
+            order_id: SessionIds::random_order_id(prefix),
             merchant_usn: next.to_string(),
         })
     }

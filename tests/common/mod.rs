@@ -74,6 +74,7 @@ pub fn receiver() -> AuthenticityReceiver {
         merchant_id: MERCHANT_ID.into(),
         path: "/carat/authenticity".into(),
         forward_url: None,
+        allow_from: vec![],
     })
 }
 
