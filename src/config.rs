@@ -115,6 +115,8 @@ struct RawApi {
     control_socket: Option<PathBuf>,
     max_connections: Option<i64>,
     threads: Option<i64>,
+    write_timeout_seconds: Option<i64>,
+    idle_timeout_seconds: Option<i64>,
 }
 
 /// A list, or a comma-separated string (how an environment variable such as
@@ -219,6 +221,11 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// Threads of the read API's own runtime (apart from the sync's).
     pub threads: usize,
+    /// A connection whose client takes no response bytes this long is closed.
+    pub write_timeout: Duration,
+    /// A connection without a complete request head this long (idle
+    /// keep-alive, or a head sent slowly) is closed.
+    pub idle_timeout: Duration,
 }
 
 /// One thing wrong with one key.
@@ -432,6 +439,11 @@ impl Config {
         api.insert("control_socket".into(), s(self.api.control_socket.display()));
         api.insert("max_connections".into(), i(self.api.max_connections as u64));
         api.insert("threads".into(), i(self.api.threads as u64));
+        api.insert(
+            "write_timeout_seconds".into(),
+            i(self.api.write_timeout.as_secs()),
+        );
+        api.insert("idle_timeout_seconds".into(), i(self.api.idle_timeout.as_secs()));
         let mut top = Table::new();
         top.insert("carat".into(), Value::Table(carat));
         top.insert("sync".into(), Value::Table(sync));
@@ -949,6 +961,22 @@ fn api_config(r: RawApi, p: &mut Problems) -> ApiConfig {
             .unwrap_or_else(|| PathBuf::from("/run/carat-catalogd/control.sock")),
         max_connections: int_in(p, "api.max_connections", r.max_connections, 1024, 1, 65_536) as usize,
         threads: int_in(p, "api.threads", r.threads, 1, 1, 64) as usize,
+        write_timeout: Duration::from_secs(int_in(
+            p,
+            "api.write_timeout_seconds",
+            r.write_timeout_seconds,
+            10,
+            1,
+            600,
+        ) as u64),
+        idle_timeout: Duration::from_secs(int_in(
+            p,
+            "api.idle_timeout_seconds",
+            r.idle_timeout_seconds,
+            10,
+            1,
+            3600,
+        ) as u64),
     };
     if api.socket == api.control_socket {
         p.add("api.control_socket", "must differ from api.socket");

@@ -265,6 +265,8 @@ impl Daemon {
         } = std::mem::replace(&mut self.sockets, Sockets::taken());
         let limits = net::Limits {
             max_connections: cfg.api.max_connections,
+            header_timeout: cfg.api.idle_timeout,
+            write_timeout: cfg.api.write_timeout,
             ..Default::default()
         };
         let api_task = spawn_api_runtime(
@@ -394,6 +396,8 @@ impl Daemon {
             || new.api.socket_group != old.api.socket_group
             || new.api.max_connections != old.api.max_connections
             || new.api.threads != old.api.threads
+            || new.api.write_timeout != old.api.write_timeout
+            || new.api.idle_timeout != old.api.idle_timeout
         {
             restart_needed.push("[api]");
         }

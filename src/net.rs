@@ -2,7 +2,9 @@
 //! catalog socket, the control socket, the authenticity-POST receiver and
 //! the Carat simulator share. It bounds connections (over the limit: a JSON
 //! 503 and close), bounds request heads and their read time, does TLS
-//! handshakes inside each connection's task (bounded too), and on shutdown
+//! handshakes inside each connection's task (bounded too), closes a
+//! connection whose client stops taking response bytes (`WriteDeadline`:
+//! a reader that never reads cannot hold a slot), and on shutdown
 //! stops accepting and lets open connections finish (bounded). Unix streams
 //! go through `zerocopy::ZcStream`, so big snapshot bodies leave with
 //! `sendfile`. Also TLS material loading (PEM). Knows no routes.
@@ -139,8 +141,13 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, NetE
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
-    /// Idle keep-alive, header-read and TLS-handshake timeout.
+    /// How long a connection may go without a complete request head: an
+    /// idle keep-alive connection, or a client sending its head slowly
+    /// (hyper runs one timer for both). Also bounds the TLS handshake.
     pub header_timeout: Duration,
+    /// How long a response may wait for the client to take any of its
+    /// bytes; then the connection is closed (a reader that never reads).
+    pub write_timeout: Duration,
     /// Largest request head accepted.
     pub max_header_bytes: usize,
 }
@@ -150,8 +157,91 @@ impl Default for Limits {
         Limits {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
         }
+    }
+}
+
+/// A stream whose writes fail with `TimedOut` once one has made no progress
+/// for `timeout`: the peer stopped taking bytes. Any progress re-arms it.
+struct WriteDeadline<T> {
+    inner: T,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> WriteDeadline<T> {
+    fn new(inner: T, timeout: Duration) -> Self {
+        WriteDeadline {
+            inner,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// Passes a write's result through, arming the deadline while the peer
+    /// takes nothing and failing the write once it passed.
+    fn watch<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+        match r {
+            Poll::Pending => {
+                let timeout = self.timeout;
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client took no response bytes within the write timeout",
+                    )));
+                }
+                Poll::Pending
+            }
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for WriteDeadline<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, r)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, r)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, r)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.watch(cx, r)
     }
 }
 
@@ -347,7 +437,7 @@ pub async fn serve<M, S, B>(
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes.max(8192))
-                .serve_connection(TokioIo::new(io), svc);
+                .serve_connection(TokioIo::new(WriteDeadline::new(io, limits.write_timeout)), svc);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => {

@@ -368,3 +368,22 @@ fn the_example_config_is_valid() {
         "the example shows the defaults"
     );
 }
+
+#[test]
+fn api_timeouts_default_to_ten_seconds_and_are_bounded() {
+    let env = Env::new();
+    let c = load(&env.config("", "")).unwrap();
+    assert_eq!(c.api.write_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(c.api.idle_timeout, std::time::Duration::from_secs(10));
+    let c = load(&env.config("", "[api]\nwrite_timeout_seconds = 3\nidle_timeout_seconds = 120")).unwrap();
+    assert_eq!(c.api.write_timeout, std::time::Duration::from_secs(3));
+    assert_eq!(c.api.idle_timeout, std::time::Duration::from_secs(120));
+    err_for(
+        &env.config("", "[api]\nwrite_timeout_seconds = 0"),
+        "api.write_timeout_seconds",
+    );
+    err_for(
+        &env.config("", "[api]\nidle_timeout_seconds = 7200"),
+        "api.idle_timeout_seconds",
+    );
+}

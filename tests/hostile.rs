@@ -259,3 +259,107 @@ async fn hostile_clients_get_errors_and_bystanders_get_served() {
     probe(&d).await;
     assert_eq!(d.get("/v1/health").await.0, 200);
 }
+
+/// Sends one GET on a fresh connection; its status, or None when refused,
+/// closed or unanswered within `within`.
+async fn try_get(d: &DaemonProc, path: &str, within: Duration) -> Option<u16> {
+    let mut s = UnixStream::connect(&d.socket).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(within, s.read(&mut buf)).await.ok()?.ok()?;
+    status_of(&buf[..n])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_that_never_read_and_idle_connections_are_closed() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 4,
+        ddds: 67,
+        ranges: 3,
+    }))
+    .await;
+    // Each timeout apart (hyper's head timer also ends a stalled pipeline).
+    let start = |api: &'static str| {
+        let sim = &sim;
+        async move {
+            let d = DaemonProc::start(
+                sim,
+                DaemonOpts {
+                    types: r#"["normal"]"#,
+                    extra_api: api,
+                    ..Default::default()
+                },
+            )
+            .await;
+            d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+            d
+        }
+    };
+    let d = start("write_timeout_seconds = 600\nidle_timeout_seconds = 2").await;
+
+    // An idle keep-alive connection is closed after idle_timeout_seconds.
+    let mut ka = UnixStream::connect(&d.socket).await.unwrap();
+    ka.write_all(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = ka.read(&mut buf).await.unwrap();
+    assert_eq!(status_of(&buf[..n]), Some(200));
+    let idle_from = Instant::now();
+    let eof = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match ka.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(eof.is_ok(), "an idle connection was still open after 8 s");
+    let idle_for = idle_from.elapsed();
+    assert!(
+        idle_for >= Duration::from_millis(1500) && idle_for <= Duration::from_secs(4),
+        "idle connection closed after {idle_for:?}, expected about 2 s"
+    );
+
+    drop(d);
+    let d = start("max_connections = 8\nwrite_timeout_seconds = 2\nidle_timeout_seconds = 600").await;
+
+    // More clients than max_connections pipeline big requests and never
+    // read: their responses fill the socket buffers and stall.
+    let request = b"GET /v1/catalogs/normal/ddds/11 HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
+    let mut stalled = vec![];
+    for _ in 0..12 {
+        if let Ok(mut c) = UnixStream::connect(&d.socket).await {
+            // (The daemon stops reading once its answers back up.)
+            let _ = tokio::time::timeout(Duration::from_millis(500), c.write_all(&request)).await;
+            stalled.push(c);
+        }
+    }
+    let stalled_at = Instant::now();
+    // The stall is real: a newcomer is locked out at first...
+    let first = try_get(&d, "/v1/health", Duration::from_millis(300)).await;
+    assert_ne!(
+        first,
+        Some(200),
+        "the stalled clients did not take every connection"
+    );
+    // ...but for no longer than about the write timeout.
+    let served_at = loop {
+        if try_get(&d, "/v1/health", Duration::from_millis(300)).await == Some(200) {
+            break stalled_at.elapsed();
+        }
+        assert!(
+            stalled_at.elapsed() < Duration::from_secs(15),
+            "readers that never read held every connection for 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        served_at <= Duration::from_secs(5),
+        "a new client was locked out for {served_at:?} (write timeout 2 s)"
+    );
+    drop(stalled);
+    assert_eq!(d.get("/v1/health").await.0, 200);
+}

@@ -318,6 +318,7 @@ pub const POST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 pub const RECEIVER_LIMITS: crate::net::Limits = crate::net::Limits {
     max_connections: 64,
     header_timeout: Duration::from_secs(10),
+    write_timeout: Duration::from_secs(10),
     max_header_bytes: 8 * 1024,
 };
 
