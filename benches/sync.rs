@@ -165,6 +165,7 @@ fn sync_config() -> SyncConfig {
         backoff_max: Duration::from_millis(100),
         max_restarts: 3,
         allow_empty: false,
+        min_keep_percent: 50,
     }
 }
 
@@ -189,6 +190,8 @@ fn syncer(sim: &SimHandle, store: StoreHandle, signer: Arc<JwtSigner>, concurren
         sync: sync_config(),
         order_id_prefix: "CATSYNC".into(),
         concurrency,
+        max_catalog_bytes: carat_catalogd::config::DEFAULT_MAX_CATALOG_BYTES as u64,
+        unrecorded: Default::default(),
     }
 }
 

@@ -196,5 +196,7 @@ pub fn syncer(cfg: &Config, client: CaratClient, store: StoreHandle) -> Syncer {
         sync: cfg.sync.clone(),
         order_id_prefix: cfg.carat.order_id_prefix.clone(),
         concurrency: cfg.carat.concurrency,
+        max_catalog_bytes: cfg.carat.max_catalog_bytes,
+        unrecorded: Default::default(),
     }
 }

@@ -26,6 +26,11 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/carat-catalogd/config.toml";
 /// The variable that chooses the config file; not a setting itself.
 pub const CONFIG_PATH_ENV: &str = "CARAT_CATALOGD_CONFIG";
 pub const ENV_PREFIX: &str = "CARAT_CATALOGD";
+/// `carat.max_catalog_bytes` by default (128 MiB). Measured: the
+/// benchmark's catalog (100 dealers × 67 DDDs × 10 ranges, bigger than any
+/// real table seen) downloads 12.6 MB and peaks near 100 MiB resident, so
+/// this is ten times that catalog and keeps a runaway near 1 GiB.
+pub const DEFAULT_MAX_CATALOG_BYTES: i64 = 128 * 1024 * 1024;
 pub const HOMOLOGATION_URL: &str = "https://esitef-homologacao.softwareexpress.com.br/e-sitef";
 
 // ---------------------------------------------------------------------------
@@ -59,6 +64,7 @@ struct RawCarat {
     concurrency: Option<i64>,
     order_id_prefix: Option<String>,
     max_body_bytes: Option<i64>,
+    max_catalog_bytes: Option<i64>,
     authenticity_post: Option<RawAuthPost>,
     compat: Option<RawCompat>,
 }
@@ -99,6 +105,7 @@ struct RawSync {
     backoff_max_seconds: Option<i64>,
     max_restarts: Option<i64>,
     allow_empty: Option<bool>,
+    min_keep_percent: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +174,8 @@ pub struct CaratConfig {
     pub concurrency: usize,
     pub order_id_prefix: String,
     pub max_body_bytes: usize,
+    /// Bound of one catalog's whole download (every answer of a refetch).
+    pub max_catalog_bytes: u64,
     /// `[carat.compat]`: the wire guesses in force.
     pub compat: Compat,
 }
@@ -206,6 +215,9 @@ pub struct SyncConfig {
     pub max_restarts: u32,
     /// Accept a sync that would replace a non-empty catalog with an empty one.
     pub allow_empty: bool,
+    /// A new catalog keeping fewer than this percentage of the held
+    /// dealers or branch-data entries is refused unless forced (0: off).
+    pub min_keep_percent: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -348,12 +360,7 @@ impl Config {
     /// The effective configuration as TOML, secrets shown as `[redacted]`.
     pub fn redacted_toml(&self) -> String {
         use toml::{Table, Value};
-        fn s(v: impl ToString) -> Value {
-            Value::String(v.to_string())
-        }
-        fn i(v: u64) -> Value {
-            Value::Integer(v as i64)
-        }
+        use toml_values::{i, s};
         let c = &self.carat;
         let mut carat = Table::new();
         carat.insert("base_url".into(), s(&c.base_url));
@@ -371,11 +378,53 @@ impl Config {
         carat.insert("concurrency".into(), i(c.concurrency as u64));
         carat.insert("order_id_prefix".into(), s(&c.order_id_prefix));
         carat.insert("max_body_bytes".into(), i(c.max_body_bytes as u64));
+        carat.insert("max_catalog_bytes".into(), i(c.max_catalog_bytes));
         let mut compat = Table::new();
         compat.insert("dealer_code".into(), s(c.compat.dealer_code));
         compat.insert("others_request".into(), s(c.compat.others_request));
         carat.insert("compat".into(), Value::Table(compat));
-        match &c.auth {
+        toml_values::auth(&c.auth, &mut carat);
+        let sync = toml_values::sync(&self.sync);
+        let mut store = Table::new();
+        store.insert("path".into(), s(self.store.path.display()));
+        let mut api = Table::new();
+        api.insert("socket".into(), s(self.api.socket.display()));
+        if let Some(g) = &self.api.socket_group {
+            api.insert("socket_group".into(), s(g));
+        }
+        api.insert("control_socket".into(), s(self.api.control_socket.display()));
+        api.insert("max_connections".into(), i(self.api.max_connections as u64));
+        api.insert("threads".into(), i(self.api.threads as u64));
+        api.insert(
+            "write_timeout_seconds".into(),
+            i(self.api.write_timeout.as_secs()),
+        );
+        api.insert("idle_timeout_seconds".into(), i(self.api.idle_timeout.as_secs()));
+        let mut top = Table::new();
+        top.insert("carat".into(), Value::Table(carat));
+        top.insert("sync".into(), Value::Table(sync));
+        top.insert("store".into(), Value::Table(store));
+        top.insert("api".into(), Value::Table(api));
+        toml::to_string_pretty(&top).unwrap_or_default()
+    }
+}
+
+/// Pieces of [`Config::redacted_toml`].
+mod toml_values {
+    use super::{ALL_DDDS, AuthConfig, SyncConfig};
+    use toml::{Table, Value};
+
+    pub fn s(v: impl ToString) -> Value {
+        Value::String(v.to_string())
+    }
+
+    pub fn i(v: u64) -> Value {
+        Value::Integer(v as i64)
+    }
+
+    /// `carat.auth` and its section; no secret is written.
+    pub fn auth(a: &AuthConfig, carat: &mut Table) {
+        match a {
             AuthConfig::Signature {
                 private_key_file,
                 signer,
@@ -406,7 +455,9 @@ impl Config {
                 carat.insert("authenticity_post".into(), Value::Table(t));
             }
         }
-        let y = &self.sync;
+    }
+
+    pub fn sync(y: &SyncConfig) -> Table {
         let mut sync = Table::new();
         sync.insert("schedule".into(), s(&y.schedule));
         sync.insert("jitter_seconds".into(), i(y.jitter.as_secs()));
@@ -429,27 +480,8 @@ impl Config {
         sync.insert("backoff_max_seconds".into(), i(y.backoff_max.as_secs()));
         sync.insert("max_restarts".into(), i(y.max_restarts.into()));
         sync.insert("allow_empty".into(), Value::Boolean(y.allow_empty));
-        let mut store = Table::new();
-        store.insert("path".into(), s(self.store.path.display()));
-        let mut api = Table::new();
-        api.insert("socket".into(), s(self.api.socket.display()));
-        if let Some(g) = &self.api.socket_group {
-            api.insert("socket_group".into(), s(g));
-        }
-        api.insert("control_socket".into(), s(self.api.control_socket.display()));
-        api.insert("max_connections".into(), i(self.api.max_connections as u64));
-        api.insert("threads".into(), i(self.api.threads as u64));
-        api.insert(
-            "write_timeout_seconds".into(),
-            i(self.api.write_timeout.as_secs()),
-        );
-        api.insert("idle_timeout_seconds".into(), i(self.api.idle_timeout.as_secs()));
-        let mut top = Table::new();
-        top.insert("carat".into(), Value::Table(carat));
-        top.insert("sync".into(), Value::Table(sync));
-        top.insert("store".into(), Value::Table(store));
-        top.insert("api".into(), Value::Table(api));
-        toml::to_string_pretty(&top).unwrap_or_default()
+        sync.insert("min_keep_percent".into(), i(y.min_keep_percent as u64));
+        sync
     }
 }
 
@@ -678,14 +710,7 @@ fn carat_config(
         3600,
     );
     let concurrency = int_in(p, "carat.concurrency", rc.concurrency, 8, 1, 64);
-    let max_body = int_in(
-        p,
-        "carat.max_body_bytes",
-        rc.max_body_bytes,
-        crate::carat::client::DEFAULT_MAX_BODY as i64,
-        64 * 1024,
-        256 * 1024 * 1024,
-    );
+    let (max_body, max_catalog) = byte_limits(&rc, p);
     let compat = compat_config(rc.compat.unwrap_or_default(), p);
     let prefix = rc.order_id_prefix.unwrap_or_else(|| "CATSYNC".to_owned());
     if !is_an(&prefix) || prefix.len() > 8 || prefix.bytes().next().is_some_and(|b| b.is_ascii_digit()) {
@@ -709,8 +734,37 @@ fn carat_config(
         concurrency: concurrency as usize,
         order_id_prefix: prefix,
         max_body_bytes: max_body as usize,
+        max_catalog_bytes: max_catalog as u64,
         compat,
     })
+}
+
+/// `carat.max_body_bytes` (one answer) and `carat.max_catalog_bytes` (one
+/// refetch's answers together); the second must hold the first.
+fn byte_limits(rc: &RawCarat, p: &mut Problems) -> (i64, i64) {
+    let max_body = int_in(
+        p,
+        "carat.max_body_bytes",
+        rc.max_body_bytes,
+        crate::carat::client::DEFAULT_MAX_BODY as i64,
+        64 * 1024,
+        256 * 1024 * 1024,
+    );
+    let max_catalog = int_in(
+        p,
+        "carat.max_catalog_bytes",
+        rc.max_catalog_bytes,
+        DEFAULT_MAX_CATALOG_BYTES,
+        1024 * 1024,
+        16 * 1024 * 1024 * 1024,
+    );
+    if max_catalog < max_body {
+        p.add(
+            "carat.max_catalog_bytes",
+            format!("{max_catalog} is less than carat.max_body_bytes ({max_body}): one answer could not fit"),
+        );
+    }
+    (max_body, max_catalog)
 }
 
 /// The merchant key, inline or from its file, and where it came from.
@@ -909,6 +963,7 @@ fn sync_config(rs: RawSync, p: &mut Problems) -> SyncConfig {
         86_400,
     );
     let max_restarts = int_in(p, "sync.max_restarts", rs.max_restarts, 3, 0, 20);
+    let min_keep = int_in(p, "sync.min_keep_percent", rs.min_keep_percent, 50, 0, 100);
 
     SyncConfig {
         schedule,
@@ -921,6 +976,7 @@ fn sync_config(rs: RawSync, p: &mut Problems) -> SyncConfig {
         backoff_max: Duration::from_secs(backoff_max as u64),
         max_restarts: max_restarts as u32,
         allow_empty: rs.allow_empty.unwrap_or(false),
+        min_keep_percent: min_keep as u32,
     }
 }
 

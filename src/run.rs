@@ -96,6 +96,10 @@ pub struct TypeResult {
     /// Begin's hash differed from the data's in this run.
     #[serde(skip)]
     pub begin_hash_mismatch: bool,
+    /// Store failures during the run that did not end it by themselves
+    /// (a cool-down or the run record that could not be written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub store_errors: Vec<String>,
 }
 
 impl TypeResult {
@@ -116,6 +120,7 @@ impl TypeResult {
             retry_after: None,
             committed: false,
             begin_hash_mismatch: false,
+            store_errors: vec![],
         }
     }
 }

@@ -24,6 +24,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use rand::Rng;
 
+use crate::carat::client::DownloadBudget;
 use crate::carat::compat::OthersTarget;
 use crate::carat::reader::clip_message;
 use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
@@ -54,6 +55,20 @@ pub struct Syncer {
     pub sync: SyncConfig,
     pub order_id_prefix: String,
     pub concurrency: usize,
+    /// `carat.max_catalog_bytes`: one refetch's answers together.
+    pub max_catalog_bytes: u64,
+    /// Run ends the store refused to record; written before the next run.
+    pub unrecorded: Arc<Mutex<Vec<UnrecordedEnd>>>,
+}
+
+/// A run's end that could not be written (the store failed): kept so the
+/// run is recorded as what it was once the store takes writes again, not
+/// closed as "interrupted" at the next start.
+pub struct UnrecordedEnd {
+    run_id: i64,
+    outcome: Outcome,
+    end: RunEnd,
+    at: chrono::DateTime<Utc>,
 }
 
 /// Why a fetch attempt stopped.
@@ -140,6 +155,10 @@ struct RunStats {
     /// Begin's hash differed from the data's (logged once per run).
     begin_mismatch: AtomicBool,
     warnings: Mutex<WarningTally>,
+    /// Body bytes the last attempt downloaded.
+    downloaded: AtomicU64,
+    /// Store failures of this run that did not end it (shown in the result).
+    store_errors: Mutex<Vec<String>>,
 }
 
 impl RunStats {
@@ -147,6 +166,16 @@ impl RunStats {
         if !ws.is_empty() {
             self.warnings.lock().unwrap_or_else(|e| e.into_inner()).add(ws);
         }
+    }
+
+    /// Logs a store failure that does not end the run and keeps it for the
+    /// result and the run record.
+    fn store_error(&self, rt: RechargeType, what: &str, e: &StoreError) {
+        tracing::error!(recharge_type = %rt, error = %e, "{what}");
+        self.store_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(format!("{what}: {e}"));
     }
 
     fn begin_hash(&self) -> Option<String> {
@@ -220,6 +249,7 @@ impl Syncer {
     ) -> TypeResult {
         let started = Instant::now();
         progress.started(rt);
+        self.record_unrecorded().await;
         let held = match self.store.run(move |s| s.version(rt)).await {
             Ok(v) => v,
             Err(e) => return self.local_failure(rt, None, started, e),
@@ -245,8 +275,16 @@ impl Syncer {
             held_hash = run.held_hash().map(|h| h.as_str()).unwrap_or("none"), "sync started");
 
         // A cool-down Carat asked for holds unless an operator forces a run.
+        let cooldown = match self.store.run(|s| s.cooldown(Utc::now())).await {
+            Ok(c) => c,
+            Err(e) => {
+                let what = "could not read the persisted cool-down; going ahead as if there were none";
+                run.stats.store_error(rt, what, &e);
+                None
+            }
+        };
         if !(force && trigger == Trigger::Manual)
-            && let Ok(Some((until, reason))) = self.store.run(|s| s.cooldown(Utc::now())).await
+            && let Some((until, reason)) = cooldown
         {
             let msg = format!(
                 "Carat asked us to wait until {} ({reason}); not contacting it before then",
@@ -257,7 +295,15 @@ impl Syncer {
         }
 
         let result = loop {
-            match self.attempt(&run, force, progress).await {
+            // Each attempt may download one catalog's worth.
+            let budget = DownloadBudget::new(self.max_catalog_bytes);
+            let this = Syncer {
+                client: self.client.with_budget(budget.clone()),
+                ..self.clone()
+            };
+            let r = this.attempt(&run, force, progress).await;
+            run.stats.downloaded.store(budget.used(), Ordering::Relaxed);
+            match r {
                 Err(FetchError::HashMoved(new))
                     if run.stats.restarts.load(Ordering::Relaxed) < self.sync.max_restarts =>
                 {
@@ -291,6 +337,44 @@ impl Syncer {
                 run.fail("invalid_catalog", msg, None, None).await
             }
             Err(FetchError::Store(e)) => run.fail("store", format!("store: {e}"), None, None).await,
+        }
+    }
+
+    /// Writes the run ends the store refused earlier; keeps those it still
+    /// refuses.
+    async fn record_unrecorded(&self) {
+        let pending = std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()));
+        if pending.is_empty() {
+            return;
+        }
+        let n = pending.len();
+        let result = self
+            .store
+            .run(move |s| {
+                let mut left = vec![];
+                let mut first_err = None;
+                for u in pending {
+                    if let Err(e) = s.finish_run(u.run_id, u.outcome, &u.end, u.at) {
+                        first_err.get_or_insert(e);
+                        left.push(u);
+                    }
+                }
+                Ok((left, first_err))
+            })
+            .await;
+        match result {
+            Ok((left, None)) => {
+                tracing::info!(runs = n, "recorded the ends of runs the store had refused");
+                debug_assert!(left.is_empty());
+            }
+            Ok((left, Some(e))) => {
+                tracing::warn!(runs = left.len(), error = %e, "the store still refuses to record earlier runs' ends");
+                self.unrecorded
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(left);
+            }
+            Err(e) => tracing::warn!(error = %e, "the store still refuses to record earlier runs' ends"),
         }
     }
 
@@ -595,6 +679,12 @@ impl Run<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .total();
         r.begin_hash_mismatch = self.stats.begin_mismatch.load(Ordering::Relaxed);
+        r.store_errors = self
+            .stats
+            .store_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         r
     }
 
@@ -616,9 +706,10 @@ impl Run<'_> {
                 let held = self.held_hash().cloned();
                 self.result(Outcome::Unchanged, held.as_ref(), None)
             }
-            Err(e) => self
-                .syncer
-                .local_failure(rt, self.held_hash().cloned(), self.started, e),
+            Err(e) => {
+                let msg = format!("could not record that the catalog is unchanged: store: {e}");
+                self.fail("store", msg, None, None).await
+            }
         }
     }
 
@@ -627,17 +718,19 @@ impl Run<'_> {
     async fn commit(self, catalog: Catalog, force: bool) -> TypeResult {
         let (rt, run_id) = (self.rt, self.run_id);
         let counts = catalog.counts();
-        let replacing_nonempty = self
-            .syncer
-            .store
-            .run(move |s| s.has_dealers(rt))
-            .await
-            .unwrap_or(false);
-        if catalog.dealers.is_empty() && replacing_nonempty && !force && !self.syncer.sync.allow_empty {
-            let msg = "Carat returned an empty dealer list; refusing to replace the current catalog \
-                       with an empty one (force a sync to accept it)"
-                .to_owned();
-            return self.fail("empty_catalog", msg, None, None).await;
+        let ddds = self.syncer.sync.ddds.clone();
+        let held = match self.syncer.store.run(move |s| s.held_counts(rt, &ddds)).await {
+            Ok(h) => h,
+            Err(e) => {
+                let msg = format!(
+                    "could not read the catalog held, so the new one cannot be checked against it \
+                     (not committed): store: {e}"
+                );
+                return self.fail("store", msg, None, None).await;
+            }
+        };
+        if let Some((kind, msg)) = self.refusal(&counts, &held, force) {
+            return self.fail(kind, msg, None, None).await;
         }
         let hash = catalog.general_hash.clone();
         tracing::info!(recharge_type = %rt, hash = %hash, "writing the new catalog");
@@ -655,7 +748,8 @@ impl Run<'_> {
                 tracing::info!(recharge_type = %rt, hash = %hash, dealers = counts.dealers,
                     branch_data = counts.branch_data, amount_ranges = counts.amount_ranges,
                     requests = self.stats.requests.load(Ordering::Relaxed),
-                    restarts = self.stats.restarts.load(Ordering::Relaxed), "catalog updated and committed");
+                    restarts = self.stats.restarts.load(Ordering::Relaxed),
+                    downloaded_bytes = self.stats.downloaded.load(Ordering::Relaxed), "catalog updated and committed");
                 let mut r = self.result(Outcome::Updated, Some(&hash), None);
                 r.committed = true;
                 r
@@ -665,6 +759,45 @@ impl Run<'_> {
                 self.fail("store", msg, None, None).await
             }
         }
+    }
+
+    /// Why a complete catalog must not replace the one held (unless
+    /// forced): it is empty, or it keeps too little of it.
+    fn refusal(
+        &self,
+        new: &crate::catalog::CatalogCounts,
+        held: &crate::store::HeldCounts,
+        force: bool,
+    ) -> Option<(&'static str, String)> {
+        let sync = &self.syncer.sync;
+        if force || held.dealers == 0 {
+            return None;
+        }
+        let how = "if Carat really dropped them, force it: `carat-catalogd resync --force --type";
+        if new.dealers == 0 {
+            return (!sync.allow_empty).then(|| {
+                ("empty_catalog", format!(
+                    "Carat returned an empty dealer list; refusing to replace the current catalog ({} dealers) \
+                     with an empty one ({how} {}` (force a sync to accept it), or set sync.allow_empty = true)",
+                    held.dealers, self.rt
+                ))
+            });
+        }
+        let pct = sync.min_keep_percent as u64;
+        let short = |kept: u64, had: u64| had > 0 && kept * 100 < had * pct;
+        let (d, b) = (new.dealers as u64, new.branch_data as u64);
+        if !short(d, held.dealers) && !short(b, held.branch_data) {
+            return None;
+        }
+        Some((
+            "shrunk_catalog",
+            format!(
+                "the new catalog keeps {d} of the {} dealers held and {b} of the {} branch-data entries held for the \
+             configured DDDs/branches, less than sync.min_keep_percent = {pct}%; refusing to replace the current \
+             catalog ({how} {}`, or lower sync.min_keep_percent)",
+                held.dealers, held.branch_data, self.rt
+            ),
+        ))
     }
 
     async fn carat_failed(self, e: CaratError) -> TypeResult {
@@ -680,11 +813,15 @@ impl Run<'_> {
         if let Some(ra) = retry_after {
             let until = Utc::now() + chrono::Duration::from_std(ra).unwrap_or_default();
             let reason = format!("HTTP {} on {}", status_of(&e), e.endpoint());
-            let _ = self
+            if let Err(se) = self
                 .syncer
                 .store
                 .run(move |s| s.set_cooldown(until, &reason))
-                .await;
+                .await
+            {
+                let what = "could not persist the cool-down Carat asked for (a restart will not honour it)";
+                self.stats.store_error(self.rt, what, &se);
+            }
         }
         self.fail(e.kind(), msg, Some(class), retry_after).await
     }
@@ -706,11 +843,39 @@ impl Run<'_> {
         } else {
             tracing::warn!(recharge_type = %rt, error_kind = kind, error = %msg, "sync failed; the previous catalog is kept");
         }
-        let _ = self
+        let errors = self
+            .stats
+            .store_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !errors.is_empty() {
+            end.error = Some(format!("{msg}; also: {}", errors.join("; ")));
+        }
+        let at = Utc::now();
+        let e2 = end.clone();
+        if let Err(e) = self
             .syncer
             .store
-            .run(move |s| s.finish_run(run_id, Outcome::Failed, &end, Utc::now()))
-            .await;
+            .run(move |s| s.finish_run(run_id, Outcome::Failed, &e2, at))
+            .await
+        {
+            self.stats.store_error(
+                rt,
+                "could not record the failed run (kept, written before the next run)",
+                &e,
+            );
+            self.syncer
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(UnrecordedEnd {
+                    run_id,
+                    outcome: Outcome::Failed,
+                    end,
+                    at,
+                });
+        }
         let mut r = self.result(Outcome::Failed, None, Some(msg));
         r.error_kind = Some(kind.to_owned());
         r.credentials_refused = class == Some(ErrorClass::Auth);
@@ -745,6 +910,260 @@ pub fn backoff_delay(initial: Duration, max: Duration, attempt: u32) -> Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::carat::client::{AuthMode, ClientSettings};
+    use crate::catalog::{ALL_DDDS, Ddd};
+    use crate::sim::{FaultKind, FaultRule, GenSpec, SimAuth, SimCatalog, SimConfig, SimEndpoint, SimHandle};
+    use crate::store::Store;
+    use rusqlite::hooks::AuthAction;
+
+    const ID: &str = "LOJATESTE";
+    const KEY: &str = "F19DE00177C301DF24A865F11AA9B2567F604891F0F44DDAEFD69E3399E0B7E1";
+
+    /// The simulator (3 dealers × 67 DDDs) and a syncer on a fresh store.
+    async fn harness(dir: &std::path::Path) -> (SimHandle, Syncer) {
+        let (private, public) = crate::sim::make_rsa_key(false).expect("key");
+        let mut cfg = SimConfig::new(
+            ID,
+            KEY,
+            SimAuth::Signature {
+                public_key_pem: public.into_bytes(),
+            },
+        );
+        cfg.catalog = SimCatalog::generate(GenSpec {
+            dealers: 3,
+            ddds: 67,
+            ranges: 1,
+        });
+        let sim = crate::sim::start(cfg).await.expect("sim");
+        let key = crate::secret::Secret::new(KEY.into());
+        let signer = crate::carat::auth::JwtSigner::from_pem(private.as_bytes(), "test", ID, key.clone())
+            .expect("signer");
+        let settings = ClientSettings {
+            base_url: sim.base_url.parse().expect("url"),
+            merchant_id: ID.into(),
+            merchant_key: key,
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            extra_ca_pem: Some(sim.ca_pem.clone()),
+            max_body: 16 * 1024 * 1024,
+            pool_size: 8,
+            compat: Default::default(),
+            token_max_age: crate::carat::client::TOKEN_MAX_AGE,
+        };
+        let syncer = Syncer {
+            client: CaratClient::new(settings, AuthMode::Signature(Arc::new(signer))).expect("client"),
+            store: StoreHandle::new(Store::open(&dir.join("catalog.db")).expect("store")),
+            sync: SyncConfig {
+                schedule: "0 */15 * * * *".into(),
+                jitter: Duration::ZERO,
+                recharge_types: vec![RechargeType::Normal],
+                ddds: ALL_DDDS.iter().filter_map(|d| Ddd::parse(d).ok()).collect(),
+                stale_after: Duration::from_secs(3600),
+                retries: 0,
+                backoff_initial: Duration::from_millis(10),
+                backoff_max: Duration::from_millis(100),
+                max_restarts: 0,
+                allow_empty: false,
+                min_keep_percent: 50,
+            },
+            order_id_prefix: "CATSYNC".into(),
+            concurrency: 8,
+            max_catalog_bytes: crate::config::DEFAULT_MAX_CATALOG_BYTES as u64,
+            unrecorded: Default::default(),
+        };
+        (sim, syncer)
+    }
+
+    async fn sync(s: &Syncer, force: bool) -> TypeResult {
+        s.sync_type(RechargeType::Normal, force, Trigger::Cli, &NoProgress)
+            .await
+    }
+
+    async fn deny(s: &Syncer, f: Option<fn(&AuthAction<'_>) -> bool>) {
+        s.store
+            .run(move |st| {
+                st.fail_statements(f);
+                Ok(())
+            })
+            .await
+            .expect("store");
+    }
+
+    async fn held_dealers(s: &Syncer) -> u64 {
+        s.store
+            .run(|st| st.held_counts(RechargeType::Normal, &[]))
+            .await
+            .expect("counts")
+            .dealers
+    }
+
+    async fn last_run(s: &Syncer) -> crate::store::RunRecord {
+        s.store
+            .run(|st| st.recent_runs(None, 1))
+            .await
+            .expect("runs")
+            .remove(0)
+    }
+
+    /// The guard reads the catalog held; when that read fails, an empty
+    /// new catalog is refused, not let through as if nothing were held.
+    #[tokio::test]
+    async fn a_read_error_in_the_empty_guard_refuses_the_commit() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (sim, s) = harness(dir.path()).await;
+        assert_eq!(sync(&s, false).await.outcome, Outcome::Updated);
+        let mut empty = sim.catalog();
+        let t = empty.types.get_mut("normal").expect("normal");
+        t.dealers.clear();
+        t.ddd_data.clear();
+        sim.set_catalog(empty);
+        // Fetch for real, then fail every read of the store at the commit.
+        let run = Run {
+            syncer: &s,
+            rt: RechargeType::Normal,
+            run_id: s
+                .store
+                .run(|st| st.begin_run(RechargeType::Normal, "cli", false, None, Utc::now()))
+                .await
+                .expect("run"),
+            held: s
+                .store
+                .run(|st| st.version(RechargeType::Normal))
+                .await
+                .expect("version"),
+            started: Instant::now(),
+            stats: RunStats::default(),
+        };
+        let catalog = match s.attempt(&run, false, &NoProgress).await {
+            Ok(Attempt::Fetched(c)) => c,
+            _ => panic!("the changed table must be fetched"),
+        };
+        assert!(catalog.dealers.is_empty());
+        deny(&s, Some(|a| matches!(a, AuthAction::Select))).await;
+        let r = run.commit(catalog, false).await;
+        deny(&s, None).await;
+        assert_eq!(r.outcome, Outcome::Failed, "{:?}", r.error);
+        assert_eq!(r.error_kind.as_deref(), Some("store"));
+        assert_eq!(held_dealers(&s).await, 3, "the held catalog was replaced");
+        assert_eq!(last_run(&s).await.outcome, Outcome::Failed);
+    }
+
+    /// The unchanged path's store write fails: the run is recorded as
+    /// failed (not left running, to be called "interrupted" at the next
+    /// start), and the result says why.
+    #[tokio::test]
+    async fn a_local_failure_is_recorded_as_failed() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_sim, s) = harness(dir.path()).await;
+        assert_eq!(sync(&s, false).await.outcome, Outcome::Updated);
+        deny(
+            &s,
+            Some(|a| {
+                matches!(
+                    a,
+                    AuthAction::Update {
+                        table_name: "catalog_version",
+                        ..
+                    }
+                )
+            }),
+        )
+        .await;
+        let r = sync(&s, false).await;
+        deny(&s, None).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(
+            r.error.as_deref().unwrap_or("").contains("unchanged"),
+            "{:?}",
+            r.error
+        );
+        let rec = last_run(&s).await;
+        assert_eq!(rec.outcome, Outcome::Failed);
+        assert_eq!(rec.error_kind.as_deref(), Some("store"));
+    }
+
+    /// The run record itself cannot be written: the result says so, the
+    /// end is kept and written before the next run.
+    #[tokio::test]
+    async fn a_run_end_the_store_refused_is_written_later() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (sim, s) = harness(dir.path()).await;
+        assert_eq!(sync(&s, false).await.outcome, Outcome::Updated);
+        sim.add_fault(FaultRule::new(Some(SimEndpoint::Begin), FaultKind::Malformed).times(1));
+        deny(
+            &s,
+            Some(|a| {
+                matches!(
+                    a,
+                    AuthAction::Update {
+                        table_name: "sync_run",
+                        ..
+                    }
+                )
+            }),
+        )
+        .await;
+        let r = sync(&s, false).await;
+        deny(&s, None).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(
+            r.store_errors
+                .iter()
+                .any(|e| e.contains("could not record the failed run")),
+            "{:?}",
+            r.store_errors
+        );
+        let failed = last_run(&s).await;
+        assert_eq!(failed.outcome, Outcome::Running, "the store refused it");
+        assert_eq!(sync(&s, false).await.outcome, Outcome::Unchanged);
+        let runs = s.store.run(|st| st.recent_runs(None, 2)).await.expect("runs");
+        assert_eq!(runs[1].id, failed.id);
+        assert_eq!(runs[1].outcome, Outcome::Failed);
+        assert_eq!(runs[1].error_kind.as_deref(), Some("malformed_body"));
+    }
+
+    /// A persisted cool-down that cannot be written is logged and shown.
+    #[tokio::test]
+    async fn a_cooldown_the_store_refused_is_shown() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (sim, s) = harness(dir.path()).await;
+        sim.add_fault(
+            FaultRule::new(
+                Some(SimEndpoint::Begin),
+                FaultKind::Status {
+                    status: 429,
+                    retry_after: Some(3600),
+                },
+            )
+            .times(1),
+        );
+        deny(
+            &s,
+            Some(|a| {
+                matches!(
+                    a,
+                    AuthAction::Insert {
+                        table_name: "cooldown"
+                    }
+                )
+            }),
+        )
+        .await;
+        let r = sync(&s, false).await;
+        deny(&s, None).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert!(
+            r.store_errors.iter().any(|e| e.contains("cool-down")),
+            "{:?}",
+            r.store_errors
+        );
+        let rec = last_run(&s).await;
+        assert!(
+            rec.error.as_deref().unwrap_or("").contains("cool-down"),
+            "{:?}",
+            rec.error
+        );
+    }
 
     #[test]
     fn backoff_stays_within_its_cap() {

@@ -387,3 +387,22 @@ fn api_timeouts_default_to_ten_seconds_and_are_bounded() {
         "api.idle_timeout_seconds",
     );
 }
+
+#[test]
+fn shrink_and_size_guards_have_defaults_and_bounds() {
+    let env = Env::new();
+    let c = load(&env.config("", "")).unwrap();
+    assert_eq!(c.sync.min_keep_percent, 50);
+    assert_eq!(c.carat.max_catalog_bytes, 128 * 1024 * 1024);
+    err_for(
+        &env.config("", "[sync]\nmin_keep_percent = 101"),
+        "sync.min_keep_percent",
+    );
+    let e = err_for(
+        &env.config("max_catalog_bytes = 2000000", ""),
+        "carat.max_catalog_bytes",
+    );
+    assert!(e.contains("carat.max_body_bytes"), "{e}");
+    let c = load(&env.config("", "[sync]\nmin_keep_percent = 0")).unwrap();
+    assert_eq!(c.sync.min_keep_percent, 0);
+}

@@ -531,3 +531,80 @@ async fn the_fan_out_is_bounded_by_carat_concurrency() {
     );
     assert_eq!(sim.max_in_flight(SimEndpoint::Begin), 1);
 }
+
+/// Carat drops most dealers: the new catalog is refused (the message says
+/// why and how to force it) until forced; a DDD dropped from the config is
+/// not a shrink.
+#[tokio::test]
+async fn a_catalog_that_keeps_too_little_is_refused_unless_forced() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 10,
+        ddds: 67,
+        ranges: 1,
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("catalog.db");
+    let s = syncer(&sim, dir.path());
+    let first = s.sync_type(NORMAL, false, Trigger::Cli, &NoProgress).await;
+    assert_eq!(first.outcome, Outcome::Updated);
+    let before = dump_catalog(&db);
+
+    // Four of ten dealers kept: below the default 50%.
+    let mut shrunk = sim.catalog();
+    let t = shrunk.types.get_mut("normal").unwrap();
+    let gone: Vec<String> = t.dealers.iter().skip(4).filter_map(|d| d.code.clone()).collect();
+    t.dealers.truncate(4);
+    t.ddd_data.retain(|code, _| !gone.contains(code));
+    sim.set_catalog(shrunk);
+    let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Failed);
+    let msg = r.error.unwrap_or_default();
+    assert!(msg.contains("keeps 4 of the 10 dealers held"), "{msg}");
+    assert!(msg.contains("sync.min_keep_percent = 50%"), "{msg}");
+    assert!(msg.contains("resync --force --type normal"), "{msg}");
+    assert_eq!(dump_catalog(&db), before, "a refused catalog changed the store");
+    assert_eq!(runs(&db)[0].error_kind.as_deref(), Some("shrunk_catalog"));
+
+    // Forced: accepted.
+    let r = s.sync_type(NORMAL, true, Trigger::Manual, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
+    assert_eq!(stored(&db, NORMAL).unwrap().dealers.len(), 4);
+
+    // The operator keeps 3 DDDs of 67 and Carat's table changes: 12
+    // branch-data entries of the 268 held, but nothing configured was lost.
+    let mut cfg = sync_config();
+    cfg.ddds.truncate(3);
+    let fewer = syncer_with(&sim, dir.path(), client_settings(&sim), cfg);
+    let mut changed = sim.catalog();
+    changed.types.get_mut("normal").unwrap().version += 1;
+    sim.set_catalog(changed);
+    let r = fewer.sync_type(NORMAL, false, Trigger::Reload, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
+    assert_eq!(stored(&db, NORMAL).unwrap().branch_data.len(), 12);
+}
+
+/// `carat.max_catalog_bytes` bounds all answers of a refetch together,
+/// even when each fits `carat.max_body_bytes`.
+#[tokio::test]
+async fn the_whole_download_is_bounded() {
+    let sim = start_sim_signature(small()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("catalog.db");
+    let mut s = syncer(&sim, dir.path());
+    let r = s.sync_type(NORMAL, false, Trigger::Cli, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Updated);
+    let before = dump_catalog(&db);
+    sim.bump("normal");
+    // 201 answers of about 1 KiB each; 64 KiB is not enough for them all.
+    s.max_catalog_bytes = 64 * 1024;
+    let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Failed);
+    let msg = r.error.unwrap_or_default();
+    assert!(msg.contains("carat.max_catalog_bytes (65536 bytes)"), "{msg}");
+    assert_eq!(runs(&db)[0].error_kind.as_deref(), Some("catalog_too_large"));
+    assert_eq!(dump_catalog(&db), before);
+    s.max_catalog_bytes = carat_catalogd::config::DEFAULT_MAX_CATALOG_BYTES as u64;
+    let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
+}

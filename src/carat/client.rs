@@ -131,6 +131,35 @@ pub struct CaratClient {
     auth: AuthMode,
     stats: Arc<CaratRequests>,
     tap: Option<Arc<dyn Tap>>,
+    budget: Option<Arc<DownloadBudget>>,
+}
+
+/// How many body bytes one catalog's download may take, across all its
+/// answers (`carat.max_catalog_bytes`); shared by the clones of one run.
+#[derive(Debug)]
+pub struct DownloadBudget {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl DownloadBudget {
+    pub fn new(limit: u64) -> Arc<Self> {
+        Arc::new(DownloadBudget {
+            limit,
+            used: Default::default(),
+        })
+    }
+
+    /// Bytes taken so far.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes `n` bytes; false once the total would pass the limit.
+    fn take(&self, n: u64) -> bool {
+        let before = self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        before.saturating_add(n) <= self.limit
+    }
 }
 
 impl std::fmt::Debug for CaratClient {
@@ -167,7 +196,16 @@ impl CaratClient {
             auth,
             stats: Arc::new(CaratRequests::default()),
             tap: None,
+            budget: None,
         })
+    }
+
+    /// A clone whose answers all draw on `budget` (one sync run's).
+    pub fn with_budget(&self, budget: Arc<DownloadBudget>) -> Self {
+        CaratClient {
+            budget: Some(budget),
+            ..self.clone()
+        }
     }
 
     /// Every exchange goes through `tap` as well (`probe`).
@@ -501,6 +539,14 @@ impl CaratClient {
         while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_reqwest(ep, e))? {
             if body.len() + chunk.len() > limit {
                 return Err(CaratError::TooLarge { endpoint: ep, limit });
+            }
+            if let Some(b) = &self.budget
+                && !b.take(chunk.len() as u64)
+            {
+                return Err(CaratError::CatalogTooLarge {
+                    endpoint: ep,
+                    limit: b.limit,
+                });
             }
             body.extend_from_slice(&chunk);
         }

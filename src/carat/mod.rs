@@ -85,6 +85,11 @@ pub enum CaratError {
     Malformed { endpoint: Endpoint, detail: String },
     #[error("{endpoint}: response body larger than {limit} bytes; refused")]
     TooLarge { endpoint: Endpoint, limit: usize },
+    #[error(
+        "{endpoint}: the catalog's answers together passed carat.max_catalog_bytes ({limit} bytes); \
+         the download was stopped and nothing was committed"
+    )]
+    CatalogTooLarge { endpoint: Endpoint, limit: u64 },
     #[error("{endpoint}: invalid field {source}")]
     InvalidField {
         endpoint: Endpoint,
@@ -144,6 +149,7 @@ impl CaratError {
             | CaratError::Incomplete { endpoint, .. }
             | CaratError::Malformed { endpoint, .. }
             | CaratError::TooLarge { endpoint, .. }
+            | CaratError::CatalogTooLarge { endpoint, .. }
             | CaratError::InvalidField { endpoint, .. }
             | CaratError::Signing { endpoint, .. } => *endpoint,
             CaratError::AuthenticityTimeout { .. } => Endpoint::Begin,
@@ -195,6 +201,7 @@ impl CaratError {
             CaratError::Incomplete { .. } => "incomplete_body",
             CaratError::Malformed { .. } => "malformed_body",
             CaratError::TooLarge { .. } => "body_too_large",
+            CaratError::CatalogTooLarge { .. } => "catalog_too_large",
             CaratError::InvalidField { .. } => "invalid_field",
             CaratError::AuthenticityTimeout { .. } => "authenticity_timeout",
             CaratError::Signing { .. } => "signing",

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
-use crate::catalog::{Catalog, GeneralHash, RechargeType};
+use crate::catalog::{Catalog, Ddd, GeneralHash, RechargeType};
 use crate::run::{Outcome, SessionIds};
 use crate::time::fmt_time;
 
@@ -90,6 +90,13 @@ pub struct RunEnd {
     pub duration_ms: u64,
     pub error_kind: Option<String>,
     pub error: Option<String>,
+}
+
+/// What a committed catalog holds, for the shrink guard.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldCounts {
+    pub dealers: u64,
+    pub branch_data: u64,
 }
 
 /// One row of the run log.
@@ -325,13 +332,37 @@ impl Store {
         Ok(())
     }
 
-    /// Whether the committed catalog of `rt` has any dealer (cheap: no load).
-    pub fn has_dealers(&self, rt: RechargeType) -> Result<bool, StoreError> {
-        Ok(self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM dealer WHERE recharge_type = ?1)",
+    /// How much the committed catalog of `rt` holds (cheap: no load): its
+    /// dealers, and its branch-data entries still asked for (for `normal`,
+    /// those of a DDD in `ddds`; a DDD dropped from the config is not a
+    /// shrink).
+    pub fn held_counts(&self, rt: RechargeType, ddds: &[Ddd]) -> Result<HeldCounts, StoreError> {
+        let dealers: i64 = self.conn.query_row(
+            "SELECT count(*) FROM dealer WHERE recharge_type = ?1",
             params![rt.as_str()],
             |r| r.get(0),
-        )?)
+        )?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT ddd, count(*) FROM branch_data WHERE recharge_type = ?1 GROUP BY ddd")?;
+        let rows = stmt.query_map(params![rt.as_str()], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut branch_data = 0;
+        for row in rows {
+            let (ddd, n) = row?;
+            let asked = match ddd {
+                Some(d) => ddds.iter().any(|c| c.as_str() == d),
+                None => true,
+            };
+            if asked {
+                branch_data += n as u64;
+            }
+        }
+        Ok(HeldCounts {
+            dealers: dealers as u64,
+            branch_data,
+        })
     }
 
     /// The committed catalog of `rt` with its version, if any.
@@ -445,6 +476,25 @@ impl Store {
             }
             None => Ok(None),
         }
+    }
+
+    /// Test hook: statements `deny` picks fail when prepared from now on
+    /// (`None` lifts it); the others keep working. For the paths that must
+    /// fail closed, or record truthfully, when one store call fails.
+    #[cfg(test)]
+    pub(crate) fn fail_statements(&mut self, deny: Option<fn(&rusqlite::hooks::AuthAction<'_>) -> bool>) {
+        use rusqlite::hooks::{AuthContext, Authorization};
+        self.conn.flush_prepared_statement_cache();
+        let hook = deny.map(|deny| {
+            move |ctx: AuthContext<'_>| {
+                if deny(&ctx.action) {
+                    Authorization::Deny
+                } else {
+                    Authorization::Allow
+                }
+            }
+        });
+        self.conn.authorizer(hook).expect("authorizer");
     }
 
     pub fn set_cooldown(&mut self, until: DateTime<Utc>, reason: &str) -> Result<(), StoreError> {

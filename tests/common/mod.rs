@@ -106,6 +106,7 @@ pub fn sync_config() -> carat_catalogd::config::SyncConfig {
         backoff_max: Duration::from_millis(100),
         max_restarts: 3,
         allow_empty: false,
+        min_keep_percent: 50,
     }
 }
 
@@ -138,6 +139,8 @@ pub fn syncer_auth(
         sync: cfg,
         order_id_prefix: "CATSYNC".into(),
         concurrency: 8,
+        max_catalog_bytes: carat_catalogd::config::DEFAULT_MAX_CATALOG_BYTES as u64,
+        unrecorded: Default::default(),
     }
 }
 
