@@ -66,6 +66,7 @@ enum ReloadError {
 fn api_settings(cfg: &Config) -> ApiSettings {
     ApiSettings {
         enabled: cfg.sync.recharge_types.clone(),
+        ddds: cfg.sync.ddds.clone(),
         stale_after: cfg.sync.stale_after,
     }
 }
@@ -428,6 +429,10 @@ impl Daemon {
             *cron_id = id;
         }
         self.shared.settings.store(Arc::new(api_settings(&new)));
+        // Types and DDDs no longer configured stop being served at once.
+        if let Err(e) = self.shared.refresh_snapshot(&self.store).await {
+            tracing::error!(error = %e, "could not refresh the served catalog from the store");
+        }
         handle
             .msgs
             .send(WorkerMsg::Reconfigure(Box::new(syncer), *cron_id))

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use http::HeaderValue;
 use serde_json::json;
 
-use crate::catalog::{BranchData, BranchKey, Catalog, CatalogCounts, Dealer, DealerCode, RechargeType};
+use crate::catalog::{BranchData, BranchKey, Catalog, CatalogCounts, Ddd, Dealer, DealerCode, RechargeType};
 use crate::store::{StoreError, StoreHandle, VersionInfo};
 use crate::time::fmt_time;
 use crate::zerocopy::Arena;
@@ -90,6 +90,9 @@ pub struct TypeData {
     pub ddd_tails: HashMap<String, Bytes>,
     /// Per (dealer, DDD or branch): the branch-data fragment.
     pub branch_data: HashMap<(DealerCode, String), Bytes>,
+    /// The DDDs it was built for (`normal`: the configured ones the store
+    /// held; the store may hold DDDs since dropped from the config).
+    pub served_ddds: Vec<Ddd>,
 }
 
 /// One type's version plus its data, and the per-version head parts.
@@ -232,6 +235,7 @@ impl TypeData {
             dealer_tails: dealer_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
             ddd_tails: ddd_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
             branch_data: branch_data.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
+            served_ddds: vec![],
         }
     }
 
@@ -328,14 +332,18 @@ fn write_dealer_tails(
     dealer_tails
 }
 
-/// The next snapshot, read from the store: a type whose version did not
-/// change keeps its pre-built bodies and only takes the new `checked_at`;
+/// The next snapshot, read from the store: a type whose version (hash and
+/// commit time) and served DDDs did not change, and that is not in
+/// `committed` (just written, perhaps under the same hash), keeps its
+/// pre-built bodies and only takes the new `checked_at`;
 /// one with a new version is loaded and built (CPU work, on the store's
 /// blocking thread). Returns it and how many types were rebuilt.
 pub async fn rebuild(
     store: &StoreHandle,
     current: Arc<Snapshot>,
     enabled: Vec<RechargeType>,
+    ddds: Vec<Ddd>,
+    committed: Vec<RechargeType>,
 ) -> Result<(Snapshot, u64), StoreError> {
     store
         .run(move |s| {
@@ -346,16 +354,29 @@ pub async fn rebuild(
                 let reuse = current
                     .types
                     .get(&rt)
-                    .filter(|t| t.version.general_hash == version.general_hash)
+                    // A commit under the same hash (DDDs added, a confirmation
+                    // refetch) is rebuilt too: the caller names it.
+                    .filter(|t| {
+                        t.version.general_hash == version.general_hash
+                            && t.version.synced_at == version.synced_at
+                            && t.data.served_ddds == ddds
+                            && !committed.contains(&rt)
+                    })
                     .map(|t| t.data.clone());
                 let snap = match reuse {
                     Some(data) => TypeSnapshot::new(version, data),
                     None => {
-                        let Some((cat, v)) = s.load_catalog(rt)? else {
+                        let Some((mut cat, v)) = s.load_catalog(rt)? else {
                             continue;
                         };
+                        cat.branch_data.retain(|(_, key), _| match key {
+                            BranchKey::Ddd(d) => ddds.contains(d),
+                            BranchKey::Branch(_) => true,
+                        });
                         rebuilt += 1;
-                        TypeSnapshot::new(v, Arc::new(TypeData::build(&cat)))
+                        let mut data = TypeData::build(&cat);
+                        data.served_ddds = ddds.clone();
+                        TypeSnapshot::new(v, Arc::new(data))
                     }
                 };
                 next.types.insert(rt, snap);

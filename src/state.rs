@@ -21,6 +21,8 @@ use crate::store::{StoreError, StoreHandle};
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub enabled: Vec<RechargeType>,
+    /// The DDDs configured (`sync.ddds`): the only ones `normal` serves.
+    pub ddds: Vec<crate::catalog::Ddd>,
     pub stale_after: Duration,
 }
 
@@ -168,8 +170,19 @@ impl Shared {
 
     /// Swaps in the snapshot rebuilt from `store` (see [`snapshot::rebuild`]).
     pub async fn refresh_snapshot(&self, store: &StoreHandle) -> Result<(), StoreError> {
-        let enabled = self.settings.load().enabled.clone();
-        let (snap, rebuilt) = snapshot::rebuild(store, self.snapshot.load_full(), enabled).await?;
+        self.refresh_snapshot_after(store, vec![]).await
+    }
+
+    /// The same, after a sync committed the `committed` types.
+    pub async fn refresh_snapshot_after(
+        &self,
+        store: &StoreHandle,
+        committed: Vec<RechargeType>,
+    ) -> Result<(), StoreError> {
+        let settings = (**self.settings.load()).clone();
+        let current = self.snapshot.load_full();
+        let (snap, rebuilt) =
+            snapshot::rebuild(store, current, settings.enabled, settings.ddds, committed).await?;
         self.snapshot.store(Arc::new(snap));
         if rebuilt > 0 {
             self.metrics.snapshot_builds.fetch_add(rebuilt, Ordering::Relaxed);

@@ -234,6 +234,9 @@ struct Run<'a> {
     rt: RechargeType,
     run_id: i64,
     held: Option<VersionInfo>,
+    /// Configured DDDs the held catalog lacks (added since it was fetched):
+    /// the catalog is refetched even when Carat's hash did not move.
+    lacking: Vec<String>,
     started: Instant,
     stats: RunStats,
 }
@@ -268,8 +271,13 @@ impl Syncer {
             rt,
             run_id,
             held,
+            lacking: vec![],
             started,
             stats: RunStats::default(),
+        };
+        let run = Run {
+            lacking: self.lacking_ddds(&run).await,
+            ..run
         };
         tracing::info!(recharge_type = %rt, trigger = trigger.as_str(), force, run_id,
             held_hash = run.held_hash().map(|h| h.as_str()).unwrap_or("none"), "sync started");
@@ -337,6 +345,31 @@ impl Syncer {
                 run.fail("invalid_catalog", msg, None, None).await
             }
             Err(FetchError::Store(e)) => run.fail("store", format!("store: {e}"), None, None).await,
+        }
+    }
+
+    /// The configured DDDs the held `normal` catalog has no data for. A
+    /// read error is logged and counts as none lacking (the hash check then
+    /// decides, as before).
+    async fn lacking_ddds(&self, run: &Run<'_>) -> Vec<String> {
+        let rt = run.rt;
+        if rt != RechargeType::Normal || run.held.is_none() {
+            return vec![];
+        }
+        match self.store.run(move |s| s.held_ddds(rt)).await {
+            Ok(Some(held)) => self
+                .sync
+                .ddds
+                .iter()
+                .map(|d| d.as_str().to_owned())
+                .filter(|d| !held.contains(d))
+                .collect(),
+            Ok(None) => vec![],
+            Err(e) => {
+                run.stats
+                    .store_error(rt, "could not read which DDDs the held catalog has", &e);
+                vec![]
+            }
         }
     }
 
@@ -426,8 +459,14 @@ impl Syncer {
         let begin_hash = session.general_hash.clone();
         *stats.begin_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(begin_hash.clone());
         let confirm = run.confirmation_due();
-        if !force && run.held.is_some() && begin_hash == gate && !begin_hash.is_zero() && !confirm {
+        let lacking = !run.lacking.is_empty();
+        if !force && run.held.is_some() && begin_hash == gate && !begin_hash.is_zero() && !confirm && !lacking
+        {
             return Ok(Attempt::Unchanged(begin_hash));
+        }
+        if lacking && begin_hash == gate {
+            tracing::info!(recharge_type = %rt, ddds = %run.lacking.join(","),
+                "the configuration asks for DDDs the held catalog lacks; refetching now");
         }
         if confirm && begin_hash == gate {
             tracing::info!(recharge_type = %rt, gate = %gate,
@@ -1031,6 +1070,7 @@ mod tests {
                 .run(|st| st.version(RechargeType::Normal))
                 .await
                 .expect("version"),
+            lacking: vec![],
             started: Instant::now(),
             stats: RunStats::default(),
         };

@@ -709,3 +709,94 @@ async fn a_reader_never_sees_a_mix_of_versions_during_swaps() {
         );
     }
 }
+
+/// A reload that adds a DDD and a type fetches them at once, while Carat's
+/// hash stays the same; one that removes them stops serving them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_ddds_and_types_are_fetched_at_once_and_dropped_ones_are_not_served() {
+    let sim = sim().await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            types: r#"["normal"]"#,
+            extra_sync: r#"ddds = ["11"]"#,
+            ..Default::default()
+        },
+    )
+    .await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let dealers_in = |v: &Value| v["dealers"].as_array().map(Vec::len).unwrap_or(0);
+    let (s, v) = d.get("/v1/catalogs/normal/ddds/11").await;
+    assert_eq!(s, 200);
+    assert!(dealers_in(&v) > 0);
+    let (_, v) = d.get("/v1/catalogs/normal/ddds/21").await;
+    assert_eq!(dealers_in(&v), 0, "DDD 21 is not configured yet: {v}");
+    let hash = d.get("/v1/catalogs/normal").await.1["general_hash"].clone();
+
+    let reload = |from: &str, to: &str| {
+        let cfg = std::fs::read_to_string(&d.config).unwrap();
+        assert!(cfg.contains(from), "{cfg}");
+        std::fs::write(&d.config, cfg.replace(from, to)).unwrap();
+    };
+    // Polls a route until `ok` holds of its answer (10 s at most).
+    let served = |path: &'static str, ok: fn(u16, &Value) -> bool| {
+        let d = &d;
+        async move {
+            let t0 = std::time::Instant::now();
+            loop {
+                let (s, v) = d.get(path).await;
+                if ok(s, &v) {
+                    return v;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(10),
+                    "{path}: {s} {v}\n{}",
+                    d.log()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // Add DDD 21 and the `others` type; Carat's table does not change.
+    reload(r#"ddds = ["11"]"#, r#"ddds = ["11", "21"]"#);
+    reload(
+        r#"recharge_types = ["normal"]"#,
+        r#"recharge_types = ["normal", "others"]"#,
+    );
+    d.signal(libc::SIGHUP);
+    let v = served("/v1/catalogs/normal/ddds/21", |s, v| {
+        s == 200 && v["dealers"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    assert_eq!(v["general_hash"], hash, "Carat's hash did not change");
+    served("/v1/catalogs/others", |s, _| s == 200).await;
+    assert!(
+        d.log()
+            .contains("the configuration asks for DDDs the held catalog lacks")
+    );
+
+    // Remove them again: no longer served, whatever the store still holds.
+    reload(r#"ddds = ["11", "21"]"#, r#"ddds = ["11"]"#);
+    reload(
+        r#"recharge_types = ["normal", "others"]"#,
+        r#"recharge_types = ["normal"]"#,
+    );
+    d.signal(libc::SIGHUP);
+    served("/v1/catalogs/normal/ddds/21", |_, v| {
+        v["dealers"].as_array().is_none_or(|a| a.is_empty())
+    })
+    .await;
+    served("/v1/catalogs/others", |s, _| s == 404).await;
+    let (_, v) = d.get("/v1/catalogs/normal/dealers").await;
+    let code = v["dealers"][0]["code"].as_str().unwrap().to_owned();
+    assert_eq!(
+        d.get(&format!("/v1/catalogs/normal/dealers/{code}/ddds/21"))
+            .await
+            .0,
+        404
+    );
+    let (_, v) = d.get(&format!("/v1/catalogs/normal/dealers/{code}")).await;
+    assert_eq!(v["dealer"]["ddds"], serde_json::json!(["11"]), "{v}");
+    assert_eq!(d.get("/v1/catalogs/normal/ddds/11").await.0, 200);
+}

@@ -10,6 +10,7 @@
 mod catalog_rows;
 pub mod lock;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -330,6 +331,19 @@ impl Store {
         finish_run_in(&tx, run_id, Outcome::Updated, end, at)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// The DDDs the committed `normal` catalog has branch data for; `None`
+    /// when it holds no dealer (then no DDD can be missing from it).
+    pub fn held_ddds(&self, rt: RechargeType) -> Result<Option<BTreeSet<String>>, StoreError> {
+        if self.held_counts(rt, &[])?.dealers == 0 {
+            return Ok(None);
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT DISTINCT ddd FROM branch_data WHERE recharge_type = ?1 AND ddd IS NOT NULL",
+        )?;
+        let rows = stmt.query_map(params![rt.as_str()], |r| r.get::<_, String>(0))?;
+        Ok(Some(rows.collect::<Result<_, _>>()?))
     }
 
     /// How much the committed catalog of `rt` holds (cheap: no load): its
