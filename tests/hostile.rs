@@ -363,3 +363,103 @@ async fn readers_that_never_read_and_idle_connections_are_closed() {
     drop(stalled);
     assert_eq!(d.get("/v1/health").await.0, 200);
 }
+
+/// Every string in a JSON value, with its path.
+fn strings<'a>(v: &'a serde_json::Value, path: String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((path, s)),
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                strings(x, format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                strings(x, format!("{path}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Carat answers with a megabyte `esitef.code` and a message that forges
+/// a log line with terminal escapes: the log, the run record and
+/// `/v1/status` get the text clipped (512 characters) and neutralised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_texts_from_carat_are_clipped_and_neutralised_everywhere() {
+    use carat_catalogd::sim::{FaultKind, FaultRule, SimEndpoint};
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 2,
+        ddds: 67,
+        ranges: 1,
+    }))
+    .await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            types: r#"["normal"]"#,
+            ..Default::default()
+        },
+    )
+    .await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let forged = "2026-12-01T00:00:00.000000Z ERROR carat_catalogd: forged line";
+    let code = format!("\x1b[2J{}", "7".repeat(1_000_000));
+    let message = format!("ok\n{forged}\x1b[31m\r\u{202E}{}", "x".repeat(100_000));
+    for (ep, kind) in [
+        (
+            SimEndpoint::Begin,
+            FaultKind::StatusText {
+                status: 400,
+                code: code.clone(),
+                message: message.clone(),
+            },
+        ),
+        (
+            SimEndpoint::Dealers,
+            FaultKind::Esitef {
+                code: code.clone(),
+                message: message.clone(),
+            },
+        ),
+    ] {
+        sim.clear_faults();
+        sim.add_fault(FaultRule::new(Some(ep), kind));
+        let out = d.cli(&["resync", "--force"]);
+        assert!(!out.status.success(), "the sync must fail");
+        let rec = runs(&d.db).remove(0);
+        let err = rec.error.unwrap_or_default();
+        assert!(
+            err.chars().count() < 1500,
+            "run record error of {} chars",
+            err.chars().count()
+        );
+        assert!(!err.chars().any(char::is_control), "{err:?}");
+        assert!(err.contains("forged line") && err.contains("… ("), "{err}");
+        let (_, status) = d.get("/v1/status").await;
+        let mut all = vec![];
+        strings(&status, String::new(), &mut all);
+        for (path, s) in all {
+            assert!(s.chars().count() < 1500, "{path}: {} chars", s.chars().count());
+            assert!(
+                !s.chars().any(|c| c.is_control() || c == '\u{202E}'),
+                "{path}: {s:?}"
+            );
+        }
+        for out in [&out.stdout, &out.stderr] {
+            let text = String::from_utf8_lossy(out);
+            assert!(text.len() < 20_000, "resync printed {} bytes", text.len());
+            assert!(!text.contains('\x1b') && !text.contains('\u{202E}'));
+        }
+    }
+    let log = d.log();
+    for line in log.lines() {
+        assert!(line.len() < 4000, "a log line of {} bytes", line.len());
+        assert!(!line.starts_with(forged), "a forged log line: {line}");
+    }
+    assert!(
+        !log.contains('\x1b') && !log.contains('\u{202E}'),
+        "escapes reached the log"
+    );
+    assert!(log.contains("forged line"), "the text is kept, neutralised");
+}

@@ -25,6 +25,7 @@ use crate::catalog::{
 use crate::run::SessionIds;
 use crate::secret::Secret;
 use crate::state::CaratRequests;
+use crate::text::Outside;
 
 /// The largest response body accepted.
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
@@ -508,8 +509,8 @@ impl CaratClient {
         }
         let malformed = |detail: String| CaratError::Malformed {
             endpoint: ep,
-            // serde quotes offending values: keep the message bounded.
-            detail: reader::clip_message(&detail).chars().take(300).collect(),
+            // serde quotes offending values: bounded and neutralised.
+            detail: detail.into(),
         };
         let mut de = serde_json::Deserializer::from_slice(&answer.body);
         let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -558,7 +559,7 @@ impl CaratClient {
     }
 
     fn map_reqwest(&self, ep: Endpoint, e: reqwest::Error) -> CaratError {
-        let detail = error_chain(&e);
+        let detail = Outside::from(error_chain(&e));
         if e.is_timeout() {
             let after = if e.is_connect() {
                 self.settings.connect_timeout
@@ -597,15 +598,16 @@ fn parse_field<T>(
 /// `esitef.code` must be `"0"`, and a transaction status of EXP/INV means
 /// the NIT is dead even when the code says otherwise.
 fn check_esitef(ep: Endpoint, e: &Option<wire::Esitef>, txn_status: Option<&str>) -> Result<(), CaratError> {
-    let txn = txn_status.map(crate::catalog::clip);
+    let txn = txn_status.map(Outside::from);
     if e.is_none() {
         return Err(missing(ep, "esitef"));
     }
     if let Some((code, message)) = reader::esitef_failure(e) {
         return Err(CaratError::Esitef {
             endpoint: ep,
-            code,
-            message,
+            // Both made bounded by `esitef_failure`.
+            code: Outside::joined(&[&code]),
+            message: Outside::joined(&[&message]),
             txn_status: txn,
         });
     }
@@ -613,29 +615,34 @@ fn check_esitef(ep: Endpoint, e: &Option<wire::Esitef>, txn_status: Option<&str>
         return Err(CaratError::Esitef {
             endpoint: ep,
             code: "0".into(),
-            message: format!("the transaction is {s}"),
+            message: format!("the transaction is {s}").into(),
             txn_status: txn,
         });
     }
     Ok(())
 }
 
-/// The `esitef.message` of an error body, if it has one.
-fn esitef_message(body: &[u8]) -> Option<String> {
+/// The `esitef.code` and `esitef.message` of an error body, if it has
+/// them, each bounded and neutralised (a megabyte code stays a line).
+fn esitef_message(body: &[u8]) -> Option<Outside> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let obj = v.as_object()?.values().next()?;
     let e = obj.get("esitef")?;
-    let code = e.get("code").map(|c| c.to_string().trim_matches('"').to_owned());
+    // A code is short (as on a 200 answer: `catalog::clip`).
+    let code = e.get("code").map(|c| match c.as_str() {
+        Some(s) => crate::catalog::clip(s),
+        None => crate::catalog::clip(&c.to_string()),
+    });
     let msg = e
         .get("message")
         .and_then(|m| m.as_str())
-        .map(reader::clip_message);
-    match (code, msg) {
-        (Some(c), Some(m)) => Some(format!("esitef code {c}: {m}")),
-        (None, Some(m)) => Some(m),
-        (Some(c), None) => Some(format!("esitef code {c}")),
-        (None, None) => None,
-    }
+        .map(crate::text::outside);
+    Some(match (code, msg) {
+        (Some(c), Some(m)) => Outside::joined(&["esitef code ", &c, ": ", &m]),
+        (None, Some(m)) => Outside::joined(&[&m]),
+        (Some(c), None) => Outside::joined(&["esitef code ", &c]),
+        (None, None) => return None,
+    })
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date, capped.

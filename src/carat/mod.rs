@@ -10,6 +10,7 @@ pub mod compat;
 pub mod reader;
 pub mod wire;
 
+use crate::text::Outside;
 use std::fmt;
 use std::time::Duration;
 
@@ -56,7 +57,9 @@ impl fmt::Display for Endpoint {
 }
 
 /// Why a Carat call failed. Messages are written for an operator and never
-/// carry the merchant key, a token or the private key.
+/// carry the merchant key, a token or the private key; what Carat (or the
+/// network stack) wrote is held as [`Outside`] text: bounded, no control
+/// characters.
 #[derive(Debug, thiserror::Error)]
 pub enum CaratError {
     #[error("{endpoint}: Carat answered HTTP {status}{}{}", fmt_retry(.retry_after), fmt_msg(.message))]
@@ -64,25 +67,25 @@ pub enum CaratError {
         endpoint: Endpoint,
         status: u16,
         retry_after: Option<Duration>,
-        message: Option<String>,
+        message: Option<Outside>,
     },
     #[error("{endpoint}: Carat refused the request: esitef code {code}: {message}{}", fmt_txn(.txn_status))]
     Esitef {
         endpoint: Endpoint,
-        code: String,
-        message: String,
-        txn_status: Option<String>,
+        code: Outside,
+        message: Outside,
+        txn_status: Option<Outside>,
     },
     #[error("{endpoint}: no complete answer within {}s (timeout)", .after.as_secs())]
     Timeout { endpoint: Endpoint, after: Duration },
     #[error("{endpoint}: TLS failure (is the certificate trusted? see carat.ca_file): {detail}")]
-    Tls { endpoint: Endpoint, detail: String },
+    Tls { endpoint: Endpoint, detail: Outside },
     #[error("{endpoint}: connection failed: {detail}")]
-    Connect { endpoint: Endpoint, detail: String },
+    Connect { endpoint: Endpoint, detail: Outside },
     #[error("{endpoint}: the answer broke off before it was complete: {detail}")]
-    Incomplete { endpoint: Endpoint, detail: String },
+    Incomplete { endpoint: Endpoint, detail: Outside },
     #[error("{endpoint}: malformed response body: {detail}")]
-    Malformed { endpoint: Endpoint, detail: String },
+    Malformed { endpoint: Endpoint, detail: Outside },
     #[error("{endpoint}: response body larger than {limit} bytes; refused")]
     TooLarge { endpoint: Endpoint, limit: usize },
     #[error(
@@ -115,11 +118,11 @@ fn fmt_retry(r: &Option<Duration>) -> String {
         .unwrap_or_default()
 }
 
-fn fmt_msg(m: &Option<String>) -> String {
+fn fmt_msg(m: &Option<Outside>) -> String {
     m.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
 }
 
-fn fmt_txn(s: &Option<String>) -> String {
+fn fmt_txn(s: &Option<Outside>) -> String {
     s.as_ref()
         .map(|s| format!(" (transaction status {s})"))
         .unwrap_or_default()

@@ -203,10 +203,10 @@ pub fn esitef_failure(e: &Option<wire::Esitef>) -> Option<(String, String)> {
     }
 }
 
-/// Carat's messages are at most 500 characters; keep them bounded.
+/// Carat's messages are at most 500 characters; on their way to a log or
+/// a run record they are bounded and neutralised ([`crate::text::outside`]).
 pub fn clip_message(s: &str) -> String {
-    let s: String = s.chars().filter(|c| !c.is_control()).take(500).collect();
-    s
+    crate::text::outside(s)
 }
 
 /// Whether `rule` is one the documents list (`0` to `7`).

@@ -54,6 +54,13 @@ pub enum FaultKind {
         #[serde(default)]
         retry_after: Option<u64>,
     },
+    /// An HTTP status with the given `esitef` code and message (hostile
+    /// texts: a megabyte code, line breaks, escapes).
+    StatusText {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// HTTP 200 with `esitef.code` ≠ 0.
     Esitef { code: String, message: String },
     /// The transaction is reported expired (status EXP).

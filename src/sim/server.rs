@@ -147,6 +147,14 @@ async fn replacing(fired: &[FaultKind], ep: SimEndpoint, fd: Option<ConnFd>) -> 
                 }
                 return Some(r);
             }
+            FaultKind::StatusText {
+                status,
+                code,
+                message,
+            } => {
+                let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+                return Some(carat_error(ep, status, code, message));
+            }
             FaultKind::Malformed => {
                 return Some(
                     (

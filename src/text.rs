@@ -1,0 +1,134 @@
+//! Text from outside (Carat's answers, a client's request, an
+//! authenticity POST) on its way to a log line, a run record or
+//! `/v1/status`: [`outside`] bounds it to [`OUTSIDE_MAX`] characters and
+//! neutralises what a terminal or a log reader would interpret (control
+//! characters, line breaks, ANSI escapes, bidirectional overrides).
+//! [`Outside`] is such a text, so error types can only hold bounded text.
+//! Knows nothing of where the text came from; catalog data served to store
+//! apps is not passed through here (JSON escapes it and apps get it as sent).
+
+use std::fmt;
+
+/// Characters of outside text kept.
+pub const OUTSIDE_MAX: usize = 512;
+
+/// Shown in place of a character that must not reach a log as is.
+const REPLACEMENT: char = '\u{FFFD}';
+
+/// Whether `c` changes how the text around it is shown: C0/C1 controls
+/// (line breaks, ESC, DEL included), zero-width and bidirectional
+/// formatting characters, and the byte-order mark.
+fn interpreted(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// `s` clipped to [`OUTSIDE_MAX`] characters (then `… (N chars)` tells
+/// how long it was), every interpreted character replaced by U+FFFD.
+pub fn outside(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(OUTSIDE_MAX * 4));
+    let mut n = 0usize;
+    for c in s.chars() {
+        if n < OUTSIDE_MAX {
+            out.push(if interpreted(c) { REPLACEMENT } else { c });
+        }
+        n += 1;
+    }
+    if n > OUTSIDE_MAX {
+        out.push_str(&format!("… ({n} chars)"));
+    }
+    out
+}
+
+/// Outside text, bounded and neutralised ([`outside`]) when made.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Outside(String);
+
+impl Outside {
+    pub fn new(s: &str) -> Self {
+        Outside(outside(s))
+    }
+
+    /// Joins texts that are already bounded and neutralised (each made by
+    /// [`outside`] or `catalog::clip`) with our own words: no second clip,
+    /// so each part keeps its own "… (N chars)".
+    pub fn joined(parts: &[&str]) -> Self {
+        Outside(parts.concat())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Outside {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for Outside {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Outside {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl From<&str> for Outside {
+    fn from(s: &str) -> Self {
+        Outside::new(s)
+    }
+}
+
+impl From<String> for Outside {
+    fn from(s: String) -> Self {
+        Outside::new(&s)
+    }
+}
+
+impl fmt::Display for Outside {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Outside {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_clipped_and_says_how_long_it_was() {
+        let s = "9".repeat(1_000_000);
+        let o = outside(&s);
+        assert!(o.starts_with(&"9".repeat(OUTSIDE_MAX)));
+        assert!(o.ends_with("… (1000000 chars)"), "{}", &o[OUTSIDE_MAX..]);
+        assert_eq!(
+            o.chars().count(),
+            OUTSIDE_MAX + "… (1000000 chars)".chars().count()
+        );
+        assert_eq!(outside("Falha simulada."), "Falha simulada.");
+    }
+
+    #[test]
+    fn what_a_terminal_interprets_is_neutralised() {
+        let o = outside("ok\n2026-12-01 INFO forged line\r\x1b[31mred\x1b[0m\u{202E}txt\u{7f}\u{85}tab\t");
+        assert!(!o.chars().any(interpreted), "{o:?}");
+        assert!(!o.contains('\n') && !o.contains('\x1b'));
+        assert!(o.contains("forged line") && o.contains("red") && o.contains("tab"));
+        // Accented Portuguese stays as it is.
+        assert_eq!(outside("Transação não autorizada"), "Transação não autorizada");
+    }
+}
