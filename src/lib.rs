@@ -21,5 +21,6 @@ pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod testhooks;
 pub mod time;
 pub mod zerocopy;

@@ -40,6 +40,12 @@ use crate::store::{RunEnd, StoreError, StoreHandle, VersionInfo};
 pub trait Progress: Send + Sync {
     fn started(&self, _rt: RechargeType) {}
     fn progress(&self, _rt: RechargeType, _done: usize, _total: usize) {}
+    /// The catalog's transaction starts now (reported in the same poll that
+    /// starts it): a shutdown must let the run go on until
+    /// [`Progress::committed`].
+    fn committing(&self, _rt: RechargeType, _run_id: i64) {}
+    /// The transaction returned; `landed`: the new catalog is stored.
+    fn committed(&self, _rt: RechargeType, _landed: bool) {}
 }
 
 /// Reports nothing.
@@ -275,7 +281,7 @@ impl Syncer {
             .log(rt);
         match result {
             Ok(Attempt::Unchanged(gate)) => run.unchanged(gate).await,
-            Ok(Attempt::Fetched(catalog)) => run.commit(catalog, force).await,
+            Ok(Attempt::Fetched(catalog)) => run.commit(catalog, force, progress).await,
             Err(FetchError::HashMoved(new)) => {
                 let msg = format!(
                     "the catalog kept changing during the sync ({} fresh starts, last hash {new}); \
@@ -624,7 +630,7 @@ impl Run<'_> {
 
     /// A complete, validated catalog: commit it (unless it would empty a
     /// catalog that is not empty, and nobody forced it).
-    async fn commit(self, catalog: Catalog, force: bool) -> TypeResult {
+    async fn commit(self, catalog: Catalog, force: bool, progress: &dyn Progress) -> TypeResult {
         let (rt, run_id) = (self.rt, self.run_id);
         let counts = catalog.counts();
         let replacing_nonempty = self
@@ -645,12 +651,14 @@ impl Run<'_> {
         end.new_hash = Some(hash.as_str().to_owned());
         let cat = Arc::new(catalog);
         let c2 = cat.clone();
-        match self
+        progress.committing(rt, run_id);
+        let written = self
             .syncer
             .store
             .run(move |s| s.replace_catalog(&c2, Utc::now(), run_id, &end))
-            .await
-        {
+            .await;
+        progress.committed(rt, written.is_ok());
+        match written {
             Ok(()) => {
                 tracing::info!(recharge_type = %rt, hash = %hash, dealers = counts.dealers,
                     branch_data = counts.branch_data, amount_ranges = counts.amount_ranges,
