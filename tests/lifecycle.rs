@@ -276,6 +276,62 @@ async fn sigterm_during_a_fetch_abandons_it_at_once() {
     assert!(held(&d.db) == old);
 }
 
+/// What the shutdown's deadline does, without any hook: interrupting the
+/// store while a large catalog's transaction writes its rows makes it fail,
+/// and the previous catalog stays, whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interrupting_the_store_rolls_a_running_commit_back() {
+    use carat_catalogd::store::StoreHandle;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("catalog.db");
+    let small = expected_catalog(&SimCatalog::generate(GenSpec::default()), RechargeType::Normal);
+    let big = expected_catalog(
+        &SimCatalog::generate(GenSpec {
+            dealers: 100,
+            ddds: 67,
+            ranges: 20,
+        }),
+        RechargeType::Normal,
+    );
+    let store = StoreHandle::new(Store::open(&db).unwrap());
+    let commit = |cat: Catalog| {
+        let store = store.clone();
+        async move {
+            store
+                .run(move |s| {
+                    let now = chrono::Utc::now();
+                    let id = s.begin_run(RechargeType::Normal, "manual", false, None, now)?;
+                    s.replace_catalog(&cat, now, id, &Default::default())
+                })
+                .await
+        }
+    };
+    commit(small.clone()).await.unwrap();
+    let wal = dir.path().join("catalog.db-wal");
+    let size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let before = size();
+    let job = tokio::spawn(commit(big));
+    // The transaction is writing once its pages spill into the WAL.
+    while size() < before + (1 << 20) {
+        assert!(
+            !job.is_finished(),
+            "the commit ended before it could be interrupted"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    while !job.is_finished() {
+        store.interrupt();
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let err = job.await.unwrap().expect_err("an interrupted commit fails");
+    assert!(err.to_string().contains("interrupt"), "{err}");
+    assert!(held(&db) == small, "the previous catalog is not the one stored");
+    assert_eq!(
+        Store::open_readonly(&db).unwrap().integrity_check().unwrap(),
+        "ok"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // watchdog
 
