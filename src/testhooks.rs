@@ -4,7 +4,8 @@
 //! wedged thread. Each is off unless its `CARAT_TEST_ONLY_*` variable is set
 //! in the daemon's environment; never set them in production (the unit
 //! and the example config do not). They are not configuration keys (those
-//! are `CARAT_CATALOGD_*`), and no other module's behaviour depends on them.
+//! are `CARAT_CATALOGD_*`). With the variables unset every hook is a no-op:
+//! `store` and `lifecycle` call in at one place each.
 //!
 //! - `CARAT_TEST_ONLY_COMMIT_DELAY_MS=N`: the store's catalog transaction
 //!   waits N ms after writing every row and before its `COMMIT`, so a test

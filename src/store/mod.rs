@@ -119,7 +119,9 @@ pub struct RunRecord {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
-    /// Set by [`StoreHandle::interrupt`] (the shutdown's deadline).
+    /// Set by [`StoreHandle::interrupt`] (the shutdown's deadline); read
+    /// only by the test-only commit delay (SQLite's own interrupt is what
+    /// reaches real statements).
     interrupted: Arc<AtomicBool>,
 }
 
