@@ -18,15 +18,23 @@ use crate::app;
 use crate::carat::CaratClient;
 use crate::carat::auth::AuthenticityReceiver;
 use crate::config::{AuthConfig, Config};
-use crate::lifecycle::{self, Event, Signals};
+use crate::lifecycle::{self, Event, Heartbeat, Signals};
 use crate::net;
 use crate::run::Trigger;
 use crate::schedule::{self, SyncJob, Worker, WorkerHandle, WorkerMsg};
 use crate::state::{ApiSettings, Shared};
 use crate::store::StoreHandle;
 
-/// How long a running sync may take to finish after SIGTERM.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// After SIGTERM, how long a commit under way may still take before the
+/// store is interrupted (its transaction then rolls back). A fetch under
+/// way is abandoned at once. With the API's drain (at most 8 s, at the same
+/// time) the stop stays inside the unit's `TimeoutStopSec=30`: keep that
+/// above this budget plus a few seconds.
+pub const COMMIT_BUDGET: Duration = Duration::from_secs(20);
+
+/// Past [`COMMIT_BUDGET`], how long the worker may take to return once it
+/// interrupts the store, before the shutdown gives up on it.
+const WORKER_STUCK_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -74,13 +82,15 @@ fn api_settings(cfg: &Config) -> ApiSettings {
 /// Serves the read API on its own runtime (`api.threads` threads, one by
 /// default): reads never queue behind sync work (JWT signing, JSON parsing,
 /// snapshot builds), and with one thread a request never hops between
-/// threads. Resolves when the server has stopped.
+/// threads. The runtime beats `heartbeat` every `beat_every` from a task of
+/// its own, for the watchdog. Resolves when the server has stopped.
 fn spawn_api_runtime(
     listener: tokio::net::UnixListener,
     shared: Arc<Shared>,
     limits: net::Limits,
     shutdown: watch::Receiver<bool>,
     threads: usize,
+    (heartbeat, beat_every): (Heartbeat, Duration),
 ) -> Result<tokio::sync::oneshot::Receiver<()>, DaemonError> {
     let runtime_err = DaemonError::ApiRuntime;
     // Moved to the new runtime's reactor.
@@ -103,6 +113,14 @@ fn spawn_api_runtime(
     std::thread::Builder::new()
         .name("api".into())
         .spawn(move || {
+            rt.spawn(async move {
+                let mut every = tokio::time::interval(beat_every);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    heartbeat.beat();
+                }
+            });
             rt.block_on(api::serve(listener, shared, limits, shutdown));
             // Connections still draining are dropped with the runtime.
             rt.shutdown_timeout(Duration::from_secs(1));
@@ -174,6 +192,44 @@ struct Running {
     control_task: tokio::task::JoinHandle<()>,
     receiver_task: Option<tokio::task::JoinHandle<()>>,
     worker_task: tokio::task::JoinHandle<()>,
+    liveness: Liveness,
+}
+
+/// What the watchdog asks before each ping: the read API's runtime and the
+/// sync worker have both beaten recently (each from its own thread, so a
+/// blocked thread or an ended task stops its beat), and the worker's task
+/// has not ended. The worker beats from its loop while it waits and while a
+/// sync runs, so a long sync counts as alive; what it cannot see is an
+/// await that never returns, which the Carat client's timeouts and
+/// SQLite's busy timeout bound.
+#[derive(Clone)]
+struct Liveness {
+    api: Heartbeat,
+    worker: Heartbeat,
+    worker_task: tokio::task::AbortHandle,
+}
+
+impl Liveness {
+    /// `Err` names the part that is not alive (a stable text: the
+    /// watchdog logs each failing part once).
+    fn check(&self, limit: Duration) -> Result<(), String> {
+        if self.worker_task.is_finished() {
+            return Err("worker: the sync worker's task has ended (panicked or returned)".into());
+        }
+        for (hb, what) in [
+            (&self.api, "the read API's runtime (catalog socket)"),
+            (&self.worker, "the sync worker"),
+        ] {
+            if hb.age() > limit {
+                return Err(format!(
+                    "{}: {what} has not beaten for over {:.1} s",
+                    hb.part(),
+                    limit.as_secs_f64()
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Daemon {
@@ -218,6 +274,7 @@ impl Daemon {
     /// on SIGHUP, then shuts down gracefully.
     pub async fn run_until_stopped(mut self, stop: watch::Receiver<bool>) -> Result<(), DaemonError> {
         let mut signals = Signals::new(stop).map_err(DaemonError::Signals)?;
+        crate::testhooks::spawn_wedge_trigger();
         let mut running = match self.start().await {
             Ok(r) => r,
             Err(e) => {
@@ -229,7 +286,8 @@ impl Daemon {
         lifecycle::ready("serving the catalog");
         tracing::info!(socket = %self.cfg.api.socket.display(), control = %self.cfg.api.control_socket.display(),
             "carat-catalogd ready");
-        let watchdog = lifecycle::spawn_watchdog();
+        let liveness = running.liveness.clone();
+        let watchdog = lifecycle::spawn_watchdog(move |limit| liveness.check(limit));
         loop {
             match signals.next().await {
                 Event::Stop(why) => {
@@ -270,12 +328,15 @@ impl Daemon {
             write_timeout: cfg.api.write_timeout,
             ..Default::default()
         };
+        let beat_every = lifecycle::beat_every(lifecycle::watchdog_interval());
+        let (api_beat, worker_beat) = (Heartbeat::new("api"), Heartbeat::new("worker"));
         let api_task = spawn_api_runtime(
             catalog.ok_or(DaemonError::AlreadyStarted)?,
             self.shared.clone(),
             limits,
             shutdown_rx.clone(),
             cfg.api.threads,
+            (api_beat.clone(), beat_every),
         )?;
         let (msg_tx, msg_rx) = mpsc::channel(64);
         let (tick_tx, tick_rx) = mpsc::channel(1);
@@ -310,11 +371,18 @@ impl Daemon {
             syncer: app::syncer(cfg, self.client.clone(), self.store.clone()),
             store_path: cfg.store.path.clone(),
             shutdown: shutdown_rx,
-            grace: SHUTDOWN_GRACE,
+            commit_budget: COMMIT_BUDGET,
+            heartbeat: worker_beat.clone(),
+            beat_every,
             on_status: Box::new(lifecycle::status),
             cron: Some((cron.clone(), cron_id)),
         };
         let worker_task = tokio::spawn(worker.run(msg_rx, tick_rx));
+        let liveness = Liveness {
+            api: api_beat,
+            worker: worker_beat,
+            worker_task: worker_task.abort_handle(),
+        };
         Ok(Running {
             shutdown_tx,
             handle,
@@ -324,6 +392,7 @@ impl Daemon {
             control_task,
             receiver_task,
             worker_task,
+            liveness,
         })
     }
 
@@ -355,22 +424,41 @@ impl Daemon {
         }
     }
 
-    /// Stops everything: a running sync may finish within the grace period,
-    /// connections drain, the socket files go.
-    async fn shut_down(&self, r: Running, watchdog: Option<tokio::task::JoinHandle<()>>) {
+    /// Stops everything: a fetch under way is abandoned, a commit under way
+    /// returns (within [`COMMIT_BUDGET`]) before the worker lets the sync
+    /// lock go, connections drain meanwhile, the socket files go.
+    async fn shut_down(&self, r: Running, watchdog: Option<lifecycle::Watchdog>) {
         lifecycle::stopping();
         let _ = r.shutdown_tx.send(true);
+        drop(watchdog);
         let mut cron = r.cron;
-        let _ = cron.shutdown().await;
-        if let Some(w) = watchdog {
-            w.abort();
-        }
-        // The worker lets a running sync finish within the grace period.
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(2), r.worker_task).await;
-        let _ = tokio::time::timeout(Duration::from_secs(8), r.api_task).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), r.control_task).await;
-        if let Some(t) = r.receiver_task {
-            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        let others = async {
+            let _ = cron.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(8), r.api_task).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), r.control_task).await;
+            if let Some(t) = r.receiver_task {
+                let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+            }
+        };
+        // The worker bounds itself (the commit budget, then interrupting
+        // the store until the commit returns); this outer bound is for a
+        // thread that never comes back.
+        let worker = tokio::time::timeout(COMMIT_BUDGET + WORKER_STUCK_AFTER, r.worker_task);
+        let (worker, ()) = tokio::join!(worker, others);
+        match worker {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the sync worker ended abnormally"),
+            Err(_) => {
+                remove_socket_files(&self.cfg);
+                tracing::error!(
+                    "the sync worker did not stop (a thread stuck in the kernel or wedged): exiting now \
+                     without it; if it had a commit under way, SQLite keeps the previous catalog unless \
+                     that commit had completed (the next start serves whichever is stored)"
+                );
+                // Returning would wait for the stuck thread and drop the
+                // sync lock first; exiting keeps it until the end.
+                std::process::exit(1);
+            }
         }
         remove_socket_files(&self.cfg);
         tracing::info!("stopped");

@@ -21,6 +21,7 @@ pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod testhooks;
 pub mod text;
 pub mod time;
 pub mod zerocopy;

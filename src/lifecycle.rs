@@ -1,8 +1,14 @@
 //! The daemon's thin layer to the operating system: the signals it obeys
 //! (SIGTERM/SIGINT stop, SIGHUP reloads) as [`Event`]s, and what it tells
 //! systemd (`READY=1`, `STATUS=`, `RELOADING=1`, `STOPPING=1`, the
-//! watchdog). Owns no daemon state; everything here is harmless when not
-//! under systemd (`NOTIFY_SOCKET` unset).
+//! watchdog), and the [`Heartbeat`]s the watchdog asks before it pings.
+//! Owns no daemon state (the daemon holds the heartbeats and says which
+//! must be alive); everything here is harmless when not under systemd
+//! (`NOTIFY_SOCKET` unset).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -71,16 +77,113 @@ pub fn stopping() {
     notify(&[sd_notify::NotifyState::Stopping]);
 }
 
-/// Pings the watchdog at half its interval while the returned task lives
-/// (`None` when systemd set no watchdog).
-pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
-    sd_notify::watchdog_enabled().map(|every| {
-        tokio::spawn(async move {
-            let mut t = tokio::time::interval(every / 2);
-            loop {
-                t.tick().await;
-                notify(&[sd_notify::NotifyState::Watchdog]);
-            }
-        })
+/// The watchdog interval systemd asked for (`WATCHDOG_USEC`, for this
+/// process's `WATCHDOG_PID`), if any.
+pub fn watchdog_interval() -> Option<Duration> {
+    sd_notify::watchdog_enabled().filter(|d| !d.is_zero())
+}
+
+/// A part's proof of life: the last time its own thread ran it, bumped by
+/// [`Heartbeat::beat`] from inside that part (the API runtime, the sync
+/// worker's loop). A part whose thread is blocked, or whose task ended,
+/// stops beating.
+#[derive(Clone)]
+pub struct Heartbeat {
+    part: &'static str,
+    /// Milliseconds since [`epoch`], at the last beat.
+    last: Arc<AtomicU64>,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl Heartbeat {
+    /// A heartbeat that has just beaten.
+    pub fn new(part: &'static str) -> Self {
+        let h = Heartbeat {
+            part,
+            last: Arc::default(),
+        };
+        h.beat();
+        h
+    }
+
+    pub fn part(&self) -> &'static str {
+        self.part
+    }
+
+    pub fn beat(&self) {
+        crate::testhooks::maybe_wedge(self.part);
+        self.last
+            .store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Time since the last beat.
+    pub fn age(&self) -> Duration {
+        let now = epoch().elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// How often the parts beat for a watchdog of `interval`: eight beats per
+/// interval, so a healthy part is never near the limit of half of it.
+pub fn beat_every(interval: Option<Duration>) -> Duration {
+    interval.map_or(Duration::from_secs(1), |i| {
+        (i / 8).clamp(Duration::from_millis(20), Duration::from_secs(1))
     })
+}
+
+/// Sends `WATCHDOG=1` every half interval while `healthy` says every part
+/// is alive (`Err` names the one that is not, for the log); withholds it
+/// otherwise, so systemd restarts a wedged daemon after `WatchdogSec`.
+/// Logs a warning once when pings stop (per failing part) and a line when
+/// they resume. `None` when systemd set no watchdog.
+///
+/// Runs on a thread of its own, not on a runtime: a wedged task cannot
+/// hold it up (a task blocking a tokio worker thread can strand the tasks
+/// queued behind it on that thread).
+pub fn spawn_watchdog<F>(healthy: F) -> Option<Watchdog>
+where
+    F: Fn(Duration) -> Result<(), String> + Send + 'static,
+{
+    let every = watchdog_interval()?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            let mut withheld: Option<String> = None;
+            // Woken by `stop` (or its drop) at shutdown, by the period otherwise.
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every / 2) {
+                match healthy(every / 2) {
+                    Ok(()) => {
+                        notify(&[sd_notify::NotifyState::Watchdog]);
+                        if withheld.take().is_some() {
+                            tracing::info!("every part is alive again; watchdog pings resumed");
+                        }
+                    }
+                    Err(why) => {
+                        if withheld.as_deref() != Some(&why) {
+                            tracing::warn!(failed = %why, watchdog_s = every.as_secs_f64(),
+                                "withholding the watchdog ping: a part of the daemon is not alive; systemd \
+                                 restarts it if this lasts WatchdogSec");
+                        }
+                        withheld = Some(why);
+                    }
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some(Watchdog { _stop: stop }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the watchdog thread; systemd will restart the daemon");
+            None
+        }
+    }
+}
+
+/// The running watchdog; dropping it stops the pings.
+pub struct Watchdog {
+    _stop: std::sync::mpsc::Sender<()>,
 }

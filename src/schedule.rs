@@ -6,6 +6,9 @@
 //! tick. After each run the snapshot is refreshed from the store.
 //!
 //! Owns the sync lock for the daemon's lifetime; the only writer of the store.
+//! On shutdown a fetch under way is abandoned and a commit under way is
+//! waited for (within a budget), and the lock is released only after; the
+//! worker's heartbeat beats from its own loop, idle or syncing.
 
 use crate::time::fmt_time;
 use std::sync::Arc;
@@ -15,9 +18,11 @@ use chrono::Utc;
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::catalog::RechargeType;
+use crate::lifecycle::Heartbeat;
 use crate::run::{Outcome, Trigger, TypeResult};
 use crate::state::Shared;
 use crate::store::StoreHandle;
@@ -86,6 +91,7 @@ impl WorkerHandle {
 
 struct ChannelProgress<'a> {
     tx: Option<&'a mpsc::UnboundedSender<SyncEvent>>,
+    commit: &'a CommitUnderWay,
 }
 
 impl Progress for ChannelProgress<'_> {
@@ -97,6 +103,36 @@ impl Progress for ChannelProgress<'_> {
                 total,
             });
         }
+    }
+    fn committing(&self, rt: RechargeType, run_id: i64) {
+        self.commit.lock().under_way = Some((rt, run_id));
+    }
+    fn committed(&self, rt: RechargeType, landed: bool) {
+        let mut c = self.commit.lock();
+        c.under_way = None;
+        if landed {
+            c.landed.push(rt);
+        }
+    }
+}
+
+/// A run's commits as the sync reports them: the one started and not
+/// returned yet (type, run id), and the types committed so far.
+#[derive(Default)]
+struct CommitUnderWay(std::sync::Mutex<Commits>);
+
+#[derive(Default)]
+struct Commits {
+    under_way: Option<(RechargeType, i64)>,
+    landed: Vec<RechargeType>,
+}
+
+impl CommitUnderWay {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Commits> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn get(&self) -> Option<(RechargeType, i64)> {
+        self.lock().under_way
     }
 }
 
@@ -115,48 +151,58 @@ pub struct Worker {
     pub syncer: Syncer,
     pub store_path: std::path::PathBuf,
     pub shutdown: watch::Receiver<bool>,
-    pub grace: Duration,
+    /// After shutdown, how long a commit under way may still take before
+    /// the store is interrupted (the transaction then rolls back). A fetch
+    /// under way is abandoned at once.
+    pub commit_budget: Duration,
+    /// Beaten from the worker's own loop every `beat_every`, idle or
+    /// syncing (the watchdog asks it).
+    pub heartbeat: Heartbeat,
+    pub beat_every: Duration,
     /// Called with a one-line summary after each run (sd-notify STATUS=).
     pub on_status: Box<dyn Fn(&str) + Send + Sync>,
     /// The scheduler and the job of the checks: asked for the next tick.
     pub cron: Option<(JobScheduler, uuid::Uuid)>,
 }
 
+/// What the worker waits for between runs.
+enum Next {
+    Job(SyncJob),
+    Reconfigured,
+    Stop,
+}
+
+/// Polls `fut` to the end, beating `hb` meanwhile: a long sync is busy, not
+/// dead, and the worker's heartbeat says so.
+async fn beating<F: std::future::Future>(hb: &Heartbeat, every: &mut Interval, fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut fut => return r,
+            _ = every.tick() => hb.beat(),
+        }
+    }
+}
+
 impl Worker {
-    /// Runs until shutdown. Returns when the current run has finished or
-    /// was abandoned after the grace period.
+    /// Runs until shutdown. Returns once nothing it started can still
+    /// write the store: a fetch under way is abandoned, a commit under way
+    /// has returned (landed or not, as logged). The sync lock is released
+    /// only then.
     pub async fn run(mut self, mut msgs: mpsc::Receiver<WorkerMsg>, mut ticks: mpsc::Receiver<()>) {
         let mut held_lock: Option<lock::SyncLock> = None;
         let mut retry: Option<(tokio::time::Instant, Vec<RechargeType>)> = None;
         let mut failures: u32 = 0;
+        let mut every = tokio::time::interval(self.beat_every);
+        every.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            self.heartbeat.beat();
             self.update_next_check(retry.as_ref().map(|r| r.0)).await;
-            let retry_at = retry.as_ref().map(|r| r.0);
-            let job = tokio::select! {
-                biased;
-                _ = crate::state::stopped(&mut self.shutdown) => break,
-                m = msgs.recv() => match m {
-                    Some(WorkerMsg::Job(j)) => j,
-                    Some(WorkerMsg::Reconfigure(s, job)) => {
-                        tracing::info!("sync worker reconfigured");
-                        self.syncer = *s;
-                        if let Some((_, id)) = &mut self.cron {
-                            *id = job;
-                        }
-                        continue;
-                    }
-                    None => break,
-                },
-                Some(()) = ticks.recv() => SyncJob::new(Trigger::Schedule),
-                _ = async {
-                    match retry_at {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
-                    let types = retry.take().map(|r| r.1);
-                    SyncJob { types, ..SyncJob::new(Trigger::Retry) }
-                }
+            let job = match self.next(&mut msgs, &mut ticks, &mut retry, &mut every).await {
+                Next::Job(j) => j,
+                Next::Reconfigured => continue,
+                Next::Stop => break,
             };
             if held_lock.is_none() {
                 match lock::acquire(&self.store_path, "carat-catalogd run (daemon)") {
@@ -164,16 +210,13 @@ impl Worker {
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot sync now");
                         let results = self.refused(&job, &e.to_string());
-                        self.finish(job, results).await;
+                        self.finish(job, results, &mut every).await;
                         retry = Some((tokio::time::Instant::now() + Duration::from_secs(30), vec![]));
                         continue;
                     }
                 }
             }
-            let Some(results) = self.run_job(&job).await else {
-                tracing::warn!(
-                    "shutdown: the running sync was abandoned after the grace period; nothing was committed by it"
-                );
+            let Some(results) = self.run_job(&job, &mut every).await else {
                 break;
             };
             // Retry failed types (but not refused credentials) before the next tick.
@@ -196,9 +239,53 @@ impl Worker {
                 tracing::info!(delay_s = delay.as_secs(), "failed check will be retried");
                 retry = Some((tokio::time::Instant::now() + delay, types));
             }
-            self.finish(job, results).await;
+            self.finish(job, results, &mut every).await;
         }
+        // A store job of an abandoned run may still be on its thread: the
+        // store's mutex is free only once it returned.
+        let _ = self.store.run(|_| Ok(())).await;
         drop(held_lock);
+    }
+
+    /// Waits for the next job (beating meanwhile), a reconfiguration or
+    /// the shutdown.
+    async fn next(
+        &mut self,
+        msgs: &mut mpsc::Receiver<WorkerMsg>,
+        ticks: &mut mpsc::Receiver<()>,
+        retry: &mut Option<(tokio::time::Instant, Vec<RechargeType>)>,
+        every: &mut Interval,
+    ) -> Next {
+        let retry_at = retry.as_ref().map(|r| r.0);
+        loop {
+            tokio::select! {
+                biased;
+                _ = crate::state::stopped(&mut self.shutdown) => return Next::Stop,
+                m = msgs.recv() => return match m {
+                    Some(WorkerMsg::Job(j)) => Next::Job(j),
+                    Some(WorkerMsg::Reconfigure(s, job)) => {
+                        tracing::info!("sync worker reconfigured");
+                        self.syncer = *s;
+                        if let Some((_, id)) = &mut self.cron {
+                            *id = job;
+                        }
+                        Next::Reconfigured
+                    }
+                    None => Next::Stop,
+                },
+                Some(()) = ticks.recv() => return Next::Job(SyncJob::new(Trigger::Schedule)),
+                _ = async {
+                    match retry_at {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let types = retry.take().map(|r| r.1);
+                    return Next::Job(SyncJob { types, ..SyncJob::new(Trigger::Retry) });
+                }
+                _ = every.tick() => self.heartbeat.beat(),
+            }
+        }
     }
 
     fn refused(&self, job: &SyncJob, why: &str) -> Vec<TypeResult> {
@@ -219,33 +306,45 @@ impl Worker {
         }
     }
 
-    /// Runs every type of the job; `None` when shutdown cut it short.
-    async fn run_job(&mut self, job: &SyncJob) -> Option<Vec<TypeResult>> {
+    /// Runs every type of the job; `None` when shutdown cut it short
+    /// before a commit. A shutdown during a commit lets that commit return
+    /// (see [`Worker::until_committed`]); the types after it do not run.
+    async fn run_job(&mut self, job: &SyncJob, every: &mut Interval) -> Option<Vec<TypeResult>> {
         let started = Utc::now();
         self.shared.with_status(|s| {
             s.running = true;
             s.running_since = Some(fmt_time(started));
         });
         let types = self.types_of(job);
+        let commit = CommitUnderWay::default();
         let progress = ChannelProgress {
             tx: job.events.as_ref(),
+            commit: &commit,
         };
         let syncer = self.syncer.clone();
+        let stop = self.shutdown.clone();
         let all = async {
             let mut results = vec![];
             for rt in types {
+                if *stop.borrow() {
+                    break;
+                }
                 results.push(syncer.sync_type(rt, job.force, job.trigger, &progress).await);
             }
             results
         };
+        let mut all = std::pin::pin!(all);
         let mut shutdown = self.shutdown.clone();
-        let grace = self.grace;
-        let out = tokio::select! {
-            r = all => Some(r),
-            _ = async {
-                let _ = shutdown.wait_for(|s| *s).await;
-                tokio::time::sleep(grace).await;
-            } => None,
+        let cut = beating(&self.heartbeat, every, async {
+            tokio::select! {
+                r = &mut all => Some(r),
+                _ = crate::state::stopped(&mut shutdown) => None,
+            }
+        })
+        .await;
+        let out = match cut {
+            Some(r) => Some(r),
+            None => self.until_committed(all, &commit, every).await,
         };
         self.shared.with_status(|s| {
             s.running = false;
@@ -257,7 +356,72 @@ impl Worker {
         out
     }
 
-    async fn finish(&self, job: SyncJob, results: Vec<TypeResult>) {
+    /// Shutdown arrived during a run. Before its commit: the run is
+    /// abandoned (`None`). During its commit: the run goes on until the
+    /// commit returns, for at most `commit_budget`; past that the store is
+    /// interrupted until it returns (the transaction rolls back). Either way
+    /// the log says whether the catalog was committed.
+    async fn until_committed<F>(
+        &self,
+        mut all: std::pin::Pin<&mut F>,
+        commit: &CommitUnderWay,
+        every: &mut Interval,
+    ) -> Option<Vec<TypeResult>>
+    where
+        F: std::future::Future<Output = Vec<TypeResult>>,
+    {
+        let Some((rt, run_id)) = commit.get() else {
+            let landed = commit.lock().landed.clone();
+            if landed.is_empty() {
+                tracing::info!(
+                    "shutdown: the sync under way was abandoned before its commit; nothing was committed by it"
+                );
+            } else {
+                tracing::info!(committed = ?landed,
+                    "shutdown: the sync under way was abandoned with no commit under way; nothing more was committed");
+            }
+            return None;
+        };
+        tracing::info!(recharge_type = %rt, run_id, budget_s = self.commit_budget.as_secs(),
+            "shutdown: waiting for the commit under way");
+        let budget = tokio::time::timeout(self.commit_budget, &mut all);
+        let results = match beating(&self.heartbeat, every, budget).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(recharge_type = %rt, run_id,
+                    "shutdown: the commit is still running at the end of its budget; interrupting it");
+                let mut poke = tokio::time::interval(Duration::from_millis(5));
+                loop {
+                    tokio::select! {
+                        biased;
+                        r = &mut all => break r,
+                        _ = poke.tick() => if commit.get().is_some() { self.store.interrupt() },
+                    }
+                }
+            }
+        };
+        if results.iter().any(|r| r.recharge_type == rt && r.committed) {
+            tracing::info!(recharge_type = %rt, run_id, committed = true,
+                "shutdown: the commit under way landed: committed");
+        } else {
+            tracing::warn!(recharge_type = %rt, run_id, committed = false,
+                "shutdown: the commit under way did not land: not committed; the previous catalog is kept");
+        }
+        Some(results)
+    }
+
+    async fn finish(&self, job: SyncJob, results: Vec<TypeResult>, every: &mut Interval) {
+        beating(&self.heartbeat, every, self.finish_run(job, results)).await;
+    }
+
+    async fn finish_run(&self, job: SyncJob, results: Vec<TypeResult>) {
+        if *self.shutdown.borrow() {
+            // Stopping: nothing will read a refreshed snapshot.
+            if let Some(tx) = job.events {
+                let _ = tx.send(SyncEvent::Finished { results });
+            }
+            return;
+        }
         if results.iter().any(|r| r.committed) {
             // The sync's catalog, parse buffers and responses are freed, but
             // glibc keeps them in the sync threads' arenas. Give them back

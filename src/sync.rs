@@ -41,6 +41,12 @@ use crate::store::{RunEnd, StoreError, StoreHandle, VersionInfo};
 pub trait Progress: Send + Sync {
     fn started(&self, _rt: RechargeType) {}
     fn progress(&self, _rt: RechargeType, _done: usize, _total: usize) {}
+    /// The catalog's transaction starts now (reported in the same poll that
+    /// starts it): a shutdown must let the run go on until
+    /// [`Progress::committed`].
+    fn committing(&self, _rt: RechargeType, _run_id: i64) {}
+    /// The transaction returned; `landed`: the new catalog is stored.
+    fn committed(&self, _rt: RechargeType, _landed: bool) {}
 }
 
 /// Reports nothing.
@@ -302,26 +308,7 @@ impl Syncer {
             return run.fail("cooldown", msg, None, Some(wait)).await;
         }
 
-        let result = loop {
-            // Each attempt may download one catalog's worth.
-            let budget = DownloadBudget::new(self.max_catalog_bytes);
-            let this = Syncer {
-                client: self.client.with_budget(budget.clone()),
-                ..self.clone()
-            };
-            let r = this.attempt(&run, force, progress).await;
-            run.stats.downloaded.store(budget.used(), Ordering::Relaxed);
-            match r {
-                Err(FetchError::HashMoved(new))
-                    if run.stats.restarts.load(Ordering::Relaxed) < self.sync.max_restarts =>
-                {
-                    let restarts = run.stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
-                    tracing::warn!(recharge_type = %rt, new_hash = %new, restarts,
-                        "the catalog changed during the sync; starting over");
-                }
-                other => break other,
-            }
-        };
+        let result = self.attempts(&run, force, progress).await;
         run.stats
             .warnings
             .lock()
@@ -329,7 +316,7 @@ impl Syncer {
             .log(rt);
         match result {
             Ok(Attempt::Unchanged(gate)) => run.unchanged(gate).await,
-            Ok(Attempt::Fetched(catalog)) => run.commit(catalog, force).await,
+            Ok(Attempt::Fetched(catalog)) => run.commit(catalog, force, progress).await,
             Err(FetchError::HashMoved(new)) => {
                 let msg = format!(
                     "the catalog kept changing during the sync ({} fresh starts, last hash {new}); \
@@ -345,6 +332,36 @@ impl Syncer {
                 run.fail("invalid_catalog", msg, None, None).await
             }
             Err(FetchError::Store(e)) => run.fail("store", format!("store: {e}"), None, None).await,
+        }
+    }
+
+    /// Attempts until one ends other than by the table moving (at most
+    /// `sync.max_restarts` fresh starts); each may download one catalog's
+    /// worth (`carat.max_catalog_bytes`).
+    async fn attempts(
+        &self,
+        run: &Run<'_>,
+        force: bool,
+        progress: &dyn Progress,
+    ) -> Result<Attempt, FetchError> {
+        loop {
+            let budget = DownloadBudget::new(self.max_catalog_bytes);
+            let this = Syncer {
+                client: self.client.with_budget(budget.clone()),
+                ..self.clone()
+            };
+            let r = this.attempt(run, force, progress).await;
+            run.stats.downloaded.store(budget.used(), Ordering::Relaxed);
+            match r {
+                Err(FetchError::HashMoved(new))
+                    if run.stats.restarts.load(Ordering::Relaxed) < self.sync.max_restarts =>
+                {
+                    let restarts = run.stats.restarts.fetch_add(1, Ordering::Relaxed) + 1;
+                    tracing::warn!(recharge_type = %run.rt, new_hash = %new, restarts,
+                        "the catalog changed during the sync; starting over");
+                }
+                other => return other,
+            }
         }
     }
 
@@ -754,7 +771,7 @@ impl Run<'_> {
 
     /// A complete, validated catalog: commit it (unless it would empty a
     /// catalog that is not empty, and nobody forced it).
-    async fn commit(self, catalog: Catalog, force: bool) -> TypeResult {
+    async fn commit(self, catalog: Catalog, force: bool, progress: &dyn Progress) -> TypeResult {
         let (rt, run_id) = (self.rt, self.run_id);
         let counts = catalog.counts();
         let ddds = self.syncer.sync.ddds.clone();
@@ -777,12 +794,14 @@ impl Run<'_> {
         end.new_hash = Some(hash.as_str().to_owned());
         let cat = Arc::new(catalog);
         let c2 = cat.clone();
-        match self
+        progress.committing(rt, run_id);
+        let written = self
             .syncer
             .store
             .run(move |s| s.replace_catalog(&c2, Utc::now(), run_id, &end))
-            .await
-        {
+            .await;
+        progress.committed(rt, written.is_ok());
+        match written {
             Ok(()) => {
                 tracing::info!(recharge_type = %rt, hash = %hash, dealers = counts.dealers,
                     branch_data = counts.branch_data, amount_ranges = counts.amount_ranges,
@@ -1080,7 +1099,7 @@ mod tests {
         };
         assert!(catalog.dealers.is_empty());
         deny(&s, Some(|a| matches!(a, AuthAction::Select))).await;
-        let r = run.commit(catalog, false).await;
+        let r = run.commit(catalog, false, &NoProgress).await;
         deny(&s, None).await;
         assert_eq!(r.outcome, Outcome::Failed, "{:?}", r.error);
         assert_eq!(r.error_kind.as_deref(), Some("store"));

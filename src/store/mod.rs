@@ -12,6 +12,7 @@ pub mod lock;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -126,6 +127,10 @@ pub struct RunRecord {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Set by [`StoreHandle::interrupt`] (the shutdown's deadline); read
+    /// only by the test-only commit delay (SQLite's own interrupt is what
+    /// reaches real statements).
+    interrupted: Arc<AtomicBool>,
 }
 
 impl Store {
@@ -158,6 +163,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_owned(),
+            interrupted: Arc::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -177,6 +183,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_owned(),
+            interrupted: Arc::default(),
         })
     }
 
@@ -329,6 +336,12 @@ impl Store {
             ],
         )?;
         finish_run_in(&tx, run_id, Outcome::Updated, end, at)?;
+        if !crate::testhooks::commit_delay_wait(&self.interrupted) {
+            return Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERRUPT),
+                Some("interrupted during the test-only commit delay".into()),
+            )));
+        }
         tx.commit()?;
         Ok(())
     }
@@ -524,11 +537,31 @@ impl Store {
 /// The store behind a mutex, used only inside `spawn_blocking`, so no
 /// connection or guard is ever held across an `.await`.
 #[derive(Clone)]
-pub struct StoreHandle(Arc<Mutex<Store>>);
+pub struct StoreHandle(Arc<Mutex<Store>>, Arc<Interrupter>);
+
+/// Reaches a running job from outside the mutex: SQLite's interrupt, and
+/// the flag that also ends the test-only commit delay (`crate::testhooks`).
+struct Interrupter {
+    sqlite: rusqlite::InterruptHandle,
+    flag: Arc<AtomicBool>,
+}
 
 impl StoreHandle {
     pub fn new(store: Store) -> Self {
-        StoreHandle(Arc::new(Mutex::new(store)))
+        let interrupter = Interrupter {
+            sqlite: store.conn.get_interrupt_handle(),
+            flag: store.interrupted.clone(),
+        };
+        StoreHandle(Arc::new(Mutex::new(store)), Arc::new(interrupter))
+    }
+
+    /// Interrupts the SQL statement running now, if any (it fails with
+    /// `SQLITE_INTERRUPT` and its transaction rolls back); a statement
+    /// started later runs, so a caller that means it calls this until its
+    /// job returns. For the shutdown's deadline only.
+    pub fn interrupt(&self) {
+        self.1.flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.1.sqlite.interrupt();
     }
 
     pub async fn run<R: Send + 'static>(
