@@ -288,8 +288,16 @@ impl Daemon {
             "carat-catalogd ready");
         let liveness = running.liveness.clone();
         let watchdog = lifecycle::spawn_watchdog(move |limit| liveness.check(limit));
+        let mut clock = schedule::ClockWatch::new(Utc::now, Duration::from_secs(5));
         loop {
-            match signals.next().await {
+            let event = tokio::select! {
+                e = signals.next() => e,
+                back = clock.gone_back() => {
+                    self.clock_went_back(back, &mut running).await;
+                    continue;
+                }
+            };
+            match event {
                 Event::Stop(why) => {
                     tracing::info!("{why}: shutting down");
                     break;
@@ -311,6 +319,33 @@ impl Daemon {
         }
         self.shut_down(running, watchdog).await;
         Ok(())
+    }
+
+    /// The wall clock went back: the cron job's next tick was computed
+    /// from the old time, so it is re-armed from the new one.
+    async fn clock_went_back(&self, back: Duration, running: &mut Running) {
+        let cfg = &self.cfg.sync;
+        match schedule::rearm_cron_job(
+            &running.cron,
+            running.cron_id,
+            &cfg.schedule,
+            cfg.jitter,
+            running.handle.clone(),
+        )
+        .await
+        {
+            Ok(id) => {
+                running.cron_id = id;
+                let _ = running.handle.msgs.send(WorkerMsg::CronRearmed(id)).await;
+                tracing::warn!(
+                    back_s = back.as_secs(),
+                    "the wall clock went back; the schedule was re-armed from the new time"
+                );
+            }
+            Err(e) => {
+                tracing::error!(back_s = back.as_secs(), error = %e, "the wall clock went back and the schedule could not be re-armed");
+            }
+        }
     }
 
     /// Serves the sockets and starts the worker and the schedule.

@@ -14,7 +14,7 @@ use crate::time::fmt_time;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
@@ -70,6 +70,8 @@ pub enum WorkerMsg {
     /// A reloaded configuration: the new syncer and schedule settings.
     /// The cron job id is the schedule's (a changed schedule is a new job).
     Reconfigure(Box<Syncer>, uuid::Uuid),
+    /// The schedule was re-armed (the wall clock went back): its new job.
+    CronRearmed(uuid::Uuid),
 }
 
 /// Handles to feed the worker.
@@ -266,6 +268,12 @@ impl Worker {
                     Some(WorkerMsg::Reconfigure(s, job)) => {
                         tracing::info!("sync worker reconfigured");
                         self.syncer = *s;
+                        if let Some((_, id)) = &mut self.cron {
+                            *id = job;
+                        }
+                        Next::Reconfigured
+                    }
+                    Some(WorkerMsg::CronRearmed(job)) => {
                         if let Some((_, id)) = &mut self.cron {
                             *id = job;
                         }
@@ -500,4 +508,132 @@ pub async fn add_cron_job(
         })
     })?;
     sched.add(job).await
+}
+
+/// How far the wall clock may fall behind the monotonic clock between two
+/// looks before it counts as having gone back (NTP slews far less).
+pub const CLOCK_BACK_TOLERANCE: Duration = Duration::from_secs(2);
+
+/// Notices the wall clock going back. tokio-cron-scheduler computes each
+/// next tick from the wall clock, so after a jump back of an hour its next
+/// tick would come an hour late: the caller re-arms the cron job then
+/// ([`rearm_cron_job`]). `wall` is the clock looked at (injectable).
+pub struct ClockWatch<W: Fn() -> DateTime<Utc>> {
+    wall: W,
+    every: Duration,
+    last: (DateTime<Utc>, tokio::time::Instant),
+}
+
+impl<W: Fn() -> DateTime<Utc>> ClockWatch<W> {
+    pub fn new(wall: W, every: Duration) -> Self {
+        let last = (wall(), tokio::time::Instant::now());
+        ClockWatch { wall, every, last }
+    }
+
+    /// Waits until the wall clock went back by more than
+    /// [`CLOCK_BACK_TOLERANCE`] against the monotonic clock; how far.
+    pub async fn gone_back(&mut self) -> Duration {
+        loop {
+            tokio::time::sleep(self.every).await;
+            let now = ((self.wall)(), tokio::time::Instant::now());
+            let mono = now.1.saturating_duration_since(self.last.1);
+            let wall = now.0 - self.last.0;
+            self.last = now;
+            let behind = chrono::Duration::from_std(mono).unwrap_or_default() - wall;
+            if let Ok(back) = behind.to_std()
+                && back > CLOCK_BACK_TOLERANCE
+            {
+                return back;
+            }
+        }
+    }
+}
+
+/// Replaces the cron job by a fresh one, whose next tick is computed from
+/// the wall clock as it is now; returns the new job's id.
+pub async fn rearm_cron_job(
+    sched: &JobScheduler,
+    old: uuid::Uuid,
+    schedule: &str,
+    jitter: Duration,
+    worker: WorkerHandle,
+) -> Result<uuid::Uuid, tokio_cron_scheduler::JobSchedulerError> {
+    let id = add_cron_job(sched, schedule, jitter, worker).await?;
+    sched.remove(&old).await?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    fn fake_wall() -> (Arc<Mutex<DateTime<Utc>>>, impl Fn() -> DateTime<Utc>) {
+        let t = Arc::new(Mutex::new(Utc::now()));
+        let t2 = t.clone();
+        (t, move || *t2.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    #[tokio::test]
+    async fn a_wall_clock_going_back_is_noticed_and_one_going_on_is_not() {
+        let (t, wall) = fake_wall();
+        let mut w = ClockWatch::new(wall, Duration::from_millis(20));
+        // The wall clock moving with the monotonic one (or ahead): nothing.
+        let steady = {
+            let t = t.clone();
+            tokio::spawn(async move {
+                for _ in 0..10 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    *t.lock().unwrap_or_else(|e| e.into_inner()) += chrono::Duration::milliseconds(20);
+                }
+                *t.lock().unwrap_or_else(|e| e.into_inner()) += chrono::Duration::hours(1);
+            })
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_millis(400), w.gone_back())
+                .await
+                .is_err(),
+            "a steady or forward clock was taken for one going back"
+        );
+        steady.await.expect("task");
+        // An hour back.
+        *t.lock().unwrap_or_else(|e| e.into_inner()) -= chrono::Duration::hours(1);
+        let back = tokio::time::timeout(Duration::from_secs(2), w.gone_back())
+            .await
+            .expect("a jump back must be noticed");
+        assert!(back >= Duration::from_secs(3590), "{back:?}");
+    }
+
+    /// The re-armed job fires on the schedule, and the old one no longer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rearmed_cron_job_fires_and_replaces_the_old_one() {
+        let (msgs, _msgs_rx) = mpsc::channel(8);
+        let (ticks, mut ticks_rx) = mpsc::channel(64);
+        let worker = WorkerHandle { msgs, ticks };
+        let (mut sched, id) = start_cron("* * * * * *", Duration::ZERO, worker.clone())
+            .await
+            .expect("cron");
+        tokio::time::timeout(Duration::from_secs(3), ticks_rx.recv())
+            .await
+            .expect("the first job ticks");
+        let id2 = rearm_cron_job(&sched, id, "* * * * * *", Duration::ZERO, worker)
+            .await
+            .expect("re-armed");
+        assert_ne!(id, id2);
+        assert!(
+            sched.next_tick_for_job(id).await.ok().flatten().is_none(),
+            "the old job is gone"
+        );
+        let next = sched
+            .next_tick_for_job(id2)
+            .await
+            .ok()
+            .flatten()
+            .expect("next tick");
+        assert!(next - Utc::now() <= chrono::Duration::seconds(2), "{next}");
+        while ticks_rx.try_recv().is_ok() {}
+        tokio::time::timeout(Duration::from_secs(3), ticks_rx.recv())
+            .await
+            .expect("the re-armed job ticks");
+    }
 }

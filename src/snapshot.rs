@@ -129,7 +129,8 @@ impl TypeSnapshot {
     }
 
     pub fn is_stale(&self, now: DateTime<Utc>, stale_after: Duration) -> bool {
-        (now - self.version.checked_at).to_std().unwrap_or_default() > stale_after
+        // A checked_at in the future (the clock went back) is stale too.
+        crate::time::older_than(now, self.version.checked_at, stale_after)
     }
 
     /// A body as two shared buffers, neither copied: the head
@@ -496,5 +497,15 @@ mod tests {
         assert_eq!(bd["ddd"], "21");
         assert_eq!(bd["categories"], json!([]));
         assert!(snap.is_stale(now + chrono::Duration::hours(2), hour));
+        assert!(!snap.is_stale(now + chrono::Duration::minutes(30), hour));
+        // The clock went back an hour since the check: not to be trusted.
+        assert!(
+            snap.is_stale(now - chrono::Duration::hours(1), hour),
+            "a checked_at in the future is stale"
+        );
+        assert!(
+            !snap.is_stale(now - chrono::Duration::seconds(2), hour),
+            "a little slew is not"
+        );
     }
 }

@@ -222,6 +222,11 @@ struct SharedSession {
     renewal: tokio::sync::Mutex<()>,
 }
 
+/// The longest cool-down honoured (Carat's `Retry-After` is capped the
+/// same when it is persisted): one further ahead comes from a clock that
+/// went back, or a bad record.
+pub const MAX_COOLDOWN: Duration = crate::carat::client::MAX_RETRY_AFTER;
+
 /// Fresh sessions allowed in one run after dead NITs.
 const MAX_RENEWALS: u32 = 5;
 
@@ -297,6 +302,16 @@ impl Syncer {
                 None
             }
         };
+        let cooldown = cooldown.filter(|(until, reason)| {
+            let ahead = (*until - Utc::now()).to_std().unwrap_or_default();
+            let sane = ahead <= MAX_COOLDOWN;
+            if !sane {
+                tracing::warn!(recharge_type = %rt, until = %crate::time::fmt_time(*until), reason = %reason,
+                    "the persisted cool-down ends further ahead than Carat may ask (6 h): ignored (a clock that \
+                     went back, or a bad record)");
+            }
+            sane
+        });
         if !(force && trigger == Trigger::Manual)
             && let Some((until, reason)) = cooldown
         {
@@ -707,7 +722,7 @@ impl Run<'_> {
     fn confirmation_due(&self) -> bool {
         self.held.as_ref().is_some_and(|v| {
             v.gate_hash != v.general_hash
-                && (Utc::now() - v.synced_at).to_std().unwrap_or_default() > self.syncer.sync.stale_after
+                && crate::time::older_than(Utc::now(), v.synced_at, self.syncer.sync.stale_after)
         })
     }
 
@@ -1179,6 +1194,29 @@ mod tests {
         assert_eq!(runs[1].id, failed.id);
         assert_eq!(runs[1].outcome, Outcome::Failed);
         assert_eq!(runs[1].error_kind.as_deref(), Some("malformed_body"));
+    }
+
+    /// A persisted cool-down further ahead than Carat may ask (a clock that
+    /// went back) is ignored; one within it holds.
+    #[tokio::test]
+    async fn a_cooldown_past_six_hours_is_ignored() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (_sim, s) = harness(dir.path()).await;
+        let set = |h: i64| {
+            let s = s.store.clone();
+            async move {
+                s.run(move |st| st.set_cooldown(Utc::now() + chrono::Duration::hours(h), "HTTP 429 on begin"))
+                    .await
+                    .expect("set")
+            }
+        };
+        set(7).await;
+        let r = sync(&s, false).await;
+        assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
+        set(5).await;
+        let r = sync(&s, false).await;
+        assert_eq!(r.outcome, Outcome::Failed);
+        assert_eq!(r.error_kind.as_deref(), Some("cooldown"));
     }
 
     /// A persisted cool-down that cannot be written is logged and shown.
