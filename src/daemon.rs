@@ -67,6 +67,7 @@ fn api_settings(cfg: &Config) -> ApiSettings {
     ApiSettings {
         enabled: cfg.sync.recharge_types.clone(),
         stale_after: cfg.sync.stale_after,
+        ddds: cfg.sync.ddds.clone(),
     }
 }
 

@@ -10,7 +10,7 @@
 //! fragments live in one sealed memfd per version (`zerocopy::Arena`).
 //! Owns building and lookup; never writes the store, never calls Carat.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +90,10 @@ pub struct TypeData {
     pub ddd_tails: HashMap<String, Bytes>,
     /// Per (dealer, DDD or branch): the branch-data fragment.
     pub branch_data: HashMap<(DealerCode, String), Bytes>,
+    /// (normal) The DDDs this version was fetched for: the sync asks every
+    /// dealer for every configured DDD, so they are the DDDs of its branch
+    /// data, whether or not a dealer serves them.
+    pub fetched_ddds: BTreeSet<String>,
 }
 
 /// One type's version plus its data, and the per-version head parts.
@@ -100,8 +104,10 @@ pub struct TypeSnapshot {
     /// `{"recharge_type":..,..,"stale":false,` and its `true` twin: built
     /// once per version, picked per request.
     heads: [Bytes; 2],
-    /// `"<general_hash>"`.
-    pub etag: HeaderValue,
+    /// `"<general_hash>"` and, while stale, `"<general_hash>-stale"`: the
+    /// validator changes when `stale` does, so a client polling with
+    /// `If-None-Match` learns of it.
+    etags: [HeaderValue; 2],
 }
 
 impl TypeSnapshot {
@@ -115,11 +121,13 @@ impl TypeSnapshot {
                 fmt_time(version.checked_at),
             ))
         };
-        let etag = HeaderValue::from_str(&format!("\"{}\"", version.general_hash.as_str()))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+        let etag = |suffix: &str| {
+            HeaderValue::from_str(&format!("\"{}{suffix}\"", version.general_hash.as_str()))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+        };
         TypeSnapshot {
             heads: [head(false), head(true)],
-            etag,
+            etags: [etag(""), etag("-stale")],
             version,
             data,
         }
@@ -133,8 +141,18 @@ impl TypeSnapshot {
     /// `{"recharge_type":..,"general_hash":..,"synced_at":..,"checked_at":..,"stale":..,`
     /// and the closed tail (`...}`).
     pub fn body_parts(&self, now: DateTime<Utc>, stale_after: Duration, tail: &Bytes) -> [Bytes; 2] {
-        let head = self.heads[usize::from(self.is_stale(now, stale_after))].clone();
-        [head, tail.clone()]
+        self.parts(self.is_stale(now, stale_after), tail)
+    }
+
+    /// [`TypeSnapshot::body_parts`] for a staleness already worked out (a
+    /// response's ETag and body must agree on it).
+    pub fn parts(&self, stale: bool, tail: &Bytes) -> [Bytes; 2] {
+        [self.heads[usize::from(stale)].clone(), tail.clone()]
+    }
+
+    /// The ETag of this version, fresh or stale.
+    pub fn etag(&self, stale: bool) -> &HeaderValue {
+        &self.etags[usize::from(stale)]
     }
 }
 
@@ -221,6 +239,14 @@ impl TypeData {
                 branch_data.insert((dealer.clone(), key_str), range);
             }
         }
+        let fetched_ddds = cat
+            .branch_data
+            .keys()
+            .filter_map(|(_, k)| match k {
+                BranchKey::Ddd(d) => Some(d.as_str().to_owned()),
+                BranchKey::Branch(_) => None,
+            })
+            .collect();
         let ddd_tails = write_ddd_bodies(&mut ab, cat, per_ddd, &mut branch_data);
         let dealer_tails = write_dealer_tails(&mut ab, cat, &ddds_of);
         let all = Arena::new(ab.buf).bytes();
@@ -232,7 +258,14 @@ impl TypeData {
             dealer_tails: dealer_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
             ddd_tails: ddd_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
             branch_data: branch_data.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
+            fetched_ddds,
         }
+    }
+
+    /// (normal) Whether this version holds `ddd`'s data: it was fetched for
+    /// it, or there is no dealer to ask.
+    pub fn has_ddd(&self, ddd: &str) -> bool {
+        self.counts.dealers == 0 || self.fetched_ddds.contains(ddd)
     }
 
     /// The branch-data route's closed tail (`"dealer_code":..}`).
@@ -475,5 +508,8 @@ mod tests {
         assert_eq!(bd["ddd"], "21");
         assert_eq!(bd["categories"], json!([]));
         assert!(snap.is_stale(now + chrono::Duration::hours(2), hour));
+        assert_eq!(snap.etag(false), "\"09A9681D09A9681D\"");
+        assert_eq!(snap.etag(true), "\"09A9681D09A9681D-stale\"");
+        assert!(data.has_ddd("11") && data.has_ddd("21") && !data.has_ddd("31"));
     }
 }

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::RechargeType;
+use crate::catalog::{Ddd, RechargeType};
 use crate::run::{Outcome, TypeResult};
 use crate::snapshot::{self, Snapshot};
 use crate::store::{StoreError, StoreHandle};
@@ -22,6 +22,9 @@ use crate::store::{StoreError, StoreHandle};
 pub struct ApiSettings {
     pub enabled: Vec<RechargeType>,
     pub stale_after: Duration,
+    /// `sync.ddds` (all 67 when the file lists none): a DDD outside it is
+    /// not served (404), one inside it not fetched yet is not synced (503).
+    pub ddds: Vec<Ddd>,
 }
 
 #[derive(Debug, Clone, Serialize)]

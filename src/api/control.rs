@@ -5,6 +5,7 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,11 +47,39 @@ pub fn router(state: ControlState) -> Router {
                 "the control socket serves POST /v1/sync",
             )
         })
+        // axum's own 405 has an empty body; the contract's errors are JSON.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the control socket serves POST /v1/sync and GET /v1/health",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
-async fn sync(State(st): State<ControlState>, body: Bytes) -> Response {
+async fn sync(State(st): State<ControlState>, body: Result<Bytes, BytesRejection>) -> Response {
+    // axum's own rejection is plain text; the contract's errors are JSON.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is over 64 KiB",
+            )
+            .into_response();
+        }
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the request body could not be read: {}", e.body_text()),
+            )
+            .into_response();
+        }
+    };
     let req: SyncRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
         SyncRequest::default()
     } else {
