@@ -193,7 +193,7 @@ impl Daemon {
         }
         let (client, receiver) = app::build_client(&cfg, None)?;
         let shared = Shared::new(api_settings(&cfg), client.stats());
-        shared.refresh_snapshot(&store).await?;
+        shared.refresh_snapshot(&store, vec![]).await?;
         for (rt, t) in &shared.snapshot.load().types {
             tracing::info!(recharge_type = %rt, hash = %t.version.general_hash, dealers = t.data.counts.dealers,
                 "serving the stored catalog");

@@ -394,7 +394,7 @@ static PARSE_ERRORS: std::sync::LazyLock<[Vec<u8>; 3]> = std::sync::LazyLock::ne
         closing_json_error(
             "400 Bad Request",
             "malformed_request",
-            "the request is not valid HTTP/1.1 (request line or header syntax)",
+            "the request is not valid HTTP (its request line or a header)",
         ),
         closing_json_error(
             "431 Request Header Fields Too Large",
@@ -838,6 +838,82 @@ pub async fn serve_tcp_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_hyper_s_own_empty_parse_error_heads_are_recognised() {
+        let hyper = |status: &str| {
+            format!(
+                "HTTP/1.1 {status}\r\nconnection: close\r\ncontent-length: 0\r\n\
+                 date: Tue, 01 Dec 2026 12:22:03 GMT\r\n\r\n"
+            )
+        };
+        for (status, code) in [
+            ("400 Bad Request", "malformed_request"),
+            ("431 Request Header Fields Too Large", "head_too_large"),
+            ("414 URI Too Long", "uri_too_long"),
+        ] {
+            let json = json_for_parse_error(hyper(status).as_bytes()).unwrap();
+            let text = std::str::from_utf8(json).unwrap();
+            assert!(text.starts_with(&format!("HTTP/1.1 {status}\r\n")), "{text}");
+            let body: serde_json::Value =
+                serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], code);
+        }
+        for other in [
+            hyper("404 Not Found"),
+            hyper("200 OK"),
+            // A body after the head, or a head with a length: a service's.
+            format!("{}x", hyper("400 Bad Request")),
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 2\r\n\r\n".to_owned(),
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n".to_owned(),
+        ] {
+            assert_eq!(json_for_parse_error(other.as_bytes()), None, "{other:?}");
+        }
+    }
+
+    /// Over TCP (the receiver's and the simulator's transport) too: an
+    /// unparsable request gets the JSON 400; a service's own empty 400
+    /// passes untouched, on the same keep-alive connection.
+    #[tokio::test]
+    async fn tcp_servers_answer_unparsable_requests_with_json() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().route(
+            "/empty400",
+            axum::routing::get(|| async { axum::http::StatusCode::BAD_REQUEST }),
+        );
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_tcp(listener, None, router, async {
+            let _ = stop_rx.await;
+        }));
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /empty400 HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = vec![];
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out);
+        let (first, second) = text.split_at(text.find("\r\n\r\n").unwrap() + 4);
+        assert!(
+            first.starts_with("HTTP/1.1 400 ") && first.contains("content-length: 0"),
+            "{text}"
+        );
+        assert!(
+            !first.contains("application/json"),
+            "the service's answer is its own: {text}"
+        );
+        assert!(second.starts_with("HTTP/1.1 400 "), "{text}");
+        assert!(
+            second.contains("application/json") && second.contains("\"malformed_request\""),
+            "{text}"
+        );
+        let _ = stop_tx.send(());
+        server.await.unwrap();
+    }
 
     #[test]
     fn cidrs_parse_and_contain() {

@@ -265,7 +265,12 @@ impl Worker {
             // or the two add up in the resident peak.
             crate::snapshot::release_freed_memory();
         }
-        if let Err(e) = self.shared.refresh_snapshot(&self.store).await {
+        let committed = results
+            .iter()
+            .filter(|r| r.committed)
+            .map(|r| r.recharge_type)
+            .collect();
+        if let Err(e) = self.shared.refresh_snapshot(&self.store, committed).await {
             tracing::error!(error = %e, "could not refresh the served catalog from the store");
         }
         let line = results

@@ -363,12 +363,14 @@ fn write_dealer_tails(
 
 /// The next snapshot, read from the store: a type whose version did not
 /// change keeps its pre-built bodies and only takes the new `checked_at`;
-/// one with a new version is loaded and built (CPU work, on the store's
-/// blocking thread). Returns it and how many types were rebuilt.
+/// one with a new version, or `committed` since (a refetch of the same
+/// version), is loaded and built (CPU work, on the store's blocking
+/// thread). Returns it and how many types were rebuilt.
 pub async fn rebuild(
     store: &StoreHandle,
     current: Arc<Snapshot>,
     enabled: Vec<RechargeType>,
+    committed: Vec<RechargeType>,
 ) -> Result<(Snapshot, u64), StoreError> {
     store
         .run(move |s| {
@@ -376,10 +378,13 @@ pub async fn rebuild(
             let mut rebuilt = 0u64;
             for rt in enabled {
                 let Some(version) = s.version(rt)? else { continue };
+                // Not when committed again under the same hash: a forced
+                // refetch, or one after `sync.ddds` changed, can hold other
+                // data (the DDDs fetched).
                 let reuse = current
                     .types
                     .get(&rt)
-                    .filter(|t| t.version.general_hash == version.general_hash)
+                    .filter(|t| t.version.general_hash == version.general_hash && !committed.contains(&rt))
                     .map(|t| t.data.clone());
                 let snap = match reuse {
                     Some(data) => TypeSnapshot::new(version, data),

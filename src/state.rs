@@ -169,10 +169,15 @@ impl Shared {
         });
     }
 
-    /// Swaps in the snapshot rebuilt from `store` (see [`snapshot::rebuild`]).
-    pub async fn refresh_snapshot(&self, store: &StoreHandle) -> Result<(), StoreError> {
+    /// Swaps in the snapshot rebuilt from `store` (see [`snapshot::rebuild`]);
+    /// `committed`: the types a sync committed since the last refresh.
+    pub async fn refresh_snapshot(
+        &self,
+        store: &StoreHandle,
+        committed: Vec<RechargeType>,
+    ) -> Result<(), StoreError> {
         let enabled = self.settings.load().enabled.clone();
-        let (snap, rebuilt) = snapshot::rebuild(store, self.snapshot.load_full(), enabled).await?;
+        let (snap, rebuilt) = snapshot::rebuild(store, self.snapshot.load_full(), enabled, committed).await?;
         self.snapshot.store(Arc::new(snap));
         if rebuilt > 0 {
             self.metrics.snapshot_builds.fetch_add(rebuilt, Ordering::Relaxed);

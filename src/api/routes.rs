@@ -1,7 +1,9 @@
 //! The read-only catalog API of `docs/socket-api.md` (v1): every route
 //! answers from the in-memory snapshot and the status board, never from
 //! SQLite or Carat. GET/HEAD only, no `Origin`/`Referer`, JSON errors
-//! everywhere, `ETag` = the general hash with `If-None-Match` → 304.
+//! everywhere, `ETag` = the general hash (`-stale` appended while stale)
+//! with `If-None-Match` → 304. The configured DDDs (`sync.ddds`) come with
+//! the settings: a DDD outside them is 404, one not fetched yet 503.
 //!
 //! Every route is declared once, in [`ROUTES`]: its pattern, its metrics
 //! label and its handler. A request is matched against the table segment by
@@ -476,12 +478,12 @@ fn dealer_ddd(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
     let code = dealer_param(&req.params.get("dealer")?)?;
     let ddd = scope.ddd(req)?;
     scope.serve(api, req, |s| {
+        synced_ddd(s, ddd)?;
         if !s.data.dealer_tails.contains_key(&code) {
             return Err(ApiError::not_found(format!(
                 "no dealer {code} in the normal catalog"
             )));
         }
-        synced_ddd(s, ddd)?;
         s.data
             .branch_data_tail(&code, ddd)
             .cloned()
