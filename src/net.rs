@@ -432,7 +432,8 @@ fn json_for_parse_error(bytes: &[u8]) -> Option<&'static [u8]> {
 }
 
 /// What one connection's service and its stream share, so the stream can
-/// tell a response the service made from one hyper made by itself.
+/// tell a response the service made from one hyper made by itself. Both
+/// are driven by the one connection task, so relaxed atomics suffice.
 #[derive(Debug)]
 struct Exchanges {
     /// Responses the service was asked for whose body hyper still holds
@@ -460,15 +461,15 @@ struct OpenResponse(Arc<Exchanges>);
 
 impl OpenResponse {
     fn new(x: &Arc<Exchanges>) -> Self {
-        x.open.fetch_add(1, Ordering::SeqCst);
-        x.settled.store(false, Ordering::SeqCst);
+        x.open.fetch_add(1, Ordering::Relaxed);
+        x.settled.store(false, Ordering::Relaxed);
         OpenResponse(x.clone())
     }
 }
 
 impl Drop for OpenResponse {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::SeqCst);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -562,7 +563,10 @@ impl<B: http_body::Body + Unpin> http_body::Body for TrackedBody<B> {
 /// so a service's own response is never altered. The one case left with
 /// hyper's empty answer: a malformed request pipelined right behind one
 /// answered before its body was read, whose answer hyper had not flushed
-/// yet (the two then leave in one write).
+/// yet (the two then leave in one write). Relied on from hyper 1.x: it
+/// flushes its stream only once its write buffer is empty (`pipeline_flush`
+/// stays off), and its parse-error head is its own buffer, written whole.
+/// The tests of `tests/hostile.rs` and below would notice a change.
 struct JsonParseErrors<T> {
     inner: T,
     exchanges: Arc<Exchanges>,
@@ -599,7 +603,7 @@ impl<T: AsyncWrite + Unpin> JsonParseErrors<T> {
     /// Whether `bytes`, hyper's next write, is its own parse-error answer;
     /// then it is taken (as if written) and the JSON one queued instead.
     fn replaces(&mut self, bytes: &[u8]) -> bool {
-        if !self.exchanges.settled.swap(false, Ordering::SeqCst) {
+        if !self.exchanges.settled.swap(false, Ordering::Relaxed) {
             return false;
         }
         match json_for_parse_error(bytes) {
@@ -641,13 +645,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<T> {
         std::task::ready!(this.drain(cx))?;
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         // Hyper's own answers are a hundred bytes or so, in one buffer.
-        if total <= 1024 && this.exchanges.settled.load(Ordering::SeqCst) {
+        if total <= 1024 && this.exchanges.settled.load(Ordering::Relaxed) {
             let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
             if this.replaces(&joined) {
                 return Poll::Ready(Ok(total));
             }
         }
-        this.exchanges.settled.store(false, Ordering::SeqCst);
+        this.exchanges.settled.store(false, Ordering::Relaxed);
         Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -659,8 +663,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<T> {
         let this = self.get_mut();
         std::task::ready!(this.drain(cx))?;
         // Hyper flushes its stream only once its own buffer is empty.
-        if this.exchanges.open.load(Ordering::SeqCst) == 0 {
-            this.exchanges.settled.store(true, Ordering::SeqCst);
+        if this.exchanges.open.load(Ordering::Relaxed) == 0 {
+            this.exchanges.settled.store(true, Ordering::Relaxed);
         }
         Pin::new(&mut this.inner).poll_flush(cx)
     }
