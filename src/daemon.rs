@@ -74,8 +74,8 @@ enum ReloadError {
 fn api_settings(cfg: &Config) -> ApiSettings {
     ApiSettings {
         enabled: cfg.sync.recharge_types.clone(),
-        ddds: cfg.sync.ddds.clone(),
         stale_after: cfg.sync.stale_after,
+        ddds: cfg.sync.ddds.clone(),
     }
 }
 
@@ -249,7 +249,7 @@ impl Daemon {
         }
         let (client, receiver) = app::build_client(&cfg, None)?;
         let shared = Shared::new(api_settings(&cfg), client.stats());
-        shared.refresh_snapshot(&store).await?;
+        shared.refresh_snapshot(&store, vec![]).await?;
         for (rt, t) in &shared.snapshot.load().types {
             tracing::info!(recharge_type = %rt, hash = %t.version.general_hash, dealers = t.data.counts.dealers,
                 "serving the stored catalog");
@@ -553,7 +553,7 @@ impl Daemon {
         }
         self.shared.settings.store(Arc::new(api_settings(&new)));
         // Types and DDDs no longer configured stop being served at once.
-        if let Err(e) = self.shared.refresh_snapshot(&self.store).await {
+        if let Err(e) = self.shared.refresh_snapshot(&self.store, vec![]).await {
             tracing::error!(error = %e, "could not refresh the served catalog from the store");
         }
         handle

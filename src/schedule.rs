@@ -442,7 +442,7 @@ impl Worker {
             .filter(|r| r.committed)
             .map(|r| r.recharge_type)
             .collect();
-        if let Err(e) = self.shared.refresh_snapshot_after(&self.store, committed).await {
+        if let Err(e) = self.shared.refresh_snapshot(&self.store, committed).await {
             tracing::error!(error = %e, "could not refresh the served catalog from the store");
         }
         let line = results

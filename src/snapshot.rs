@@ -10,7 +10,7 @@
 //! fragments live in one sealed memfd per version (`zerocopy::Arena`).
 //! Owns building and lookup; never writes the store, never calls Carat.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +93,10 @@ pub struct TypeData {
     /// The DDDs it was built for (`normal`: the configured ones the store
     /// held; the store may hold DDDs since dropped from the config).
     pub served_ddds: Vec<Ddd>,
+    /// (normal) The DDDs this version was fetched for: the sync asks every
+    /// dealer for every configured DDD, so they are the DDDs of its branch
+    /// data, whether or not a dealer serves them.
+    pub fetched_ddds: BTreeSet<String>,
 }
 
 /// One type's version plus its data, and the per-version head parts.
@@ -103,8 +107,10 @@ pub struct TypeSnapshot {
     /// `{"recharge_type":..,..,"stale":false,` and its `true` twin: built
     /// once per version, picked per request.
     heads: [Bytes; 2],
-    /// `"<general_hash>"`.
-    pub etag: HeaderValue,
+    /// `"<general_hash>"` and, while stale, `"<general_hash>-stale"`: the
+    /// validator changes when `stale` does, so a client polling with
+    /// `If-None-Match` learns of it.
+    etags: [HeaderValue; 2],
 }
 
 impl TypeSnapshot {
@@ -118,11 +124,13 @@ impl TypeSnapshot {
                 fmt_time(version.checked_at),
             ))
         };
-        let etag = HeaderValue::from_str(&format!("\"{}\"", version.general_hash.as_str()))
-            .unwrap_or_else(|_| HeaderValue::from_static("\"\""));
+        let etag = |suffix: &str| {
+            HeaderValue::from_str(&format!("\"{}{suffix}\"", version.general_hash.as_str()))
+                .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
+        };
         TypeSnapshot {
             heads: [head(false), head(true)],
-            etag,
+            etags: [etag(""), etag("-stale")],
             version,
             data,
         }
@@ -137,8 +145,18 @@ impl TypeSnapshot {
     /// `{"recharge_type":..,"general_hash":..,"synced_at":..,"checked_at":..,"stale":..,`
     /// and the closed tail (`...}`).
     pub fn body_parts(&self, now: DateTime<Utc>, stale_after: Duration, tail: &Bytes) -> [Bytes; 2] {
-        let head = self.heads[usize::from(self.is_stale(now, stale_after))].clone();
-        [head, tail.clone()]
+        self.parts(self.is_stale(now, stale_after), tail)
+    }
+
+    /// [`TypeSnapshot::body_parts`] for a staleness already worked out (a
+    /// response's ETag and body must agree on it).
+    pub fn parts(&self, stale: bool, tail: &Bytes) -> [Bytes; 2] {
+        [self.heads[usize::from(stale)].clone(), tail.clone()]
+    }
+
+    /// The ETag of this version, fresh or stale.
+    pub fn etag(&self, stale: bool) -> &HeaderValue {
+        &self.etags[usize::from(stale)]
     }
 }
 
@@ -225,6 +243,14 @@ impl TypeData {
                 branch_data.insert((dealer.clone(), key_str), range);
             }
         }
+        let fetched_ddds = cat
+            .branch_data
+            .keys()
+            .filter_map(|(_, k)| match k {
+                BranchKey::Ddd(d) => Some(d.as_str().to_owned()),
+                BranchKey::Branch(_) => None,
+            })
+            .collect();
         let ddd_tails = write_ddd_bodies(&mut ab, cat, per_ddd, &mut branch_data);
         let dealer_tails = write_dealer_tails(&mut ab, cat, &ddds_of);
         let all = Arena::new(ab.buf).bytes();
@@ -237,7 +263,14 @@ impl TypeData {
             ddd_tails: ddd_tails.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
             branch_data: branch_data.into_iter().map(|(k, r)| (k, all.slice(r))).collect(),
             served_ddds: vec![],
+            fetched_ddds,
         }
+    }
+
+    /// (normal) Whether this version holds `ddd`'s data: it was fetched for
+    /// it, or there is no dealer to ask.
+    pub fn has_ddd(&self, ddd: &str) -> bool {
+        self.counts.dealers == 0 || self.fetched_ddds.contains(ddd)
     }
 
     /// The branch-data route's closed tail (`"dealer_code":..}`).
@@ -333,12 +366,13 @@ fn write_dealer_tails(
     dealer_tails
 }
 
-/// The next snapshot, read from the store: a type whose version (hash and
-/// commit time) and served DDDs did not change, and that is not in
-/// `committed` (just written, perhaps under the same hash), keeps its
-/// pre-built bodies and only takes the new `checked_at`;
-/// one with a new version is loaded and built (CPU work, on the store's
-/// blocking thread). Returns it and how many types were rebuilt.
+/// The next snapshot, read from the store: a type whose version did not
+/// change, and whose served DDDs (the configured ones) did not either,
+/// keeps its pre-built bodies and only takes the new `checked_at`; one with
+/// a new version, or `committed` since (a refetch of the same version), is
+/// loaded and built (CPU work, on the store's blocking thread). DDDs the
+/// store holds but the config no longer lists are left out. Returns it and
+/// how many types were rebuilt.
 pub async fn rebuild(
     store: &StoreHandle,
     current: Arc<Snapshot>,
@@ -352,6 +386,9 @@ pub async fn rebuild(
             let mut rebuilt = 0u64;
             for rt in enabled {
                 let Some(version) = s.version(rt)? else { continue };
+                // Not when committed again under the same hash: a forced
+                // refetch, or one after `sync.ddds` changed, can hold other
+                // data (the DDDs fetched).
                 let reuse = current
                     .types
                     .get(&rt)
@@ -507,5 +544,8 @@ mod tests {
             !snap.is_stale(now - chrono::Duration::seconds(2), hour),
             "a little slew is not"
         );
+        assert_eq!(snap.etag(false), "\"09A9681D09A9681D\"");
+        assert_eq!(snap.etag(true), "\"09A9681D09A9681D-stale\"");
+        assert!(data.has_ddd("11") && data.has_ddd("21") && !data.has_ddd("31"));
     }
 }

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::catalog::RechargeType;
+use crate::catalog::{Ddd, RechargeType};
 use crate::run::{Outcome, TypeResult};
 use crate::snapshot::{self, Snapshot};
 use crate::store::{StoreError, StoreHandle};
@@ -21,9 +21,10 @@ use crate::store::{StoreError, StoreHandle};
 #[derive(Debug, Clone)]
 pub struct ApiSettings {
     pub enabled: Vec<RechargeType>,
-    /// The DDDs configured (`sync.ddds`): the only ones `normal` serves.
-    pub ddds: Vec<crate::catalog::Ddd>,
     pub stale_after: Duration,
+    /// `sync.ddds` (all 67 when the file lists none): a DDD outside it is
+    /// not served (404), one inside it not fetched yet is not synced (503).
+    pub ddds: Vec<Ddd>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -168,13 +169,9 @@ impl Shared {
         });
     }
 
-    /// Swaps in the snapshot rebuilt from `store` (see [`snapshot::rebuild`]).
-    pub async fn refresh_snapshot(&self, store: &StoreHandle) -> Result<(), StoreError> {
-        self.refresh_snapshot_after(store, vec![]).await
-    }
-
-    /// The same, after a sync committed the `committed` types.
-    pub async fn refresh_snapshot_after(
+    /// Swaps in the snapshot rebuilt from `store` (see [`snapshot::rebuild`]);
+    /// `committed`: the types a sync committed since the last refresh.
+    pub async fn refresh_snapshot(
         &self,
         store: &StoreHandle,
         committed: Vec<RechargeType>,

@@ -364,6 +364,170 @@ async fn readers_that_never_read_and_idle_connections_are_closed() {
     assert_eq!(d.get("/v1/health").await.0, 200);
 }
 
+/// The status, the content type and the JSON error code of one raw answer.
+fn json_error(resp: &[u8]) -> (Option<u16>, bool, String) {
+    let text = String::from_utf8_lossy(resp);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let json = head
+        .to_ascii_lowercase()
+        .contains("\r\ncontent-type: application/json\r\n");
+    let code = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status_of(resp), json, code)
+}
+
+async fn exchange_on(socket: &std::path::Path, bytes: &[u8]) -> Vec<u8> {
+    let mut s = UnixStream::connect(socket).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut out = vec![];
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unparsable_and_oversized_requests_and_overload_get_json_errors() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 2,
+        ddds: 3,
+        ranges: 1,
+    }))
+    .await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            types: r#"["normal"]"#,
+            extra_sync: "ddds = [\"11\", \"21\"]",
+            extra_api: "max_connections = 4",
+            ..Default::default()
+        },
+    )
+    .await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let long = "a".repeat(20_000);
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a garbage request line",
+            b"GARBAGE\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "binary",
+            b"\x00\x01\x02\x03\xff\xfe\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a bad version",
+            b"GET /v1/status HTTP/9.9\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a bad header line",
+            b"GET /v1/status HTTP/1.1\r\nBad Header Line\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a bad content-length",
+            b"GET /v1/status HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n".to_vec(),
+            400,
+            "malformed_request",
+        ),
+        (
+            "a header section over the limit",
+            format!("GET /v1/status HTTP/1.1\r\nHost: x\r\nX-Big: {long}\r\n\r\n").into_bytes(),
+            431,
+            "head_too_large",
+        ),
+        (
+            "an over-long URI",
+            format!("GET /v1/{long} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes(),
+            431,
+            "head_too_large",
+        ),
+    ];
+    for (socket, name) in [(&d.socket, "catalog"), (&d.control, "control")] {
+        for (what, bytes, status, code) in &cases {
+            let resp = exchange_on(socket, bytes).await;
+            assert_eq!(
+                json_error(&resp),
+                (Some(*status), true, (*code).to_owned()),
+                "{name} socket, {what}: {}",
+                String::from_utf8_lossy(&resp)
+            );
+        }
+    }
+
+    // Behind good requests on a keep-alive connection: their answers are
+    // untouched (HEAD's empty one too), the bad one's is JSON.
+    let resp = exchange(
+        &d,
+        b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n\
+          HEAD /v1/catalogs/normal HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /v1/catalogs/normal/ddds/11 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GARBAGE\r\n\r\n",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&resp);
+    // Each answer starts with a status line.
+    let starts: Vec<usize> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| i)
+        .filter(|i| {
+            text.as_bytes()
+                .get(i + 9..i + 12)
+                .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+        })
+        .chain([text.len()])
+        .collect();
+    let answers: Vec<&str> = starts.windows(2).map(|w| &text[w[0] + 9..w[1]]).collect();
+    assert_eq!(answers.len(), 4, "{text}");
+    assert!(answers[0].starts_with("200 ") && answers[0].ends_with("{\"status\":\"ok\"}"));
+    assert!(
+        answers[1].starts_with("200 ") && answers[1].ends_with("\r\n\r\n"),
+        "HEAD: no body"
+    );
+    assert!(answers[2].starts_with("200 ") && answers[2].contains("\"ddd\":\"11\""));
+    assert_eq!(
+        json_error(format!("HTTP/1.1 {}", answers[3]).as_bytes()),
+        (Some(400), true, "malformed_request".to_owned())
+    );
+
+    // The control socket's own refusals are JSON too.
+    let resp = exchange_on(
+        &d.control,
+        b"GET /v1/sync HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(json_error(&resp), (Some(405), true, "method_not_allowed".into()));
+    let big = format!(
+        "POST /v1/sync HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 70000\r\n\r\n{}",
+        "x".repeat(70_000)
+    );
+    let resp = exchange_on(&d.control, big.as_bytes()).await;
+    assert_eq!(json_error(&resp), (Some(413), true, "body_too_large".into()));
+
+    // Over api.max_connections: 503 overloaded, JSON.
+    let mut held = vec![];
+    for _ in 0..4 {
+        held.push(UnixStream::connect(&d.socket).await.unwrap());
+    }
+    let resp = exchange(&d, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(json_error(&resp), (Some(503), true, "overloaded".into()));
+    drop(held);
+    // The control socket's limit is 16.
+    let mut held = vec![];
+    for _ in 0..16 {
+        held.push(UnixStream::connect(&d.control).await.unwrap());
+    }
+    let resp = exchange_on(&d.control, b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(json_error(&resp), (Some(503), true, "overloaded".into()));
+}
+
 /// Every string in a JSON value, with its path.
 fn strings<'a>(v: &'a serde_json::Value, path: String, out: &mut Vec<(String, &'a str)>) {
     match v {

@@ -184,7 +184,7 @@ async fn every_route_matches_the_openapi_document() {
         (
             "/v1/catalogs/normal/ddds/99",
             "/v1/catalogs/normal/ddds/{ddd}",
-            200,
+            404,
         ),
         (
             "/v1/catalogs/normal/ddds/1x",
@@ -397,4 +397,138 @@ fn both_documents_describe_one_sync_result() {
         document()["paths"].get("/v1/sync").is_none(),
         "no control route on the catalog socket"
     );
+}
+
+/// The code strings the sources answer with: the first string literal after
+/// each `ApiError::new(` (its status is a constant), the second after each
+/// `closing_json_error(` (after the status line), plus the helpers'.
+fn codes_in(files: &[&str]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for f in files {
+        let text = std::fs::read_to_string(format!("{}/src/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let code = text.split("\n#[cfg(test)]").next().unwrap();
+        for (call, nth) in [("ApiError::new(", 1), ("closing_json_error(", 3)] {
+            for (i, _) in code.match_indices(call) {
+                let rest = &code[i + call.len()..];
+                if rest.trim_start().starts_with(')') || rest.starts_with("status") {
+                    continue; // the definition
+                }
+                let lit = rest.split('"').nth(nth).unwrap();
+                out.insert(lit.to_owned());
+            }
+        }
+        if code.contains("ApiError::not_found(") {
+            out.insert("not_found".into());
+        }
+        if code.contains("ApiError::bad(") {
+            out.insert("bad_parameter".into());
+        }
+    }
+    out
+}
+
+fn documented_codes(doc: &Value) -> BTreeSet<String> {
+    doc.pointer("/components/schemas/Error/properties/error/properties/code/enum")
+        .and_then(Value::as_array)
+        .expect("an Error code enum")
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Every code a socket can answer is in its document's `Error` enum.
+#[test]
+fn every_error_code_is_documented() {
+    let catalog = codes_in(&["api/routes.rs", "net.rs"]);
+    let control = codes_in(&["api/control.rs", "api/routes.rs", "net.rs"]);
+    for c in [
+        "malformed_request",
+        "head_too_large",
+        "overloaded",
+        "not_synced",
+        "ddd_not_configured",
+        "body_too_large",
+    ] {
+        assert!(control.contains(c), "the scan found {c}: {control:?}");
+    }
+    let doc = documented_codes(&document());
+    let missing: Vec<_> = catalog.difference(&doc).collect();
+    assert!(
+        missing.is_empty(),
+        "catalog codes not in openapi.yaml: {missing:?}"
+    );
+    let doc = documented_codes(&control_document());
+    // The catalog routes' own codes are not the control socket's.
+    let control_only: BTreeSet<String> = control
+        .into_iter()
+        .filter(|c| {
+            ![
+                "bad_parameter",
+                "forbidden",
+                "catalog_unavailable",
+                "not_synced",
+                "ddd_not_configured",
+            ]
+            .contains(&c.as_str())
+        })
+        .collect();
+    let missing: Vec<_> = control_only.difference(&doc).collect();
+    assert!(
+        missing.is_empty(),
+        "control codes not in openapi-control.yaml: {missing:?}"
+    );
+}
+
+/// Raw bytes on `socket`; the answer's JSON body (after the head).
+async fn raw_bytes(socket: &std::path::Path, bytes: &[u8]) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut out = vec![];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// The answers made below the routes (unparsable requests, overload) match
+/// each socket's documented `Error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_errors_match_the_documented_error() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec::default())).await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            types: r#"["normal"]"#,
+            extra_api: "max_connections = 2",
+            ..Default::default()
+        },
+    )
+    .await;
+    for (doc, socket) in [(document(), &d.socket), (control_document(), &d.control)] {
+        let mut doc = doc;
+        close_objects(&mut doc);
+        let mut c = Checker {
+            doc,
+            used: BTreeSet::new(),
+        };
+        let big = format!("GET /v1/health HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+        for (bytes, status) in [(&b"GARBAGE\r\n\r\n"[..], 400), (big.as_bytes(), 431)] {
+            let (s, v) = raw_bytes(socket, bytes).await;
+            assert_eq!(s, status, "{v}");
+            c.validate("/v1/health", "get", s, "application/json", &v);
+        }
+    }
+    let _held: Vec<_> =
+        futures_util::future::join_all((0..2).map(|_| tokio::net::UnixStream::connect(&d.socket))).await;
+    let (s, v) = raw_bytes(&d.socket, b"GET /v1/health HTTP/1.1\r\n\r\n").await;
+    assert_eq!((s, v["error"]["code"].as_str()), (503, Some("overloaded")));
+    let mut doc = document();
+    close_objects(&mut doc);
+    Checker {
+        doc,
+        used: BTreeSet::new(),
+    }
+    .validate("/v1/health", "get", 503, "application/json", &v);
 }

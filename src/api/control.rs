@@ -5,6 +5,7 @@
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -46,34 +47,65 @@ pub fn router(state: ControlState) -> Router {
                 "the control socket serves POST /v1/sync",
             )
         })
+        // axum's own 405 has an empty body; the contract's errors are JSON.
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "the control socket serves POST /v1/sync and GET /v1/health",
+            )
+        })
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
-async fn sync(State(st): State<ControlState>, body: Bytes) -> Response {
-    let req: SyncRequest = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        SyncRequest::default()
-    } else {
-        // An object, as the document says (serde would also take an array
-        // for a struct).
-        let parsed = serde_json::from_slice::<serde_json::Value>(&body).and_then(|v| {
+/// The request body as a [`SyncRequest`]: none is the default; anything
+/// else must be a JSON object of its fields (400 `bad_request`), at most
+/// 64 KiB (413 `body_too_large`; axum's own rejection is plain text).
+fn sync_request(body: Result<Bytes, BytesRejection>) -> Result<SyncRequest, ApiError> {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is over 64 KiB",
+            ));
+        }
+        Err(e) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the request body could not be read: {}", e.body_text()),
+            ));
+        }
+    };
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(SyncRequest::default());
+    }
+    // An object, as the document says (serde would also take an array for
+    // a struct).
+    serde_json::from_slice::<serde_json::Value>(&body)
+        .and_then(|v| {
             if v.is_object() {
                 serde_json::from_value::<SyncRequest>(v)
             } else {
                 Err(serde::de::Error::custom("the body must be a JSON object"))
             }
-        });
-        match parsed {
-            Ok(r) => r,
-            Err(e) => {
-                return ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    format!("invalid JSON body: {e}"),
-                )
-                .into_response();
-            }
-        }
+        })
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("invalid JSON body: {e}"),
+            )
+        })
+}
+
+async fn sync(State(st): State<ControlState>, body: Result<Bytes, BytesRejection>) -> Response {
+    let req = match sync_request(body) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
     };
     let enabled = st.shared.settings.load().enabled.clone();
     let types = match req.recharge_types {

@@ -1,7 +1,9 @@
 //! The read-only catalog API of `docs/socket-api.md` (v1): every route
 //! answers from the in-memory snapshot and the status board, never from
 //! SQLite or Carat. GET/HEAD only, no `Origin`/`Referer`, JSON errors
-//! everywhere, `ETag` = the general hash with `If-None-Match` → 304.
+//! everywhere, `ETag` = the general hash (`-stale` appended while stale)
+//! with `If-None-Match` → 304. The configured DDDs (`sync.ddds`) come with
+//! the settings: a DDD outside them is 404, one not fetched yet 503.
 //!
 //! Every route is declared once, in [`ROUTES`]: its pattern, its metrics
 //! label and its handler. A request is matched against the table segment by
@@ -23,8 +25,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use crate::catalog::{ALL_DDDS, BranchCode, DealerCode, RechargeType};
-use crate::snapshot::{Snapshot, TypeSnapshot};
-use crate::state::Shared;
+use crate::snapshot::TypeSnapshot;
+use crate::state::ApiSettings;
 use crate::time::fmt_time;
 
 use super::Api;
@@ -363,30 +365,94 @@ fn metrics(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
     Ok(r)
 }
 
-/// A catalog route: the type's snapshot, the tail `pick` chooses from it,
-/// answered with the version's head (or 304).
-fn catalog_route(
-    api: &Api,
-    req: &Req<'_>,
-    pick: impl FnOnce(&TypeSnapshot) -> Result<Bytes, ApiError>,
-) -> Result<Response, ApiError> {
-    let all = api.shared.snapshot.load();
-    let snap = type_snapshot(&api.shared, &all, &req.params.get("type")?)?;
-    let tail = pick(snap)?;
-    Ok(catalog_response(&api.shared, req.headers, snap, &tail))
+/// What a catalog route checks before it looks at the snapshot, in the
+/// contract's order: the type (404), whether the route applies to it (404)
+/// and the route's own parameters (400, 404). A request that can never
+/// succeed gets its 4xx even for a type never synced; the 503s are for one
+/// that will once the catalog (or that DDD) is synced.
+struct Scope {
+    rt: RechargeType,
+    settings: arc_swap::Guard<std::sync::Arc<ApiSettings>>,
+}
+
+impl Scope {
+    /// The `{type}` of `req`, enabled; `route` names the type the route
+    /// exists for, if only one.
+    fn of(api: &Api, req: &Req<'_>, route: Option<(RechargeType, &str)>) -> Result<Scope, ApiError> {
+        let settings = api.shared.settings.load();
+        let rt = recharge_type(&settings, &req.params.get("type")?)?;
+        if let Some((only, what)) = route
+            && rt != only
+        {
+            return Err(ApiError::not_found(format!(
+                "{what} exist only for recharge type {only}"
+            )));
+        }
+        Ok(Scope { rt, settings })
+    }
+
+    /// The `{ddd}` of `req`: a Brazilian DDD (400/404) that `sync.ddds`
+    /// lists (404 `ddd_not_configured`).
+    fn ddd(&self, req: &Req<'_>) -> Result<&'static str, ApiError> {
+        let ddd = ddd_param(&req.params.get("ddd")?)?;
+        if !self.settings.ddds.iter().any(|d| d.as_str() == ddd) {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "ddd_not_configured",
+                format!("DDD {ddd} is not in this daemon's configuration (sync.ddds)"),
+            ));
+        }
+        Ok(ddd)
+    }
+
+    /// Answers from the type's snapshot (503 `catalog_unavailable` when
+    /// there is none): the tail `pick` chooses from it, with the version's
+    /// head and ETag (or 304).
+    fn serve(
+        &self,
+        api: &Api,
+        req: &Req<'_>,
+        pick: impl FnOnce(&TypeSnapshot) -> Result<Bytes, ApiError>,
+    ) -> Result<Response, ApiError> {
+        let all = api.shared.snapshot.load();
+        let snap = all.types.get(&self.rt).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "catalog_unavailable",
+                format!("the {} catalog was never synced yet; see /v1/status", self.rt),
+            )
+        })?;
+        let tail = pick(snap)?;
+        let stale = snap.is_stale(Utc::now(), self.settings.stale_after);
+        Ok(catalog_response(req.headers, snap, stale, &tail))
+    }
+}
+
+/// 503 `not_synced` unless the snapshot holds `ddd` (configured, so it
+/// will once a sync fetched it).
+fn synced_ddd(snap: &TypeSnapshot, ddd: &str) -> Result<(), ApiError> {
+    if snap.data.has_ddd(ddd) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_synced",
+        format!("DDD {ddd} is configured but not fetched yet (no sync since it was added); see /v1/status"),
+    ))
 }
 
 fn catalog(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
-    catalog_route(api, req, |s| Ok(s.data.catalog_tail.clone()))
+    Scope::of(api, req, None)?.serve(api, req, |s| Ok(s.data.catalog_tail.clone()))
 }
 
 fn dealers(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
-    catalog_route(api, req, |s| Ok(s.data.dealers_tail.clone()))
+    Scope::of(api, req, None)?.serve(api, req, |s| Ok(s.data.dealers_tail.clone()))
 }
 
 fn dealer(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
-    catalog_route(api, req, |s| {
-        let code = dealer_param(&req.params.get("dealer")?)?;
+    let scope = Scope::of(api, req, None)?;
+    let code = dealer_param(&req.params.get("dealer")?)?;
+    scope.serve(api, req, |s| {
         s.data.dealer_tails.get(&code).cloned().ok_or_else(|| {
             ApiError::not_found(format!(
                 "no dealer {code} in the {} catalog",
@@ -396,19 +462,23 @@ fn dealer(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
     })
 }
 
+const DDD_ROUTES: Option<(RechargeType, &str)> = Some((RechargeType::Normal, "DDD routes"));
+
 fn ddd(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
-    catalog_route(api, req, |s| {
-        only(s, RechargeType::Normal, "DDD routes")?;
-        let ddd = ddd_param(&req.params.get("ddd")?)?;
+    let scope = Scope::of(api, req, DDD_ROUTES)?;
+    let ddd = scope.ddd(req)?;
+    scope.serve(api, req, |s| {
+        synced_ddd(s, ddd)?;
         Ok(s.data.ddd_tail(ddd))
     })
 }
 
 fn dealer_ddd(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
-    catalog_route(api, req, |s| {
-        only(s, RechargeType::Normal, "DDD routes")?;
-        let code = dealer_param(&req.params.get("dealer")?)?;
-        let ddd = ddd_param(&req.params.get("ddd")?)?;
+    let scope = Scope::of(api, req, DDD_ROUTES)?;
+    let code = dealer_param(&req.params.get("dealer")?)?;
+    let ddd = scope.ddd(req)?;
+    scope.serve(api, req, |s| {
+        synced_ddd(s, ddd)?;
         if !s.data.dealer_tails.contains_key(&code) {
             return Err(ApiError::not_found(format!(
                 "no dealer {code} in the normal catalog"
@@ -422,16 +492,16 @@ fn dealer_ddd(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
 }
 
 fn dealer_branch(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
-    catalog_route(api, req, |s| {
-        only(s, RechargeType::Others, "branch routes")?;
-        let code = dealer_param(&req.params.get("dealer")?)?;
-        let raw = req.params.get("branch")?;
-        let branch = BranchCode::parse(&raw).map_err(|_| {
-            ApiError::bad(format!(
-                "branch code {:?} must be 11 digits",
-                crate::catalog::clip(&raw)
-            ))
-        })?;
+    let scope = Scope::of(api, req, Some((RechargeType::Others, "branch routes")))?;
+    let code = dealer_param(&req.params.get("dealer")?)?;
+    let raw = req.params.get("branch")?;
+    let branch = BranchCode::parse(&raw).map_err(|_| {
+        ApiError::bad(format!(
+            "branch code {:?} must be 11 digits",
+            crate::catalog::clip(&raw)
+        ))
+    })?;
+    scope.serve(api, req, |s| {
         s.data
             .branch_data_tail(&code, branch.as_str())
             .cloned()
@@ -443,8 +513,8 @@ fn dealer_branch(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
     })
 }
 
-/// The served snapshot of `{rt}`, or the contract's 404/503.
-fn type_snapshot<'a>(shared: &Shared, all: &'a Snapshot, rt: &str) -> Result<&'a TypeSnapshot, ApiError> {
+/// `{rt}` as a recharge type this daemon serves, or the contract's 404s.
+fn recharge_type(settings: &ApiSettings, rt: &str) -> Result<RechargeType, ApiError> {
     let Some(t) = RechargeType::parse(rt) else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -455,20 +525,14 @@ fn type_snapshot<'a>(shared: &Shared, all: &'a Snapshot, rt: &str) -> Result<&'a
             ),
         ));
     };
-    if !shared.settings.load().enabled.contains(&t) {
+    if !settings.enabled.contains(&t) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "recharge_type_not_enabled",
             format!("recharge type {t} is not enabled in this daemon's configuration (sync.recharge_types)"),
         ));
     }
-    all.types.get(&t).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "catalog_unavailable",
-            format!("the {t} catalog was never synced yet; see /v1/status"),
-        )
-    })
+    Ok(t)
 }
 
 fn etag_matches(headers: &HeaderMap, etag: &[u8]) -> bool {
@@ -481,17 +545,16 @@ fn etag_matches(headers: &HeaderMap, etag: &[u8]) -> bool {
         .any(|t| t.as_bytes() == etag || t == "*")
 }
 
-/// A catalog answer: 304 when the client holds this version, else the body.
-fn catalog_response(shared: &Shared, headers: &HeaderMap, snap: &TypeSnapshot, tail: &Bytes) -> Response {
-    let etag = &snap.etag;
+/// A catalog answer: 304 when the client holds this version in this
+/// staleness (its ETag), else the body.
+fn catalog_response(headers: &HeaderMap, snap: &TypeSnapshot, stale: bool, tail: &Bytes) -> Response {
+    let etag = snap.etag(stale);
     let mut r = if etag_matches(headers, etag.as_bytes()) {
         let mut r = Response::new(ApiBody::Empty);
         *r.status_mut() = StatusCode::NOT_MODIFIED;
         r
     } else {
-        let stale_after = shared.settings.load().stale_after;
-        let parts = snap.body_parts(Utc::now(), stale_after, tail);
-        let mut r = Response::new(ApiBody::Parts(parts, 0));
+        let mut r = Response::new(ApiBody::Parts(snap.parts(stale, tail), 0));
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
@@ -523,16 +586,6 @@ fn ddd_param(s: &str) -> Result<&'static str, ApiError> {
         .find(|d| **d == s)
         .copied()
         .ok_or_else(|| ApiError::not_found(format!("{s} is not a Brazilian DDD")))
-}
-
-fn only(snap: &TypeSnapshot, rt: RechargeType, what: &str) -> Result<(), ApiError> {
-    if snap.version.recharge_type == rt {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!(
-            "{what} exist only for recharge type {rt}"
-        )))
-    }
 }
 
 fn status(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
