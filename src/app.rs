@@ -177,6 +177,11 @@ impl CliReceiver {
 
 /// Opens the store, saying clearly when its directory is missing.
 pub fn open_store(path: &Path) -> Result<Store, AppError> {
+    check_store_dir(path)?;
+    Ok(Store::open(path)?)
+}
+
+fn check_store_dir(path: &Path) -> Result<(), AppError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
@@ -185,7 +190,15 @@ pub fn open_store(path: &Path) -> Result<Store, AppError> {
             detail: "does not exist (create it, or set store.path)".into(),
         });
     }
-    Ok(Store::open(path)?)
+    Ok(())
+}
+
+/// The daemon's store: as [`open_store`], but a store that cannot be
+/// written or read is opened degraded (read-only, or not at all) instead of
+/// failing; only a missing directory fails.
+pub fn open_store_degraded(path: &Path) -> Result<StoreHandle, AppError> {
+    check_store_dir(path)?;
+    Ok(StoreHandle::open_or_degraded(path))
 }
 
 /// The syncer for this configuration.

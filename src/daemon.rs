@@ -239,17 +239,25 @@ impl Daemon {
     /// [`Daemon::run_until_stopped`].
     pub async fn build(config_path: &Path, cfg: Config) -> Result<Daemon, DaemonError> {
         raise_fd_limit(cfg.api.max_connections);
-        let store = StoreHandle::new(app::open_store(&cfg.store.path)?);
-        let closed = store.run(|s| s.close_interrupted_runs(Utc::now())).await?;
-        if closed > 0 {
-            tracing::warn!(
+        let store = app::open_store_degraded(&cfg.store.path)?;
+        match store.write(|s| s.close_interrupted_runs(Utc::now())).await {
+            Ok(0) => {}
+            Ok(closed) => tracing::warn!(
                 runs = closed,
                 "a previous process stopped during a sync; those runs are marked interrupted"
-            );
+            ),
+            Err(e) if store.health().is_some() => {
+                tracing::debug!(error = %e, "interrupted runs not closed: the store is degraded")
+            }
+            Err(e) => tracing::warn!(error = %e, "could not close the runs a previous process left open"),
         }
         let (client, receiver) = app::build_client(&cfg, None)?;
         let shared = Shared::new(api_settings(&cfg), client.stats());
-        shared.refresh_snapshot(&store, vec![]).await?;
+        if let Err(e) = shared.refresh_snapshot(&store, vec![]).await {
+            tracing::error!(error = %e, "the stored catalog cannot be read; starting without it");
+            store.mark_unreadable(&e);
+        }
+        shared.store_health.store(Arc::new(store.health()));
         for (rt, t) in &shared.snapshot.load().types {
             tracing::info!(recharge_type = %rt, hash = %t.version.general_hash, dealers = t.data.counts.dealers,
                 "serving the stored catalog");
@@ -350,6 +358,7 @@ impl Daemon {
 
     /// Serves the sockets and starts the worker and the schedule.
     async fn start(&mut self) -> Result<Running, DaemonError> {
+        spawn_health_mirror(&self.store, self.shared.clone());
         let cfg = &self.cfg;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let Sockets {
@@ -566,6 +575,21 @@ impl Daemon {
         self.cfg = new;
         Ok(())
     }
+}
+
+/// Keeps `/v1/status`, the metrics and the routes told of the store's
+/// health as it changes (degraded by a failed write, healed by a reopen).
+fn spawn_health_mirror(store: &StoreHandle, shared: Arc<Shared>) {
+    let mut health = store.watch_health();
+    shared
+        .store_health
+        .store(Arc::new(health.borrow_and_update().clone()));
+    tokio::spawn(async move {
+        while health.changed().await.is_ok() {
+            let h = health.borrow_and_update().clone();
+            shared.store_health.store(Arc::new(h));
+        }
+    });
 }
 
 /// Binds the catalog socket, the control socket and (authenticity-POST

@@ -125,6 +125,36 @@ impl TypeResult {
     }
 }
 
+/// How usable the store is, when it is not fully: what `/v1/status`, the
+/// metrics and the catalog routes report. `None` (no value) means healthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// `read_only`: the last catalog is served, nothing new can be
+    /// committed; `unavailable`: the store cannot be read at all.
+    pub state: StoreState,
+    /// The problem, in the store's words (a newer schema names both
+    /// versions).
+    pub reason: String,
+    /// When it was noticed (RFC 3339).
+    pub since: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreState {
+    ReadOnly,
+    Unavailable,
+}
+
+impl StoreState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreState::ReadOnly => "read_only",
+            StoreState::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// Outcome of one sync attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -206,6 +206,10 @@ impl Worker {
                 Next::Reconfigured => continue,
                 Next::Stop => break,
             };
+            // A degraded store is tried again before each job ("and retries").
+            if self.store.health().is_some() && self.store.reopen().await {
+                tracing::info!("the store was opened for writing again");
+            }
             if held_lock.is_none() {
                 match lock::acquire(&self.store_path, "carat-catalogd run (daemon)") {
                     Ok(l) => held_lock = Some(l),

@@ -107,6 +107,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub carat_stats: Arc<CaratRequests>,
     pub started_at: DateTime<Utc>,
+    /// How usable the store is (`None`: fully); mirrored from the store.
+    pub store_health: ArcSwap<Option<crate::run::StoreHealth>>,
 }
 
 impl Shared {
@@ -118,6 +120,7 @@ impl Shared {
             metrics: Metrics::default(),
             carat_stats,
             started_at: Utc::now(),
+            store_health: ArcSwap::from_pointee(None),
         })
     }
 

@@ -271,7 +271,7 @@ impl Syncer {
         let prev = held.as_ref().map(|v| v.general_hash.clone());
         let run_id = match self
             .store
-            .run(move |s| s.begin_run(rt, trigger.as_str(), force, prev.as_ref(), Utc::now()))
+            .write(move |s| s.begin_run(rt, trigger.as_str(), force, prev.as_ref(), Utc::now()))
             .await
         {
             Ok(id) => id,
@@ -415,7 +415,7 @@ impl Syncer {
         let n = pending.len();
         let result = self
             .store
-            .run(move |s| {
+            .write(move |s| {
                 let mut left = vec![];
                 let mut first_err = None;
                 for u in pending {
@@ -469,7 +469,7 @@ impl Syncer {
         let prefix = self.order_id_prefix.clone();
         let ids = self
             .store
-            .run(move |s| s.next_session_ids(&prefix, Utc::now()))
+            .write(move |s| s.next_session_ids(&prefix, Utc::now()))
             .await?;
         let s = self.retrying(stats, || self.client.begin(rt, gate, &ids)).await?;
         tracing::debug!(recharge_type = %rt, order_id = %ids.order_id, hash = %s.general_hash, "session opened");
@@ -768,7 +768,7 @@ impl Run<'_> {
         match self
             .syncer
             .store
-            .run(move |s| s.mark_unchanged(rt, &g, Utc::now(), run_id, &end))
+            .write(move |s| s.mark_unchanged(rt, &g, Utc::now(), run_id, &end))
             .await
         {
             Ok(_) => {
@@ -813,7 +813,7 @@ impl Run<'_> {
         let written = self
             .syncer
             .store
-            .run(move |s| s.replace_catalog(&c2, Utc::now(), run_id, &end))
+            .write(move |s| s.replace_catalog(&c2, Utc::now(), run_id, &end))
             .await;
         progress.committed(rt, written.is_ok());
         match written {
@@ -889,7 +889,7 @@ impl Run<'_> {
             if let Err(se) = self
                 .syncer
                 .store
-                .run(move |s| s.set_cooldown(until, &reason))
+                .write(move |s| s.set_cooldown(until, &reason))
                 .await
             {
                 let what = "could not persist the cool-down Carat asked for (a restart will not honour it)";
@@ -930,7 +930,7 @@ impl Run<'_> {
         if let Err(e) = self
             .syncer
             .store
-            .run(move |s| s.finish_run(run_id, Outcome::Failed, &e2, at))
+            .write(move |s| s.finish_run(run_id, Outcome::Failed, &e2, at))
             .await
         {
             self.stats.store_error(

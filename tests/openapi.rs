@@ -466,6 +466,7 @@ fn every_error_code_is_documented() {
                 "bad_parameter",
                 "forbidden",
                 "catalog_unavailable",
+                "store_unavailable",
                 "not_synced",
                 "ddd_not_configured",
             ]

@@ -108,6 +108,19 @@ fn catalog_metrics(o: &mut String, sh: &Shared) {
             u8::from(stale)
         );
     }
+    o.push_str("# HELP carat_catalogd_store_state 1 for the store's state: ok, read_only (the last catalog is served, nothing new can be committed) or unavailable (cannot be read).\n");
+    o.push_str("# TYPE carat_catalogd_store_state gauge\n");
+    let state = match &**sh.store_health.load() {
+        Some(h) => h.state.as_str(),
+        None => "ok",
+    };
+    for s in ["ok", "read_only", "unavailable"] {
+        let _ = writeln!(
+            o,
+            "carat_catalogd_store_state{{state=\"{s}\"}} {}",
+            u8::from(s == state)
+        );
+    }
     o.push_str("# HELP carat_catalogd_catalog_rows Rows of the served catalog by recharge type and kind.\n");
     o.push_str("# TYPE carat_catalogd_catalog_rows gauge\n");
     for rt in RechargeType::ALL {

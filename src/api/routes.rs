@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 use crate::catalog::{ALL_DDDS, BranchCode, DealerCode, RechargeType};
+use crate::run::StoreState;
 use crate::snapshot::TypeSnapshot;
 use crate::state::ApiSettings;
 use crate::time::fmt_time;
@@ -415,13 +416,21 @@ impl Scope {
         pick: impl FnOnce(&TypeSnapshot) -> Result<Bytes, ApiError>,
     ) -> Result<Response, ApiError> {
         let all = api.shared.snapshot.load();
-        let snap = all.types.get(&self.rt).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "catalog_unavailable",
-                format!("the {} catalog was never synced yet; see /v1/status", self.rt),
-            )
-        })?;
+        let snap = all
+            .types
+            .get(&self.rt)
+            .ok_or_else(|| match &**api.shared.store_health.load() {
+                Some(h) if h.state == StoreState::Unavailable => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    format!("the catalog store cannot be read: {}; see /v1/status", h.reason),
+                ),
+                _ => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "catalog_unavailable",
+                    format!("the {} catalog was never synced yet; see /v1/status", self.rt),
+                ),
+            })?;
         let tail = pick(snap)?;
         let stale = snap.is_stale(Utc::now(), self.settings.stale_after);
         Ok(catalog_response(req.headers, snap, stale, &tail))
@@ -620,6 +629,10 @@ fn status(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
         "stale_after_seconds": settings.stale_after.as_secs(),
         "types": types,
         "sync": board,
+        "store": match &**sh.store_health.load() {
+            Some(h) => json!(h),
+            None => json!({"state": "ok", "reason": null, "since": null}),
+        },
     });
     Ok(json_response(
         StatusCode::OK,

@@ -21,7 +21,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Ddd, GeneralHash, RechargeType};
-use crate::run::{Outcome, SessionIds};
+use crate::run::{Outcome, SessionIds, StoreHealth, StoreState};
 use crate::time::fmt_time;
 
 /// The migrations, in order; migration N sets `user_version` to N.
@@ -50,6 +50,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("store holds invalid data: {0}")]
     Corrupt(String),
+    #[error("store {path} is unavailable: {reason}")]
+    Unavailable { path: PathBuf, reason: String },
 }
 
 /// Reads a time of the store (RFC 3339 UTC).
@@ -131,6 +133,8 @@ pub struct Store {
     /// only by the test-only commit delay (SQLite's own interrupt is what
     /// reaches real statements).
     interrupted: Arc<AtomicBool>,
+    /// Opened read-only (every write fails).
+    read_only: bool,
 }
 
 impl Store {
@@ -164,6 +168,7 @@ impl Store {
             conn,
             path: path.to_owned(),
             interrupted: Arc::default(),
+            read_only: false,
         };
         store.migrate()?;
         Ok(store)
@@ -184,7 +189,70 @@ impl Store {
             conn,
             path: path.to_owned(),
             interrupted: Arc::default(),
+            read_only: true,
         })
+    }
+
+    /// Opens an existing store as immutable (`?immutable=1`): no locks, no
+    /// `-shm`; for a store in a directory nothing can write.
+    fn open_immutable(path: &Path) -> Result<Store, StoreError> {
+        let mut uri = String::from("file:");
+        for c in path.to_string_lossy().chars() {
+            match c {
+                '%' | '?' | '#' => uri.push_str(&format!("%{:02X}", c as u32)),
+                _ => uri.push(c),
+            }
+        }
+        uri.push_str("?immutable=1");
+        let conn = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+            interrupted: Arc::default(),
+            read_only: true,
+        })
+    }
+
+    /// Opens an existing store read-only, if its schema is the one this
+    /// binary writes (an older one would need a migration it cannot make,
+    /// a newer one may not read as this binary expects).
+    pub fn open_readonly_current(path: &Path) -> Result<Store, StoreError> {
+        let known = MIGRATIONS.len() as i64;
+        let version = |s: &Store| {
+            s.conn
+                .pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))
+        };
+        // A WAL store read-only needs its -shm file; in a directory that
+        // cannot be written it may not exist: then read it as immutable
+        // (nothing can write it meanwhile, the directory is read-only).
+        let (s, found) = match Store::open_readonly(path).and_then(|s| Ok((version(&s)?, s))) {
+            Ok((found, s)) => (s, found),
+            Err(_) => {
+                let s = Store::open_immutable(path)?;
+                let found = version(&s)?;
+                (s, found)
+            }
+        };
+        if found > known {
+            return Err(StoreError::TooNew {
+                path: path.to_owned(),
+                found,
+                known,
+            });
+        }
+        if found < known {
+            return Err(StoreError::Corrupt(format!(
+                "schema version {found} needs migrating to {known}, and the store cannot be written"
+            )));
+        }
+        Ok(s)
     }
 
     pub fn path(&self) -> &Path {
@@ -535,9 +603,17 @@ impl Store {
 }
 
 /// The store behind a mutex, used only inside `spawn_blocking`, so no
-/// connection or guard is ever held across an `.await`.
+/// connection or guard is ever held across an `.await`. It may be
+/// degraded: opened read-only (the last catalog is served, nothing new can
+/// be written) or not open at all (unreadable); [`StoreHandle::health`]
+/// says which and why, [`StoreHandle::reopen`] tries again.
 #[derive(Clone)]
-pub struct StoreHandle(Arc<Mutex<Store>>, Arc<Interrupter>);
+pub struct StoreHandle {
+    inner: Arc<Mutex<Option<Store>>>,
+    interrupter: Arc<Mutex<Option<Interrupter>>>,
+    health: Arc<tokio::sync::watch::Sender<Option<StoreHealth>>>,
+    path: PathBuf,
+}
 
 /// Reaches a running job from outside the mutex: SQLite's interrupt, and
 /// the flag that also ends the test-only commit delay (`crate::testhooks`).
@@ -546,13 +622,157 @@ struct Interrupter {
     flag: Arc<AtomicBool>,
 }
 
-impl StoreHandle {
-    pub fn new(store: Store) -> Self {
-        let interrupter = Interrupter {
+impl Interrupter {
+    fn of(store: &Store) -> Self {
+        Interrupter {
             sqlite: store.conn.get_interrupt_handle(),
             flag: store.interrupted.clone(),
+        }
+    }
+}
+
+/// Whether an error says the store cannot take writes (rather than that
+/// one statement was wrong): read-only file or filesystem, permissions,
+/// disk full, I/O, locked.
+pub fn is_write_failure(e: &StoreError) -> bool {
+    use rusqlite::ErrorCode as C;
+    let code = match e {
+        StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
+        | StoreError::Open {
+            source: rusqlite::Error::SqliteFailure(f, _),
+            ..
+        } => f.code,
+        _ => return false,
+    };
+    matches!(
+        code,
+        C::ReadOnly
+            | C::DiskFull
+            | C::CannotOpen
+            | C::PermissionDenied
+            | C::SystemIoFailure
+            | C::DatabaseBusy
+            | C::DatabaseLocked
+    )
+}
+
+fn health(state: StoreState, e: &StoreError) -> StoreHealth {
+    StoreHealth {
+        state,
+        reason: crate::text::outside(&e.to_string()),
+        since: fmt_time(Utc::now()),
+    }
+}
+
+impl StoreHandle {
+    pub fn new(store: Store) -> Self {
+        let path = store.path.clone();
+        let interrupter = Interrupter::of(&store);
+        StoreHandle {
+            inner: Arc::new(Mutex::new(Some(store))),
+            interrupter: Arc::new(Mutex::new(Some(interrupter))),
+            health: Arc::new(tokio::sync::watch::channel(None).0),
+            path,
+        }
+    }
+
+    /// Opens the store at `path` for the daemon, degraded rather than not at
+    /// all: when it cannot be opened for writing, read-only (if its schema
+    /// is this binary's); when it cannot be read (corrupt, a newer schema),
+    /// not open, the reason kept.
+    pub fn open_or_degraded(path: &Path) -> Self {
+        let e = match Store::open(path) {
+            Ok(s) => return StoreHandle::new(s),
+            Err(e) => e,
         };
-        StoreHandle(Arc::new(Mutex::new(store)), Arc::new(interrupter))
+        let unreadable = matches!(e, StoreError::TooNew { .. } | StoreError::Corrupt(_))
+            || matches!(&e, StoreError::Open { source: rusqlite::Error::SqliteFailure(f, _), .. }
+                if matches!(f.code, rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt));
+        let (store, state) = if unreadable {
+            (None, StoreState::Unavailable)
+        } else {
+            match Store::open_readonly_current(path) {
+                Ok(s) => (Some(s), StoreState::ReadOnly),
+                Err(_) => (None, StoreState::Unavailable),
+            }
+        };
+        let h = health(state, &e);
+        tracing::error!(path = %path.display(), state = state.as_str(), reason = %h.reason,
+            "the store is degraded; serving what it can and trying again before each sync");
+        let interrupter = store.as_ref().map(Interrupter::of);
+        StoreHandle {
+            inner: Arc::new(Mutex::new(store)),
+            interrupter: Arc::new(Mutex::new(interrupter)),
+            health: Arc::new(tokio::sync::watch::channel(Some(h)).0),
+            path: path.to_owned(),
+        }
+    }
+
+    /// How usable the store is (`None`: fully).
+    pub fn health(&self) -> Option<StoreHealth> {
+        self.health.borrow().clone()
+    }
+
+    /// Changes of [`StoreHandle::health`].
+    pub fn watch_health(&self) -> tokio::sync::watch::Receiver<Option<StoreHealth>> {
+        self.health.subscribe()
+    }
+
+    fn set_health(&self, h: Option<StoreHealth>) {
+        self.health.send_if_modified(|cur| {
+            let changed = cur.as_ref().map(|c| c.state) != h.as_ref().map(|n| n.state);
+            if changed {
+                match &h {
+                    Some(n) => tracing::error!(state = n.state.as_str(), reason = %n.reason,
+                        "the store is degraded; the last catalog stays served"),
+                    None => tracing::info!("the store takes writes again"),
+                }
+                *cur = h;
+            }
+            changed
+        });
+    }
+
+    /// Marks the store unreadable (`e` says why): reading its catalog
+    /// failed. It is opened again before the next sync.
+    pub fn mark_unreadable(&self, e: &StoreError) {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.set_health(Some(health(StoreState::Unavailable, e)));
+    }
+
+    /// A degraded store is opened again, for writing; true when it now is.
+    pub async fn reopen(&self) -> bool {
+        let Some(was) = self.health() else {
+            return true;
+        };
+        let writable = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|s| !s.read_only);
+        if writable && was.state == StoreState::ReadOnly {
+            // Open for writing all along (a write failed): the next write says.
+            return false;
+        }
+        let path = self.path.clone();
+        match tokio::task::spawn_blocking(move || Store::open(&path)).await {
+            Ok(Ok(store)) => {
+                *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) = Some(Interrupter::of(&store));
+                *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some(store);
+                self.set_health(None);
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "the store still cannot be opened for writing");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the store's reopen task failed");
+                false
+            }
+        }
     }
 
     /// Interrupts the SQL statement running now, if any (it fails with
@@ -560,21 +780,60 @@ impl StoreHandle {
     /// started later runs, so a caller that means it calls this until its
     /// job returns. For the shutdown's deadline only.
     pub fn interrupt(&self) {
-        self.1.flag.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.1.sqlite.interrupt();
+        if let Some(i) = self
+            .interrupter
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            i.flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            i.sqlite.interrupt();
+        }
     }
 
+    /// Runs `f` on the store (a blocking thread). A store that is not open
+    /// answers [`StoreError::Unavailable`].
     pub async fn run<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
-        let inner = self.0.clone();
+        let inner = self.inner.clone();
+        let path = self.path.clone();
+        let reason = self.health().map(|h| h.reason);
         tokio::task::spawn_blocking(move || {
             let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
-            f(&mut guard)
+            match guard.as_mut() {
+                Some(store) => f(store),
+                None => Err(StoreError::Unavailable {
+                    path,
+                    reason: reason.unwrap_or_else(|| "not open".into()),
+                }),
+            }
         })
         .await
         .map_err(StoreError::Task)?
+    }
+
+    /// [`StoreHandle::run`] for a job that writes: a failure that says the
+    /// store cannot take writes degrades it (read-only: the last catalog
+    /// stays served); a success heals a degradation a write caused.
+    pub async fn write<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let r = self.run(f).await;
+        match &r {
+            Ok(_) => {
+                if self.health().is_some_and(|h| h.state == StoreState::ReadOnly) {
+                    self.set_health(None);
+                }
+            }
+            Err(e) if is_write_failure(e) && self.health().is_none() => {
+                self.set_health(Some(health(StoreState::ReadOnly, e)));
+            }
+            Err(_) => {}
+        }
+        r
     }
 }
 
@@ -607,4 +866,74 @@ fn finish_run_in(
         ],
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A write refused because the store cannot take writes degrades the
+    /// handle to read-only (reads go on); reopening it for writing heals it.
+    #[tokio::test]
+    async fn a_refused_write_degrades_and_a_reopen_heals() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("catalog.db");
+        drop(Store::open(&path).expect("create"));
+        let h = StoreHandle::new(Store::open_readonly(&path).expect("ro"));
+        assert_eq!(h.health(), None);
+        let seen = h.watch_health();
+        let e = h
+            .write(|s| s.set_cooldown(Utc::now(), "test"))
+            .await
+            .expect_err("a read-only handle cannot write");
+        assert!(is_write_failure(&e), "{e}");
+        let got = h.health().expect("degraded");
+        assert_eq!(got.state, StoreState::ReadOnly);
+        assert!(
+            got.reason.contains("readonly") || got.reason.contains("read-only"),
+            "{}",
+            got.reason
+        );
+        assert!(seen.has_changed().expect("sender alive"), "watchers are told");
+        h.run(|s| s.version(RechargeType::Normal))
+            .await
+            .expect("reads still work");
+        // A statement that is merely wrong does not degrade a healthy store.
+        assert!(h.reopen().await, "reopened for writing");
+        assert_eq!(h.health(), None);
+        let e = h
+            .write(|s| Ok(s.conn.execute("SELECT nope", [])?))
+            .await
+            .expect_err("bad sql");
+        assert!(!is_write_failure(&e));
+        assert_eq!(h.health(), None);
+        h.write(|s| s.set_cooldown(Utc::now(), "test"))
+            .await
+            .expect("writes again");
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_store_answers_unavailable_and_names_the_problem() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("catalog.db");
+        drop(Store::open(&path).expect("create"));
+        rusqlite::Connection::open(&path)
+            .expect("open")
+            .pragma_update(None, "user_version", 99)
+            .expect("bump");
+        let h = StoreHandle::open_or_degraded(&path);
+        let got = h.health().expect("degraded");
+        assert_eq!(got.state, StoreState::Unavailable);
+        assert!(
+            got.reason.contains("99") && got.reason.contains("(2)"),
+            "{}",
+            got.reason
+        );
+        let e = h
+            .run(|s| s.version(RechargeType::Normal))
+            .await
+            .expect_err("not open");
+        assert!(matches!(e, StoreError::Unavailable { .. }), "{e}");
+        assert!(!h.reopen().await, "still newer than this binary");
+    }
 }

@@ -1,0 +1,219 @@
+//! A store that cannot be written or read: the real daemon starts anyway,
+//! serves the last catalog it can read (or answers 503 naming the problem),
+//! reports it in `/v1/status` and the metrics, and recovers by itself once
+//! the store is usable again. The store is made unwritable with file modes;
+//! when the tests run as root (who ignores them) the daemon runs as
+//! `nobody` through `setpriv`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use carat_catalogd::sim::{GenSpec, SimCatalog};
+use common::*;
+use serde_json::Value;
+
+const NOBODY: u32 = 65534;
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Everything under `dir` (and `dir`) to `nobody`, so the daemon can read
+/// its config and keys when it runs as `nobody`.
+fn give_to_nobody(dir: &Path) {
+    let uid = rustix::fs::Uid::from_raw(NOBODY);
+    let gid = rustix::fs::Gid::from_raw(NOBODY);
+    let mut todo = vec![dir.to_owned()];
+    while let Some(p) = todo.pop() {
+        rustix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+        if p.is_dir() {
+            todo.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+}
+
+/// Starts the daemon of `d` again, as `nobody` when we are root.
+fn spawn_unprivileged(d: &mut DaemonProc) {
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&d.stderr)
+        .unwrap();
+    let mut cmd = if is_root() {
+        give_to_nobody(d.dir.path());
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin());
+        c
+    } else {
+        std::process::Command::new(bin())
+    };
+    let child = cmd
+        .args(["--config", d.config.to_str().unwrap(), "run"])
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .unwrap();
+    d.child = Some(child);
+}
+
+/// A daemon whose store lives in `store/` (a directory of its own, so it
+/// can be made read-only while the sockets' directory stays writable),
+/// first synced, then stopped.
+async fn synced_then_stopped(sim: &carat_catalogd::sim::SimHandle) -> (DaemonProc, Value) {
+    let mut d = DaemonProc::start(
+        sim,
+        DaemonOpts {
+            types: r#"["normal"]"#,
+            ..Default::default()
+        },
+    )
+    .await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let (_, before) = d.get("/v1/catalogs/normal/ddds/11").await;
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(30)).await.success());
+    let store_dir = d.dir.path().join("store");
+    std::fs::create_dir(&store_dir).unwrap();
+    for f in [
+        "catalog.db",
+        "catalog.db-wal",
+        "catalog.db-shm",
+        "catalog.db.lock",
+    ] {
+        let from = d.dir.path().join(f);
+        if from.exists() {
+            std::fs::rename(&from, store_dir.join(f)).unwrap();
+        }
+    }
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let old = format!("path = \"{}/catalog.db\"", d.dir.path().display());
+    assert!(cfg.contains(&old), "{cfg}");
+    let new = format!("path = \"{}/store/catalog.db\"", d.dir.path().display());
+    std::fs::write(&d.config, cfg.replace(&old, &new)).unwrap();
+    d.db = store_dir.join("catalog.db");
+    (d, before)
+}
+
+async fn metrics(d: &DaemonProc) -> String {
+    let (status, _, body) = raw(d, "GET", "/metrics", &[]).await;
+    assert_eq!(status, 200);
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_written_serves_the_last_catalog_and_recovers() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 3,
+        ddds: 67,
+        ranges: 1,
+    }))
+    .await;
+    let (mut d, before) = synced_then_stopped(&sim).await;
+    let store_dir = d.db.parent().unwrap().to_owned();
+    chmod(&d.db, 0o444);
+    chmod(&store_dir, 0o555);
+
+    spawn_unprivileged(&mut d);
+    d.wait_ready().await;
+    let (s, v) = d.get("/v1/catalogs/normal/ddds/11").await;
+    assert_eq!(s, 200, "{v}\n{}", d.log());
+    assert_eq!(v["general_hash"], before["general_hash"]);
+    assert_eq!(v["dealers"], before["dealers"], "the last catalog is served");
+    let (_, st) = d.get("/v1/status").await;
+    assert_eq!(st["store"]["state"], "read_only", "{st}");
+    assert!(
+        st["store"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{st}"
+    );
+    assert!(
+        metrics(&d)
+            .await
+            .contains("carat_catalogd_store_state{state=\"read_only\"} 1")
+    );
+
+    // Writable again: the next check reopens it, syncs and says so.
+    chmod(&store_dir, 0o755);
+    chmod(&d.db, 0o644);
+    let t0 = Instant::now();
+    loop {
+        let _ = d.cli(&["resync"]);
+        let (_, st) = d.get("/v1/status").await;
+        if st["store"]["state"] == "ok" && st["sync"]["last_run"]["results"][0]["outcome"] != "failed" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "never recovered: {st}\n{}",
+            d.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        metrics(&d)
+            .await
+            .contains("carat_catalogd_store_state{state=\"ok\"} 1")
+    );
+    assert_eq!(d.get("/v1/catalogs/normal/ddds/11").await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_read_starts_and_answers_503_naming_the_problem() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 2,
+        ddds: 67,
+        ranges: 1,
+    }))
+    .await;
+    for (setup, expect) in [
+        ("newer", vec!["schema version 99", "(2)"]),
+        ("corrupt", vec!["not a database"]),
+    ] {
+        let (mut d, _) = synced_then_stopped(&sim).await;
+        match setup {
+            "newer" => {
+                let c = rusqlite::Connection::open(&d.db).unwrap();
+                c.pragma_update(None, "user_version", 99).unwrap();
+            }
+            _ => {
+                let _ = std::fs::remove_file(d.db.with_extension("db-wal"));
+                let _ = std::fs::remove_file(d.db.with_extension("db-shm"));
+                std::fs::write(&d.db, b"this is not a database, just forty bytes.".repeat(200)).unwrap();
+            }
+        }
+        d.spawn("info");
+        d.wait_ready().await;
+        let (s, v) = d.get("/v1/catalogs/normal/ddds/11").await;
+        assert_eq!(s, 503, "{setup}: {v}");
+        assert_eq!(v["error"]["code"], "store_unavailable", "{setup}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or_default();
+        for e in &expect {
+            assert!(msg.contains(e), "{setup}: {msg}");
+        }
+        let (_, st) = d.get("/v1/status").await;
+        assert_eq!(st["store"]["state"], "unavailable", "{setup}: {st}");
+        assert!(
+            metrics(&d)
+                .await
+                .contains("carat_catalogd_store_state{state=\"unavailable\"} 1")
+        );
+        // Still serving, and still refusing to touch the store.
+        let out = d.cli(&["resync"]);
+        assert!(!out.status.success());
+        assert_eq!(d.get("/v1/health").await.0, 200);
+        if setup == "newer" {
+            let c = rusqlite::Connection::open(&d.db).unwrap();
+            let v: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            assert_eq!(v, 99, "the newer store was not touched");
+        }
+    }
+}
