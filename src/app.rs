@@ -90,6 +90,7 @@ pub struct BoundReceiver {
     listener: tokio::net::TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
+    allow_from: Vec<crate::net::Cidr>,
 }
 
 /// Binds the authenticity-POST receiver (`carat.authenticity_post`).
@@ -118,6 +119,7 @@ pub async fn bind_receiver(cfg: &Config, receiver: &AuthenticityReceiver) -> Res
         listener,
         tls,
         router: receiver.router(),
+        allow_from: a.allow_from.clone(),
     })
 }
 
@@ -133,6 +135,7 @@ impl BoundReceiver {
             self.tls,
             self.router,
             crate::carat::auth::RECEIVER_LIMITS,
+            self.allow_from,
             shutdown,
         ))
     }

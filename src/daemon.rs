@@ -537,7 +537,11 @@ impl Daemon {
         let auth_changed = match (&old.carat.auth, &new.carat.auth) {
             (AuthConfig::Signature { .. }, AuthConfig::Signature { .. }) => false,
             (AuthConfig::AuthenticityPost(a), AuthConfig::AuthenticityPost(b)) => {
-                a.listen != b.listen || a.path != b.path || a.tls != b.tls || a.forward_url != b.forward_url
+                a.listen != b.listen
+                    || a.path != b.path
+                    || a.tls != b.tls
+                    || a.forward_url != b.forward_url
+                    || a.allow_from != b.allow_from
             }
             _ => true,
         };

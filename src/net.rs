@@ -254,8 +254,14 @@ pub enum Listener {
     Tcp {
         listener: TcpListener,
         tls: Option<TlsAcceptor>,
+        /// Peers allowed (empty: any); others are closed at accept, before
+        /// they take a connection slot or a handshake.
+        allow_from: Arc<Vec<Cidr>>,
     },
 }
+
+/// Connections closed at accept for coming from outside `allow_from`.
+static REFUSED_PEERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// An accepted connection, not yet ready for HTTP (TLS still to do).
 enum Accepted {
@@ -267,11 +273,24 @@ impl Listener {
     async fn accept(&self) -> io::Result<Accepted> {
         match self {
             Listener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
-            Listener::Tcp { listener, tls } => {
+            Listener::Tcp {
+                listener,
+                tls,
+                allow_from,
+            } => loop {
                 let (tcp, peer) = listener.accept().await?;
+                if !allow_from.is_empty() && !allow_from.iter().any(|n| n.contains(peer.ip())) {
+                    // Logged at 1, 2, 4, 8... refusals: a flood cannot flood the log.
+                    let n = REFUSED_PEERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(peer = %peer.ip(), refused_so_far = n,
+                            "connection from outside the allowed networks (allow_from); closed");
+                    }
+                    continue;
+                }
                 let _ = tcp.set_nodelay(true);
-                Ok(Accepted::Tcp(tcp, tls.clone(), peer))
-            }
+                return Ok(Accepted::Tcp(tcp, tls.clone(), peer));
+            },
         }
     }
 }
@@ -812,20 +831,26 @@ pub async fn serve_tcp(
     router: Router,
     shutdown: impl Future<Output = ()>,
 ) {
-    serve_tcp_with(listener, tls, router, Limits::default(), shutdown).await
+    serve_tcp_with(listener, tls, router, Limits::default(), vec![], shutdown).await
 }
 
-/// [`serve_tcp`] with other limits.
+/// [`serve_tcp`] with other limits, and only for peers in `allow_from`
+/// (empty: any).
 pub async fn serve_tcp_with(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     router: Router,
     limits: Limits,
+    allow_from: Vec<Cidr>,
     shutdown: impl Future<Output = ()>,
 ) {
     let (tx, rx) = watch::channel(false);
     let serving = serve(
-        Listener::Tcp { listener, tls },
+        Listener::Tcp {
+            listener,
+            tls,
+            allow_from: Arc::new(allow_from),
+        },
         router_service(router),
         limits,
         rx,

@@ -109,6 +109,9 @@ pub struct Shared {
     pub started_at: DateTime<Utc>,
     /// How usable the store is (`None`: fully); mirrored from the store.
     pub store_health: ArcSwap<Option<crate::run::StoreHealth>>,
+    /// One snapshot refresh at a time: a refresh that read older settings
+    /// cannot store its snapshot after a newer one's.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             carat_stats,
             started_at: Utc::now(),
             store_health: ArcSwap::from_pointee(None),
+            refreshing: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -179,6 +183,7 @@ impl Shared {
         store: &StoreHandle,
         committed: Vec<RechargeType>,
     ) -> Result<(), StoreError> {
+        let _one_at_a_time = self.refreshing.lock().await;
         let settings = (**self.settings.load()).clone();
         let current = self.snapshot.load_full();
         let (snap, rebuilt) =

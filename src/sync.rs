@@ -211,6 +211,11 @@ impl RunStats {
                 .map(|h| h.as_str().to_owned()),
             warnings: w.total(),
             warning_sample: w.sample(),
+            // A run that succeeded despite a store failure says so too.
+            error: {
+                let errs = self.store_errors.lock().unwrap_or_else(|e| e.into_inner());
+                (!errs.is_empty()).then(|| format!("also: {}", errs.join("; ")))
+            },
             ..Default::default()
         }
     }
@@ -351,20 +356,21 @@ impl Syncer {
     }
 
     /// Attempts until one ends other than by the table moving (at most
-    /// `sync.max_restarts` fresh starts); each may download one catalog's
-    /// worth (`carat.max_catalog_bytes`).
+    /// `sync.max_restarts` fresh starts); together they may download
+    /// `carat.max_catalog_bytes` (the whole run's download, restarts
+    /// included).
     async fn attempts(
         &self,
         run: &Run<'_>,
         force: bool,
         progress: &dyn Progress,
     ) -> Result<Attempt, FetchError> {
+        let budget = DownloadBudget::new(self.max_catalog_bytes);
+        let this = Syncer {
+            client: self.client.with_budget(budget.clone()),
+            ..self.clone()
+        };
         loop {
-            let budget = DownloadBudget::new(self.max_catalog_bytes);
-            let this = Syncer {
-                client: self.client.with_budget(budget.clone()),
-                ..self.clone()
-            };
             let r = this.attempt(run, force, progress).await;
             run.stats.downloaded.store(budget.used(), Ordering::Relaxed);
             match r {
@@ -407,7 +413,7 @@ impl Syncer {
 
     /// Writes the run ends the store refused earlier; keeps those it still
     /// refuses.
-    async fn record_unrecorded(&self) {
+    pub async fn record_unrecorded(&self) {
         let pending = std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()));
         if pending.is_empty() {
             return;
@@ -789,6 +795,18 @@ impl Run<'_> {
     async fn commit(self, catalog: Catalog, force: bool, progress: &dyn Progress) -> TypeResult {
         let (rt, run_id) = (self.rt, self.run_id);
         let counts = catalog.counts();
+        let new_counts = NewCounts {
+            dealers: counts.dealers,
+            valued_branch_data: catalog
+                .branch_data
+                .values()
+                .filter(|d| {
+                    d.categories
+                        .iter()
+                        .any(|c| !c.amount_ranges.is_empty() || !c.fixed_amounts.is_empty())
+                })
+                .count() as u64,
+        };
         let ddds = self.syncer.sync.ddds.clone();
         let held = match self.syncer.store.run(move |s| s.held_counts(rt, &ddds)).await {
             Ok(h) => h,
@@ -800,7 +818,7 @@ impl Run<'_> {
                 return self.fail("store", msg, None, None).await;
             }
         };
-        if let Some((kind, msg)) = self.refusal(&counts, &held, force) {
+        if let Some((kind, msg)) = self.refusal(&new_counts, &held, force) {
             return self.fail(kind, msg, None, None).await;
         }
         let hash = catalog.general_hash.clone();
@@ -838,7 +856,7 @@ impl Run<'_> {
     /// forced): it is empty, or it keeps too little of it.
     fn refusal(
         &self,
-        new: &crate::catalog::CatalogCounts,
+        new: &NewCounts,
         held: &crate::store::HeldCounts,
         force: bool,
     ) -> Option<(&'static str, String)> {
@@ -858,15 +876,15 @@ impl Run<'_> {
         }
         let pct = sync.min_keep_percent as u64;
         let short = |kept: u64, had: u64| had > 0 && kept * 100 < had * pct;
-        let (d, b) = (new.dealers as u64, new.branch_data as u64);
+        let (d, b) = (new.dealers as u64, new.valued_branch_data);
         if !short(d, held.dealers) && !short(b, held.branch_data) {
             return None;
         }
         Some((
             "shrunk_catalog",
             format!(
-                "the new catalog keeps {d} of the {} dealers held and {b} of the {} branch-data entries held for the \
-             configured DDDs/branches, less than sync.min_keep_percent = {pct}%; refusing to replace the current \
+                "the new catalog keeps {d} of the {} dealers held and {b} of the {} branch-data entries with values held \
+             for the configured DDDs/branches, less than sync.min_keep_percent = {pct}%; refusing to replace the current \
              catalog ({how} {}`, or lower sync.min_keep_percent)",
                 held.dealers, held.branch_data, self.rt
             ),
@@ -955,6 +973,13 @@ impl Run<'_> {
         r.retry_after = retry_after;
         r
     }
+}
+
+/// What the shrink guard compares with the catalog held.
+struct NewCounts {
+    dealers: usize,
+    /// Branch-data entries with at least one value range or fixed value.
+    valued_branch_data: u64,
 }
 
 enum Attempt {

@@ -27,18 +27,31 @@ fn interpreted(c: char) -> bool {
 /// `s` clipped to [`OUTSIDE_MAX`] characters (then `… (N chars)` tells
 /// how long it was), every interpreted character replaced by U+FFFD.
 pub fn outside(s: &str) -> String {
-    let mut out = String::with_capacity(s.len().min(OUTSIDE_MAX * 4));
+    clipped(s, OUTSIDE_MAX)
+}
+
+/// [`outside`] with a tighter bound: for codes and ids (`max` characters).
+pub fn clipped(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max * 4));
     let mut n = 0usize;
     for c in s.chars() {
-        if n < OUTSIDE_MAX {
+        if n < max {
             out.push(if interpreted(c) { REPLACEMENT } else { c });
         }
         n += 1;
     }
-    if n > OUTSIDE_MAX {
+    if n > max {
         out.push_str(&format!("… ({n} chars)"));
     }
     out
+}
+
+/// Characters of a code or an id from outside kept in a message.
+pub const CODE_MAX: usize = 40;
+
+/// A code or an id from outside, for a message: [`clipped`] to [`CODE_MAX`].
+pub fn clipped_code(s: &str) -> String {
+    clipped(s, CODE_MAX)
 }
 
 /// Outside text, bounded and neutralised ([`outside`]) when made.

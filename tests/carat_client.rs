@@ -571,9 +571,16 @@ async fn the_receiver_takes_only_allowed_peers_and_waiting_orders() {
         }
     };
     let post = |url: String, order: &str| {
+        // The guessed order's POST carries another NIT, so the grant shows
+        // which POST the session took.
+        let nit = if order.starts_with("CATSYNC1796") {
+            "f"
+        } else {
+            "e"
+        }
+        .repeat(64);
         let body = format!(
-            "merchantUSN=91&merchantId={MERCHANT_ID}&orderId={order}&nit={}&generalHash=85E791AD85E791AD",
-            "e".repeat(64)
+            "merchantUSN=91&merchantId={MERCHANT_ID}&orderId={order}&nit={nit}&generalHash=85E791AD85E791AD"
         );
         async move {
             reqwest::Client::new()
@@ -648,4 +655,44 @@ async fn the_daemon_receiver_refuses_a_flood_with_503() {
     let _ = tokio::time::timeout(Duration::from_secs(5), extra.read_to_string(&mut got)).await;
     assert!(got.starts_with("HTTP/1.1 503"), "{got:?}");
     assert!(got.contains("\"overloaded\""), "{got}");
+}
+
+/// A peer outside `allow_from` is closed at accept: it never holds one of
+/// the receiver's connection slots (a flood from outside cannot lock
+/// Carat's POST out), even when it sends nothing.
+#[tokio::test]
+async fn peers_outside_allow_from_are_closed_before_taking_a_slot() {
+    use carat_catalogd::carat::auth::{AuthenticityReceiver, ReceiverSettings};
+    use tokio::io::AsyncReadExt;
+    let rx = AuthenticityReceiver::new(ReceiverSettings {
+        merchant_id: MERCHANT_ID.into(),
+        path: "/carat/authenticity".into(),
+        forward_url: None,
+        allow_from: vec![],
+    });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let limits = carat_catalogd::net::Limits {
+        max_connections: 2,
+        ..carat_catalogd::carat::auth::RECEIVER_LIMITS
+    };
+    tokio::spawn(carat_catalogd::net::serve_tcp_with(
+        l,
+        None,
+        rx.router(),
+        limits,
+        vec![carat_catalogd::net::Cidr::parse("10.0.0.0/8").unwrap()],
+        std::future::pending(),
+    ));
+    let mut idle = vec![];
+    for _ in 0..5 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut b = [0u8; 64];
+        let r = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b)).await;
+        assert!(
+            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+            "a peer outside allow_from was kept open (it would hold a slot for the head timeout)"
+        );
+        idle.push(c);
+    }
 }

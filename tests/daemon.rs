@@ -729,8 +729,12 @@ async fn reloaded_ddds_and_types_are_fetched_at_once_and_dropped_ones_are_not_se
     let (s, v) = d.get("/v1/catalogs/normal/ddds/11").await;
     assert_eq!(s, 200);
     assert!(dealers_in(&v) > 0);
-    let (_, v) = d.get("/v1/catalogs/normal/ddds/21").await;
-    assert_eq!(dealers_in(&v), 0, "DDD 21 is not configured yet: {v}");
+    let (s, v) = d.get("/v1/catalogs/normal/ddds/21").await;
+    assert_eq!(
+        (s, &v["error"]["code"]),
+        (404, &Value::from("ddd_not_configured")),
+        "{v}"
+    );
     let hash = d.get("/v1/catalogs/normal").await.1["general_hash"].clone();
 
     let reload = |from: &str, to: &str| {
@@ -783,8 +787,8 @@ async fn reloaded_ddds_and_types_are_fetched_at_once_and_dropped_ones_are_not_se
         r#"recharge_types = ["normal"]"#,
     );
     d.signal(libc::SIGHUP);
-    served("/v1/catalogs/normal/ddds/21", |_, v| {
-        v["dealers"].as_array().is_none_or(|a| a.is_empty())
+    served("/v1/catalogs/normal/ddds/21", |s, v| {
+        s == 404 && v["error"]["code"] == "ddd_not_configured"
     })
     .await;
     served("/v1/catalogs/others", |s, _| s == 404).await;

@@ -568,7 +568,7 @@ async fn hostile_texts_from_carat_are_clipped_and_neutralised_everywhere() {
     .await;
     d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
     let forged = "2026-12-01T00:00:00.000000Z ERROR carat_catalogd: forged line";
-    let code = format!("\x1b[2J{}", "7".repeat(1_000_000));
+    let code = format!("\u{202E}\x1b[2J{}", "7".repeat(1_000_000));
     let message = format!("ok\n{forged}\x1b[31m\r\u{202E}{}", "x".repeat(100_000));
     for (ep, kind) in [
         (

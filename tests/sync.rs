@@ -550,6 +550,26 @@ async fn a_catalog_that_keeps_too_little_is_refused_unless_forced() {
     assert_eq!(first.outcome, Outcome::Updated);
     let before = dump_catalog(&db);
 
+    // Every dealer kept, but most DDDs' values gone (categories blanked):
+    // refused too, the message says what was lost.
+    let original = sim.catalog();
+    let mut blank = original.clone();
+    for per_ddd in blank.types.get_mut("normal").unwrap().ddd_data.values_mut() {
+        for (ddd, data) in per_ddd.iter_mut() {
+            if ddd.as_str() > "21" {
+                data.categories.clear();
+            }
+        }
+    }
+    sim.set_catalog(blank);
+    let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
+    assert_eq!(r.outcome, Outcome::Failed, "blank categories were committed");
+    let msg = r.error.unwrap_or_default();
+    assert!(msg.contains("keeps 10 of the 10 dealers held"), "{msg}");
+    assert!(msg.contains("branch-data entries with values"), "{msg}");
+    assert_eq!(dump_catalog(&db), before);
+    sim.set_catalog(original);
+
     // Four of ten dealers kept: below the default 50%.
     let mut shrunk = sim.catalog();
     let t = shrunk.types.get_mut("normal").unwrap();

@@ -628,10 +628,10 @@ fn esitef_message(body: &[u8]) -> Option<Outside> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let obj = v.as_object()?.values().next()?;
     let e = obj.get("esitef")?;
-    // A code is short (as on a 200 answer: `catalog::clip`).
+    // A code is short (as on a 200 answer).
     let code = e.get("code").map(|c| match c.as_str() {
-        Some(s) => crate::catalog::clip(s),
-        None => crate::catalog::clip(&c.to_string()),
+        Some(s) => crate::text::clipped(s, crate::text::CODE_MAX),
+        None => crate::text::clipped(&c.to_string(), crate::text::CODE_MAX),
     });
     let msg = e
         .get("message")

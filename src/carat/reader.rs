@@ -196,7 +196,7 @@ pub fn esitef_failure(e: &Option<wire::Esitef>) -> Option<(String, String)> {
             if code.is_empty() {
                 "(none)".to_owned()
             } else {
-                clip(code)
+                crate::text::clipped_code(code)
             },
             clip_message(e.message.as_deref().unwrap_or("")),
         ))

@@ -100,6 +100,7 @@ pub struct RunEnd {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HeldCounts {
     pub dealers: u64,
+    /// Branch-data entries with at least one value range or fixed value.
     pub branch_data: u64,
 }
 
@@ -428,18 +429,24 @@ impl Store {
     }
 
     /// How much the committed catalog of `rt` holds (cheap: no load): its
-    /// dealers, and its branch-data entries still asked for (for `normal`,
-    /// those of a DDD in `ddds`; a DDD dropped from the config is not a
-    /// shrink).
+    /// dealers, and its branch-data entries that offer at least one value
+    /// and are still asked for (for `normal`, those of a DDD in `ddds`; a
+    /// DDD dropped from the config is not a shrink).
     pub fn held_counts(&self, rt: RechargeType, ddds: &[Ddd]) -> Result<HeldCounts, StoreError> {
         let dealers: i64 = self.conn.query_row(
             "SELECT count(*) FROM dealer WHERE recharge_type = ?1",
             params![rt.as_str()],
             |r| r.get(0),
         )?;
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT ddd, count(*) FROM branch_data WHERE recharge_type = ?1 GROUP BY ddd")?;
+        // Entries with at least one value: what a sale can use.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT bd.ddd, count(*) FROM branch_data bd
+             WHERE bd.recharge_type = ?1 AND EXISTS (
+               SELECT 1 FROM category c WHERE c.branch_data_id = bd.id AND (
+                 EXISTS (SELECT 1 FROM amount_range a WHERE a.category_id = c.id)
+                 OR EXISTS (SELECT 1 FROM fixed_amount f WHERE f.category_id = c.id)))
+             GROUP BY bd.ddd",
+        )?;
         let rows = stmt.query_map(params![rt.as_str()], |r| {
             Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
         })?;
