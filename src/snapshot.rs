@@ -124,8 +124,12 @@ impl TypeSnapshot {
                 fmt_time(version.checked_at),
             ))
         };
+        // The same hash with another set of DDDs held (a config change, a
+        // refetch of added DDDs) is other content: its ETag says so. All 67
+        // (the default) keep the plain `"<hash>"`.
+        let ddds = ddd_set_tag(&data.fetched_ddds);
         let etag = |suffix: &str| {
-            HeaderValue::from_str(&format!("\"{}{suffix}\"", version.general_hash.as_str()))
+            HeaderValue::from_str(&format!("\"{}{ddds}{suffix}\"", version.general_hash.as_str()))
                 .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
         };
         TypeSnapshot {
@@ -158,6 +162,23 @@ impl TypeSnapshot {
     pub fn etag(&self, stale: bool) -> &HeaderValue {
         &self.etags[usize::from(stale)]
     }
+}
+
+/// `""` when `ddds` is empty (not `normal`) or all 67 DDDs; otherwise
+/// `-d` and 8 hex digits of an FNV-1a digest of the sorted list: stable
+/// across restarts, different for another set.
+fn ddd_set_tag(ddds: &BTreeSet<String>) -> String {
+    if ddds.is_empty() || ddds.len() == crate::catalog::ALL_DDDS.len() {
+        return String::new();
+    }
+    let mut h: u32 = 0x811c_9dc5;
+    for d in ddds {
+        for b in d.bytes().chain([b',']) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    }
+    format!("-d{h:08x}")
 }
 
 /// Every served type, swapped whole.
@@ -544,8 +565,19 @@ mod tests {
             !snap.is_stale(now - chrono::Duration::seconds(2), hour),
             "a little slew is not"
         );
-        assert_eq!(snap.etag(false), "\"09A9681D09A9681D\"");
-        assert_eq!(snap.etag(true), "\"09A9681D09A9681D-stale\"");
+        // Two DDDs of 67 held: the set is part of the validator.
+        let tag = ddd_set_tag(&data.fetched_ddds);
+        assert!(tag.starts_with("-d") && tag.len() == 10, "{tag}");
+        assert_eq!(snap.etag(false), format!("\"09A9681D09A9681D{tag}\"").as_str());
+        assert_eq!(
+            snap.etag(true),
+            format!("\"09A9681D09A9681D{tag}-stale\"").as_str()
+        );
+        let all: BTreeSet<String> = crate::catalog::ALL_DDDS.iter().map(|d| d.to_string()).collect();
+        assert_eq!(ddd_set_tag(&all), "", "all 67: the plain hash");
+        let mut other = data.fetched_ddds.clone();
+        other.insert("31".into());
+        assert_ne!(ddd_set_tag(&other), tag);
         assert!(data.has_ddd("11") && data.has_ddd("21") && !data.has_ddd("31"));
     }
 }

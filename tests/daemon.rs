@@ -736,6 +736,13 @@ async fn reloaded_ddds_and_types_are_fetched_at_once_and_dropped_ones_are_not_se
         "{v}"
     );
     let hash = d.get("/v1/catalogs/normal").await.1["general_hash"].clone();
+    let code = d.get("/v1/catalogs/normal/dealers").await.1["dealers"][0]["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let dealer_path = format!("/v1/catalogs/normal/dealers/{code}");
+    let (_, hs, _) = raw(&d, "GET", &dealer_path, &[]).await;
+    let etag_11 = header(&hs, "etag").unwrap().to_owned();
 
     let reload = |from: &str, to: &str| {
         let cfg = std::fs::read_to_string(&d.config).unwrap();
@@ -779,6 +786,12 @@ async fn reloaded_ddds_and_types_are_fetched_at_once_and_dropped_ones_are_not_se
         d.log()
             .contains("the configuration asks for DDDs the held catalog lacks")
     );
+    // Same hash, other DDDs: an app holding the old dealer body learns it.
+    let (s, hs, body) = raw(&d, "GET", &dealer_path, &[("If-None-Match", &etag_11)]).await;
+    assert_eq!(s, 200, "the dealer's DDD list changed under the same ETag");
+    assert_ne!(header(&hs, "etag"), Some(etag_11.as_str()));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["dealer"]["ddds"], serde_json::json!(["11", "21"]), "{v}");
 
     // Remove them again: no longer served, whatever the store still holds.
     reload(r#"ddds = ["11", "21"]"#, r#"ddds = ["11"]"#);
@@ -800,7 +813,25 @@ async fn reloaded_ddds_and_types_are_fetched_at_once_and_dropped_ones_are_not_se
             .0,
         404
     );
-    let (_, v) = d.get(&format!("/v1/catalogs/normal/dealers/{code}")).await;
-    assert_eq!(v["dealer"]["ddds"], serde_json::json!(["11"]), "{v}");
+    // The dealer's DDD list follows once the snapshot is rebuilt for the
+    // new config (milliseconds after the settings), with another ETag.
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, hs, body) = raw(&d, "GET", &dealer_path, &[]).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        if v["dealer"]["ddds"] == serde_json::json!(["11"]) {
+            assert_eq!(
+                header(&hs, "etag"),
+                Some(etag_11.as_str()),
+                "DDD 11 alone again: the first ETag"
+            );
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "a removed DDD stays listed: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(d.get("/v1/catalogs/normal/ddds/11").await.0, 200);
 }
