@@ -1,8 +1,9 @@
 //! `carat-catalogd run`: the wiring. [`Daemon::build`] opens the store,
-//! loads the last catalog, builds the Carat client and binds every socket,
-//! starting nothing; [`Daemon::run_until_stopped`] serves (the catalog
-//! first, before any network), starts the worker and the schedule, reloads
-//! on SIGHUP and shuts down gracefully. Signals and systemd's notifications
+//! loads the last catalog, builds the Carat client and binds every socket
+//! (or takes the one systemd passed, `crate::activation`), starting
+//! nothing; [`Daemon::run_until_stopped`] serves (the catalog first, before
+//! any network), starts the worker and the schedule, reloads on SIGHUP and
+//! shuts down gracefully. Signals and systemd's notifications
 //! are `crate::lifecycle`. Owns no protocol or storage logic.
 
 use std::path::{Path, PathBuf};

@@ -777,8 +777,10 @@ pub fn daemon_unstarted(sim: &SimHandle, o: &DaemonOpts) -> DaemonProc {
 pub struct LoadTally {
     pub ok: u64,
     pub failed: u64,
-    /// The first few failures, for the assertion message.
-    pub errors: Vec<String>,
+    /// Each kind of failure, with its count.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// The longest a complete 200 took (a request waiting out a restart).
+    pub slowest: Duration,
 }
 
 /// One `GET path` on a fresh connection: `Ok` only for a complete 200
@@ -835,9 +837,11 @@ pub async fn steady_load(
         tasks.spawn(async move {
             let mut t = LoadTally::default();
             while !*stop.borrow() {
+                let started = std::time::Instant::now();
                 let failure = match tokio::time::timeout(timeout, one_fresh_get(&socket, path)).await {
                     Ok(Ok(())) => {
                         t.ok += 1;
+                        t.slowest = t.slowest.max(started.elapsed());
                         answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         continue;
                     }
@@ -845,9 +849,7 @@ pub async fn steady_load(
                     Err(_) => format!("no answer within {timeout:?}"),
                 };
                 t.failed += 1;
-                if t.errors.len() < 5 {
-                    t.errors.push(failure);
-                }
+                *t.errors.entry(failure).or_default() += 1;
                 // A refused connection comes back at once: do not spin.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
@@ -859,7 +861,10 @@ pub async fn steady_load(
         let t = t.unwrap();
         all.ok += t.ok;
         all.failed += t.failed;
-        all.errors.extend(t.errors);
+        all.slowest = all.slowest.max(t.slowest);
+        for (e, n) in t.errors {
+            *all.errors.entry(e).or_default() += n;
+        }
     }
     all
 }
