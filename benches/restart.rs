@@ -84,7 +84,11 @@ async fn wait_answers(answered: &AtomicU64, n: u64, d: &DaemonProc) {
     let target = answered.load(Ordering::Relaxed) + n;
     let deadline = Instant::now() + Duration::from_secs(120);
     while answered.load(Ordering::Relaxed) < target {
-        assert!(Instant::now() < deadline, "the load is not answered:\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "the load is not answered:\n{}",
+            d.log()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -167,8 +171,12 @@ fn main() {
         "\nFailed requests across {restarts} restarts under a steady load ({clients} clients, \
          GET {ROUTE} on fresh connections)\n"
     );
-    println!("| binding    | answered | failed | failures (kind: count) | slowest answer ms | restart ms (median) |");
-    println!("|------------|---------:|-------:|------------------------|------------------:|--------------------:|");
+    println!(
+        "| binding    | answered | failed | failures (kind: count) | slowest answer ms | restart ms (median) |"
+    );
+    println!(
+        "|------------|---------:|-------:|------------------------|------------------:|--------------------:|"
+    );
     for r in &rows {
         let kinds: Vec<String> = r.tally.errors.iter().map(|(k, n)| format!("{k}: {n}")).collect();
         println!(
@@ -176,7 +184,11 @@ fn main() {
             r.mode.name(),
             r.tally.ok,
             r.tally.failed,
-            if kinds.is_empty() { "-".to_owned() } else { kinds.join("; ") },
+            if kinds.is_empty() {
+                "-".to_owned()
+            } else {
+                kinds.join("; ")
+            },
             r.tally.slowest.as_secs_f64() * 1e3,
             r.restart_median.as_secs_f64() * 1e3,
         );
