@@ -1,8 +1,9 @@
 //! `carat-catalogd run`: the wiring. [`Daemon::build`] opens the store,
-//! loads the last catalog, builds the Carat client and binds every socket,
-//! starting nothing; [`Daemon::run_until_stopped`] serves (the catalog
-//! first, before any network), starts the worker and the schedule, reloads
-//! on SIGHUP and shuts down gracefully. Signals and systemd's notifications
+//! loads the last catalog, builds the Carat client and binds every socket
+//! (or takes the one systemd passed, `crate::activation`), starting
+//! nothing; [`Daemon::run_until_stopped`] serves (the catalog first, before
+//! any network), starts the worker and the schedule, reloads on SIGHUP and
+//! shuts down gracefully. Signals and systemd's notifications
 //! are `crate::lifecycle`. Owns no protocol or storage logic.
 
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub enum DaemonError {
     Socket(socket::SocketError),
     #[error("api.control_socket: {0}")]
     ControlSocket(socket::SocketError),
+    #[error(transparent)]
+    Activation(#[from] crate::activation::ActivationError),
     #[error("schedule: {0}")]
     Schedule(#[source] tokio_cron_scheduler::JobSchedulerError),
     #[error("signals: {0}")]
@@ -163,6 +166,9 @@ pub struct Daemon {
     client: CaratClient,
     receiver: Option<AuthenticityReceiver>,
     sockets: Sockets,
+    /// The socket files this process created (removed when it stops);
+    /// never one systemd passed.
+    socket_files: Vec<PathBuf>,
 }
 
 /// The bound, not yet served, sockets (taken when the daemon starts).
@@ -262,7 +268,7 @@ impl Daemon {
             tracing::info!(recharge_type = %rt, hash = %t.version.general_hash, dealers = t.data.counts.dealers,
                 "serving the stored catalog");
         }
-        let sockets = bind_sockets(&cfg, receiver.as_ref()).await?;
+        let (sockets, socket_files) = bind_sockets(&cfg, receiver.as_ref()).await?;
         Ok(Daemon {
             config_path: config_path.to_owned(),
             cfg,
@@ -271,6 +277,7 @@ impl Daemon {
             client,
             receiver,
             sockets,
+            socket_files,
         })
     }
 
@@ -286,7 +293,7 @@ impl Daemon {
         let mut running = match self.start().await {
             Ok(r) => r,
             Err(e) => {
-                remove_socket_files(&self.cfg);
+                remove_socket_files(&self.socket_files);
                 return Err(e);
             }
         };
@@ -493,7 +500,7 @@ impl Daemon {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "the sync worker ended abnormally"),
             Err(_) => {
-                remove_socket_files(&self.cfg);
+                remove_socket_files(&self.socket_files);
                 tracing::error!(
                     "the sync worker did not stop (a thread stuck in the kernel or wedged): exiting now \
                      without it; if it had a commit under way, SQLite keeps the previous catalog unless \
@@ -504,7 +511,7 @@ impl Daemon {
                 std::process::exit(1);
             }
         }
-        remove_socket_files(&self.cfg);
+        remove_socket_files(&self.socket_files);
         tracing::info!("stopped");
     }
 
@@ -596,16 +603,36 @@ fn spawn_health_mirror(store: &StoreHandle, shared: Arc<Shared>) {
     });
 }
 
-/// Binds the catalog socket, the control socket and (authenticity-POST
-/// mode) the receiver; a failure removes what was already bound.
-async fn bind_sockets(cfg: &Config, receiver: Option<&AuthenticityReceiver>) -> Result<Sockets, DaemonError> {
-    let catalog = socket::bind(&cfg.api.socket, 0o660, cfg.api.socket_group.as_deref())
-        .await
-        .map_err(DaemonError::Socket)?;
-    let control = match socket::bind(&cfg.api.control_socket, 0o600, None).await {
+/// Takes the catalog and the control socket from systemd when it passed
+/// them (socket activation), binds each one it did not pass, and binds the
+/// receiver (authenticity-POST mode). Also returns the socket files this
+/// process created, the only ones it removes; a failure removes those
+/// already created.
+async fn bind_sockets(
+    cfg: &Config,
+    receiver: Option<&AuthenticityReceiver>,
+) -> Result<(Sockets, Vec<PathBuf>), DaemonError> {
+    let mut inherited = crate::activation::take()?;
+    let mut made = vec![];
+    let catalog = inherit_or_bind(
+        &mut inherited,
+        (crate::activation::CATALOG, &cfg.api.socket),
+        (0o660, cfg.api.socket_group.as_deref()),
+        &mut made,
+    )
+    .await
+    .map_err(DaemonError::Socket)?;
+    let control = match inherit_or_bind(
+        &mut inherited,
+        (crate::activation::CONTROL, &cfg.api.control_socket),
+        (0o600, None),
+        &mut made,
+    )
+    .await
+    {
         Ok(l) => l,
         Err(e) => {
-            let _ = std::fs::remove_file(&cfg.api.socket);
+            remove_socket_files(&made);
             return Err(DaemonError::ControlSocket(e));
         }
     };
@@ -613,21 +640,54 @@ async fn bind_sockets(cfg: &Config, receiver: Option<&AuthenticityReceiver>) -> 
         Some(r) => match app::bind_receiver(cfg, r).await {
             Ok(b) => Some(b),
             Err(e) => {
-                remove_socket_files(cfg);
+                remove_socket_files(&made);
                 return Err(e.into());
             }
         },
         None => None,
     };
-    Ok(Sockets {
+    let sockets = Sockets {
         catalog: Some(catalog),
         control: Some(control),
         receiver,
+    };
+    Ok((sockets, made))
+}
+
+/// The socket systemd passed as `name`, left exactly as systemd made it
+/// (path, mode, group); otherwise `path` bound with `mode` and `group`,
+/// and recorded in `made`.
+async fn inherit_or_bind(
+    inherited: &mut crate::activation::Inherited,
+    (name, path): (&str, &Path),
+    (mode, group): (u32, Option<&str>),
+    made: &mut Vec<PathBuf>,
+) -> Result<UnixListener, socket::SocketError> {
+    let Some(s) = inherited.take(name) else {
+        let l = socket::bind(path, mode, group).await?;
+        made.push(path.to_owned());
+        return Ok(l);
+    };
+    let on = s.path.as_deref().map(|p| p.display().to_string());
+    tracing::info!(
+        name,
+        fd = s.fd,
+        path = on.as_deref().unwrap_or("(unnamed)"),
+        "using the socket systemd passed (socket activation)"
+    );
+    if s.path.as_deref() != Some(path) {
+        tracing::warn!(name, fd = s.fd, inherited = on.as_deref().unwrap_or("(unnamed)"), configured = %path.display(),
+            "the socket systemd passed is not at the configured path; clients reading the configuration will not find it");
+    }
+    s.into_tokio().map_err(|source| socket::SocketError::Io {
+        path: path.to_owned(),
+        source,
     })
 }
 
-fn remove_socket_files(cfg: &Config) {
-    for p in [&cfg.api.socket, &cfg.api.control_socket] {
+/// Removes the socket files this process created (`paths`).
+fn remove_socket_files(paths: &[PathBuf]) {
+    for p in paths {
         if let Err(e) = std::fs::remove_file(p)
             && e.kind() != std::io::ErrorKind::NotFound
         {

@@ -4,6 +4,7 @@
 //! Data flows one way: trigger → sync → Carat client → validated catalog →
 //! store → in-memory snapshot → socket API. See `README.md`.
 
+pub mod activation;
 pub mod api;
 pub mod app;
 pub mod carat;

@@ -116,6 +116,10 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Run = cli.command {
+        // SAFETY: the process still has one thread: no runtime, no logger.
+        unsafe { carat_catalogd::activation::read_env() };
+    }
     if let Command::Demo { dir, catalog } = cli.command {
         return demo(dir, catalog);
     }

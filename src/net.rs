@@ -463,6 +463,8 @@ struct Exchanges {
     /// response was open. The next write then starts a response no
     /// service made.
     settled: AtomicBool,
+    /// The client has sent at least one byte (hyper read it).
+    read_any: AtomicBool,
 }
 
 impl Exchanges {
@@ -470,6 +472,7 @@ impl Exchanges {
         Arc::new(Exchanges {
             open: AtomicUsize::new(0),
             settled: AtomicBool::new(true),
+            read_any: AtomicBool::new(false),
         })
     }
 }
@@ -641,7 +644,13 @@ impl<T: AsyncWrite + Unpin> JsonParseErrors<T> {
 
 impl<T: AsyncRead + Unpin> AsyncRead for JsonParseErrors<T> {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.exchanges.read_any.store(true, Ordering::Relaxed);
+        }
+        r
     }
 }
 
@@ -693,6 +702,29 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonParseErrors<T> {
         std::task::ready!(this.drain(cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
+}
+
+/// On shutdown, how long a connection accepted before it may take to send
+/// the first bytes of its request (it is then answered, and closed).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(2);
+
+/// On shutdown, before hyper's graceful shutdown: hyper closes at once a
+/// connection it has read nothing from, but one accepted before the stop
+/// has (nearly always) sent its request already, and closing it unread
+/// resets it. So `conn` is driven until its client's first bytes are read
+/// (`false`: then shut down gracefully, the request is answered), it ends
+/// (`true`), or `grace` passes. A socket-activated restart loses no request.
+async fn ended_before_first_bytes<F: Future>(
+    mut conn: Pin<&mut F>,
+    seen: &Exchanges,
+    grace: Duration,
+) -> bool {
+    let first = std::future::poll_fn(|cx| match conn.as_mut().poll(cx) {
+        Poll::Ready(_) => Poll::Ready(true),
+        Poll::Pending if seen.read_any.load(Ordering::Relaxed) => Poll::Ready(false),
+        Poll::Pending => Poll::Pending,
+    });
+    matches!(tokio::time::timeout(grace, first).await, Ok(true))
 }
 
 /// Serves on `listener` until `shutdown` turns true: then stops accepting,
@@ -747,6 +779,7 @@ pub async fn serve<M, S, B>(
             continue;
         };
         let exchanges = Exchanges::new();
+        let seen = exchanges.clone();
         let svc = Tracked {
             inner: make_service(accepted.info()),
             exchanges: exchanges.clone(),
@@ -776,6 +809,10 @@ pub async fn serve<M, S, B>(
                     }
                 }
                 _ = crate::state::stopped(&mut drain) => {
+                    let grace = limits.header_timeout.min(FIRST_REQUEST_GRACE);
+                    if ended_before_first_bytes(conn.as_mut(), &seen, grace).await {
+                        return;
+                    }
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
                 }

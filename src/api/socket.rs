@@ -11,8 +11,9 @@ use tokio::net::UnixListener;
 #[derive(Debug, thiserror::Error)]
 pub enum SocketError {
     #[error(
-        "{path}: another carat-catalogd is already serving on this socket (it answered a connection); \
-         stop it first or choose another api socket path"
+        "{path}: another carat-catalogd is already serving on this socket (it answered a connection), \
+         or a systemd socket unit holds it (carat-catalogd.socket: then start the daemon through \
+         systemd, which passes it); stop it first or choose another api socket path"
     )]
     Live { path: PathBuf },
     #[error("{path} exists and is not a socket; refusing to replace it")]

@@ -695,3 +695,176 @@ pub fn assert_clean(what: &str, haystack: &[u8]) {
         );
     }
 }
+
+/// Spawns `carat-catalogd run` for `d` the way systemd starts a socket
+/// activated service: `fds[i]` becomes descriptor `3 + i` in the child,
+/// with `LISTEN_FDS`, `LISTEN_FDNAMES` and `LISTEN_PID`. The pid is only
+/// known after the fork, so `sh` sets `LISTEN_PID=$$` and `exec`s the
+/// daemon (same pid). `extra_env` is added last (a test may override
+/// `LISTEN_*` with it; `LISTEN_PID_OVERRIDE` replaces the child's pid).
+pub fn spawn_activated(
+    d: &mut DaemonProc,
+    fds: &[(std::os::fd::BorrowedFd<'_>, &str)],
+    extra_env: &[(&str, &str)],
+) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&d.stderr)
+        .unwrap();
+    let raw: Vec<i32> = fds.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+    let names: Vec<&str> = fds.iter().map(|(_, n)| *n).collect();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args([
+        "-c",
+        r#"LISTEN_PID=${LISTEN_PID_OVERRIDE:-$$}; export LISTEN_PID; exec "$0" "$@""#,
+        bin(),
+    ])
+    .args(["--config", d.config.to_str().unwrap(), "run"])
+    .env("RUST_LOG", "info")
+    .env_remove("JOURNAL_STREAM")
+    .env_remove("NOTIFY_SOCKET")
+    .env("LISTEN_FDS", fds.len().to_string())
+    .env("LISTEN_FDNAMES", names.join(":"))
+    .envs(extra_env.iter().copied())
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null())
+    .stderr(err);
+    // SAFETY: between fork and exec only fcntl and dup2, which are
+    // async-signal-safe; `raw` is moved in and nothing allocates.
+    unsafe {
+        cmd.pre_exec(move || {
+            // First out of the way (close-on-exec copies at 100 and up),
+            // so that placing one at 3 + i never overwrites another.
+            let mut high = [0i32; 8];
+            for (i, &fd) in raw.iter().enumerate().take(high.len()) {
+                high[i] = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, &fd) in high.iter().enumerate().take(raw.len()) {
+                // dup2's copy is not close-on-exec: the daemon inherits it.
+                if libc::dup2(fd, 3 + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    d.child = Some(cmd.spawn().unwrap());
+}
+
+/// A `DaemonProc` in a fresh temp dir whose process is not started yet.
+pub fn daemon_unstarted(sim: &SimHandle, o: &DaemonOpts) -> DaemonProc {
+    let dir = tempfile::tempdir().unwrap();
+    let config = daemon_config(dir.path(), sim, o);
+    DaemonProc {
+        socket: dir.path().join("catalog.sock"),
+        control: dir.path().join("control.sock"),
+        db: dir.path().join("catalog.db"),
+        stderr: dir.path().join("daemon.stderr"),
+        config,
+        child: None,
+        dir,
+    }
+}
+
+/// What [`steady_load`] saw.
+#[derive(Debug, Default)]
+pub struct LoadTally {
+    pub ok: u64,
+    pub failed: u64,
+    /// Each kind of failure, with its count.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// The longest a complete 200 took (a request waiting out a restart).
+    pub slowest: Duration,
+}
+
+/// One `GET path` on a fresh connection: `Ok` only for a complete 200
+/// (the whole `Content-Length` read, the body JSON).
+pub async fn one_fresh_get(socket: &Path, path: &str) -> Result<(), String> {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let req = hyper::Request::get(path)
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = tx.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let status = resp.status().as_u16();
+    let len: Option<usize> = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    if status != 200 {
+        return Err(format!("status {status}"));
+    }
+    if len != Some(body.len()) {
+        return Err(format!("content-length {len:?}, {} bytes read", body.len()));
+    }
+    serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| format!("body not JSON: {e}"))?;
+    Ok(())
+}
+
+/// `clients` loops, each asking `GET path` on a fresh connection after
+/// the other (each request at most `timeout`), until `stop` turns true.
+/// `answered` counts the complete 200s as they come.
+pub async fn steady_load(
+    socket: PathBuf,
+    path: &'static str,
+    clients: usize,
+    timeout: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+    answered: Arc<std::sync::atomic::AtomicU64>,
+) -> LoadTally {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (socket, stop, answered) = (socket.clone(), stop.clone(), answered.clone());
+        tasks.spawn(async move {
+            let mut t = LoadTally::default();
+            while !*stop.borrow() {
+                let started = std::time::Instant::now();
+                let failure = match tokio::time::timeout(timeout, one_fresh_get(&socket, path)).await {
+                    Ok(Ok(())) => {
+                        t.ok += 1;
+                        t.slowest = t.slowest.max(started.elapsed());
+                        answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    Ok(Err(e)) => e,
+                    Err(_) => format!("no answer within {timeout:?}"),
+                };
+                t.failed += 1;
+                *t.errors.entry(failure).or_default() += 1;
+                // A refused connection comes back at once: do not spin.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            t
+        });
+    }
+    let mut all = LoadTally::default();
+    while let Some(t) = tasks.join_next().await {
+        let t = t.unwrap();
+        all.ok += t.ok;
+        all.failed += t.failed;
+        all.slowest = all.slowest.max(t.slowest);
+        for (e, n) in t.errors {
+            *all.errors.entry(e).or_default() += n;
+        }
+    }
+    all
+}
