@@ -1,6 +1,7 @@
 //! What the running daemon shares between the sync worker (the only writer)
-//! and the socket API (readers): the current snapshot, the status board and
-//! the metrics. Locks here are std mutexes held for a few field updates,
+//! and the socket API (readers): the current snapshot, the status board,
+//! the metrics and the change feed (`crate::events`: long-polls and
+//! `/v1/events` wait on it; the swap and the results publish to it). Locks here are std mutexes held for a few field updates,
 //! never across an `.await`.
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{Ddd, RechargeType};
+use crate::events::Feed;
 use crate::run::{Outcome, TypeResult};
 use crate::snapshot::{self, Snapshot};
 use crate::store::{StoreError, StoreHandle};
@@ -107,6 +109,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub carat_stats: Arc<CaratRequests>,
     pub started_at: DateTime<Utc>,
+    /// Swaps and events (`catalog`, `status`): see `crate::events`.
+    pub feed: Feed,
 }
 
 impl Shared {
@@ -118,6 +122,7 @@ impl Shared {
             metrics: Metrics::default(),
             carat_stats,
             started_at: Utc::now(),
+            feed: Feed::default(),
         })
     }
 
@@ -167,6 +172,12 @@ impl Shared {
                 results: results.to_vec(),
             });
         });
+        for r in results {
+            if let Some(e) = &r.error {
+                let kind = r.error_kind.as_deref().unwrap_or("error");
+                self.feed.sync_failed(r.recharge_type, kind, e);
+            }
+        }
     }
 
     /// Swaps in the snapshot rebuilt from `store` (see [`snapshot::rebuild`]);
@@ -178,9 +189,18 @@ impl Shared {
     ) -> Result<(), StoreError> {
         let settings = (**self.settings.load()).clone();
         let current = self.snapshot.load_full();
-        let (snap, rebuilt) =
-            snapshot::rebuild(store, current, settings.enabled, settings.ddds, committed).await?;
-        self.snapshot.store(Arc::new(snap));
+        let (snap, rebuilt) = snapshot::rebuild(
+            store,
+            current.clone(),
+            settings.enabled,
+            settings.ddds,
+            committed.clone(),
+        )
+        .await?;
+        let snap = Arc::new(snap);
+        self.snapshot.store(snap.clone());
+        self.feed.swapped();
+        publish_commits(&self.feed, &current, &snap, &committed);
         if rebuilt > 0 {
             self.metrics.snapshot_builds.fetch_add(rebuilt, Ordering::Relaxed);
             tracing::info!(rebuilt, "served catalog swapped");
@@ -191,6 +211,23 @@ impl Shared {
 
     pub fn snapshot_builds(&self) -> u64 {
         self.metrics.snapshot_builds.load(Ordering::Relaxed)
+    }
+}
+
+/// `event: catalog` for each type `next` serves a version of that `before`
+/// did not (another hash, another commit time) or that was `committed`
+/// again since.
+fn publish_commits(feed: &Feed, before: &Snapshot, next: &Snapshot, committed: &[RechargeType]) {
+    for (rt, t) in &next.types {
+        let old = before.types.get(rt).map(|o| &o.version);
+        let same = old.is_some_and(|o| {
+            o.general_hash == t.version.general_hash && o.synced_at == t.version.synced_at
+        });
+        if same && !committed.contains(rt) {
+            continue;
+        }
+        let previous = old.map(|o| o.general_hash.as_str());
+        feed.catalog_committed(*rt, t.version.general_hash.as_str(), previous, t.version.synced_at);
     }
 }
 
