@@ -19,6 +19,17 @@
 //!   snapshot memfds (not all mapped, so not all in VmRSS), after the sync and after
 //!   the load.
 //!
+//! * Wake latency (the long-poll): BENCH_WAKE_WAITERS (1000) long-polls
+//!   wait on a route with its ETag (`?wait=300`); once `/metrics` counts
+//!   them all waiting, the simulator's `normal` catalog is bumped and a
+//!   resync asked on the control socket; each waiter's latency runs from
+//!   the swap (the daemon's own `served catalog swapped` log line, its
+//!   wall-clock time) to its answer's head and to its last body byte.
+//!   Resident memory per waiter is the daemon's VmRSS with them waiting
+//!   minus before, divided by their number; the same for as many
+//!   `/v1/events` streams. One swap per route of BENCH_WAKE_ROUTES
+//!   (`dealer1,ddd11`); 0 waiters skips it.
+//!
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_SECS (5), BENCH_WARMUP_SECS
 //! (1), BENCH_CONNS (1,32), BENCH_CLIENT (raw), BENCH_CLIENT_THREADS (1), BENCH_NGINX
 //! (path of the nginx binary; default: `nginx` on PATH, then /usr/sbin;
@@ -639,7 +650,8 @@ fn start_daemon(
     cmd.arg("--config")
         .arg(&config)
         .arg("run")
-        .env("RUST_LOG", "warn")
+        // `state` at info: the swap's log line times the wake latency.
+        .env("RUST_LOG", "warn,carat_catalogd::state=info")
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
@@ -923,6 +935,7 @@ fn main() {
         }
     }
     let mem_loaded: Vec<Mem> = daemons.iter().map(|d| mem_of(d.guard.pid())).collect();
+    let wake = rt.block_on(wake_section(&daemons[0], &sim));
 
     // BENCH_ROUNDS=0: memory only.
     if rounds > 0 {
@@ -1037,6 +1050,9 @@ fn main() {
         }
     }
     t.print();
+    if let Some(w) = &wake {
+        w.print();
+    }
     for d in &daemons {
         println!(
             "{}: first sync of the 100 × 67 catalog took {:.1} s (simulator latency 0)",
@@ -1060,4 +1076,277 @@ fn main() {
     drop(guards);
     drop(daemons);
     drop(sim);
+}
+
+// ---------------------------------------------------------------------------
+// wake latency and memory per waiter (long-poll, event stream)
+
+/// The routes the wake section can wait on: (short name, path).
+const WAKE_ROUTES: [(&str, &str); 2] = [
+    ("dealer1", "/v1/catalogs/normal/dealers/1"),
+    ("ddd11", "/v1/catalogs/normal/ddds/11"),
+];
+
+/// One swap with `waiters` long-polls on `route`.
+struct WakeRun {
+    route: &'static str,
+    body_len: usize,
+    waiters: usize,
+    /// Milliseconds from the swap to each answer's head, sorted.
+    head_ms: Vec<f64>,
+    /// Milliseconds from the swap to each answer's last byte, sorted.
+    done_ms: Vec<f64>,
+    errors: usize,
+    mem_before: Mem,
+    mem_waiting: Mem,
+}
+
+/// The wake section's results.
+struct Wake {
+    runs: Vec<WakeRun>,
+    /// (streams, memory before, memory with them open)
+    streams: Option<(usize, Mem, Mem)>,
+}
+
+impl Wake {
+    fn print(&self) {
+        let mut t = Table::new(
+            "Wake latency from the swap to the answer (ms; one swap per route; head = the answer's \
+             status line, body = its last byte; from the daemon's \"served catalog swapped\" log time)",
+            &[
+                "route", "body bytes", "waiters", "head p50", "head p99", "head max", "body p50", "body p99",
+                "errors",
+            ],
+        );
+        let q = |v: &[f64], x: f64| quantile_sorted(v, x).map_or("-".into(), f1);
+        for r in &self.runs {
+            t.row(vec![
+                r.route.into(),
+                r.body_len.to_string(),
+                r.waiters.to_string(),
+                q(&r.head_ms, 0.50),
+                q(&r.head_ms, 0.99),
+                r.head_ms.last().map_or("-".into(), |m| f1(*m)),
+                q(&r.done_ms, 0.50),
+                q(&r.done_ms, 0.99),
+                r.errors.to_string(),
+            ]);
+        }
+        t.print();
+        let mut t = Table::new(
+            "Resident memory per waiter (the daemon's VmRSS with them open minus before, over their number)",
+            &["waiting on", "count", "VmRSS before MiB", "VmRSS with them MiB", "KiB per waiter", "RssAnon KiB per waiter"],
+        );
+        let per = |a: &Mem, b: &Mem, n: usize, f: fn(&Mem) -> u64| {
+            f1((f(b) as f64 - f(a) as f64) / n.max(1) as f64)
+        };
+        let mib = |k: u64| f1(k as f64 / 1024.0);
+        let mut rows: Vec<(String, usize, &Mem, &Mem)> = self
+            .runs
+            .iter()
+            .map(|r| (format!("long-poll {}", r.route), r.waiters, &r.mem_before, &r.mem_waiting))
+            .collect();
+        if let Some((n, a, b)) = &self.streams {
+            rows.push(("/v1/events".into(), *n, a, b));
+        }
+        for (what, n, a, b) in rows {
+            t.row(vec![
+                what,
+                n.to_string(),
+                mib(a.rss_kib),
+                mib(b.rss_kib),
+                per(a, b, n, |m| m.rss_kib),
+                per(a, b, n, |m| m.anon_kib),
+            ]);
+        }
+        t.print();
+    }
+}
+
+/// Lets this process hold a few thousand connections.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A `/metrics` sample without labels.
+async fn metric_of(socket: &Path, name: &str) -> Option<f64> {
+    let (_, body) = get(socket, "/metrics").await?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `/metrics` until `name` is at least `want` (up to 60 s).
+async fn wait_metric_at_least(socket: &Path, name: &str, want: f64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if metric_of(socket, name).await.is_some_and(|v| v >= want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The ETag and body length of `route`.
+async fn etag_of(socket: &Path, route: &str) -> (String, usize) {
+    let mut tx = connect(socket).await;
+    let req = hyper::Request::get(route)
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.expect("GET");
+    let etag = resp.headers()[hyper::header::ETAG].to_str().unwrap().to_owned();
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    (etag, body.len())
+}
+
+/// The wall-clock time of the daemon's last `served catalog swapped` line.
+fn last_swap(d: &Daemon) -> Option<std::time::SystemTime> {
+    let log = d.log();
+    let line = log.lines().rev().find(|l| l.contains("served catalog swapped"))?;
+    let t = chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?).ok()?;
+    Some(std::time::SystemTime::from(t.with_timezone(&chrono::Utc)))
+}
+
+/// One long-poll on its own connection: status, ETag, when its head and
+/// its last byte came, its length.
+async fn one_waiter(socket: PathBuf, route: String, etag: String) -> Option<(u16, String, std::time::SystemTime, std::time::SystemTime, usize)> {
+    let stream = tokio::net::UnixStream::connect(&socket).await.ok()?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::get(format!("{route}?wait=300"))
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::IF_NONE_MATCH, &etag)
+        .body(Empty::<Bytes>::new())
+        .ok()?;
+    let resp = tx.send_request(req).await.ok()?;
+    let head = std::time::SystemTime::now();
+    let status = resp.status().as_u16();
+    let etag = resp.headers().get(hyper::header::ETAG)?.to_str().ok()?.to_owned();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, etag, head, std::time::SystemTime::now(), body.len()))
+}
+
+/// `waiters` long-polls on `route`, one swap (a bumped `normal` and a
+/// resync), each latency from the swap.
+async fn wake_run(d: &Daemon, sim: &SimHandle, route: &'static str, waiters: usize) -> WakeRun {
+    let (etag, _) = etag_of(&d.socket, route).await;
+    let mem_before = mem_of(d.guard.pid());
+    let tasks: Vec<_> = (0..waiters)
+        .map(|_| tokio::spawn(one_waiter(d.socket.clone(), route.to_owned(), etag.clone())))
+        .collect();
+    assert!(
+        wait_metric_at_least(&d.socket, "carat_catalogd_api_long_polls_waiting", waiters as f64).await,
+        "the {waiters} long-polls are not all waiting:\n{}",
+        d.log()
+    );
+    // Let the allocator settle as for the other memory figures.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mem_waiting = mem_of(d.guard.pid());
+    let new_hash = sim.bump("normal").expect("bump");
+    let mut finished = false;
+    let control = d.dir.join("control.sock");
+    carat_catalogd::cli::client::post_lines(&control, "/v1/sync", br#"{"recharge_types":["normal"]}"#.to_vec(), |l| {
+        finished |= String::from_utf8_lossy(l).contains("\"finished\"");
+    })
+    .await
+    .expect("resync");
+    assert!(finished, "the resync did not finish");
+    let mut head_ms = vec![];
+    let mut done_ms = vec![];
+    let mut errors = 0;
+    let mut results = vec![];
+    for t in tasks {
+        results.push(tokio::time::timeout(Duration::from_secs(60), t).await.ok().and_then(|r| r.ok()).flatten());
+    }
+    let swap = last_swap(d).expect("the swap's log line (RUST_LOG carat_catalogd::state=info)");
+    let since = |t: std::time::SystemTime| match t.duration_since(swap) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
+    };
+    let mut body_len = 0;
+    for r in results {
+        match r {
+            Some((200, e, head, done, len)) if e == format!("\"{new_hash}\"") => {
+                head_ms.push(since(head));
+                done_ms.push(since(done));
+                body_len = len;
+            }
+            _ => errors += 1,
+        }
+    }
+    head_ms.sort_by(|a, b| a.total_cmp(b));
+    done_ms.sort_by(|a, b| a.total_cmp(b));
+    eprintln!(
+        "wake {route}: {} answered, head p50 {:?} ms p99 {:?} ms, {errors} errors",
+        head_ms.len(),
+        quantile_sorted(&head_ms, 0.5),
+        quantile_sorted(&head_ms, 0.99)
+    );
+    WakeRun {
+        route,
+        body_len,
+        waiters,
+        head_ms,
+        done_ms,
+        errors,
+        mem_before,
+        mem_waiting,
+    }
+}
+
+/// As many open `/v1/events` streams as waiters: the memory they take.
+async fn stream_memory(d: &Daemon, n: usize) -> (usize, Mem, Mem) {
+    let before = mem_of(d.guard.pid());
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut tx = connect(&d.socket).await;
+        let req = hyper::Request::get("/v1/events")
+            .header(hyper::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.expect("events");
+        held.push((tx, resp));
+    }
+    assert!(
+        wait_metric_at_least(&d.socket, "carat_catalogd_api_event_streams", n as f64).await,
+        "the streams are not all open"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with = mem_of(d.guard.pid());
+    drop(held);
+    (n, before, with)
+}
+
+/// The wake section (BENCH_WAKE_WAITERS, BENCH_WAKE_ROUTES), on `d`.
+async fn wake_section(d: &Daemon, sim: &SimHandle) -> Option<Wake> {
+    let waiters: usize = env_or("BENCH_WAKE_WAITERS", 1000);
+    if waiters == 0 {
+        return None;
+    }
+    raise_nofile();
+    let filter: String = env_or("BENCH_WAKE_ROUTES", "dealer1,ddd11".to_owned());
+    let mut runs = vec![];
+    for (name, route) in WAKE_ROUTES {
+        if filter.split(',').any(|f| f.trim() == name) {
+            runs.push(wake_run(d, sim, route, waiters).await);
+            // The answered connections close before the next figure.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let streams = Some(stream_memory(d, waiters).await);
+    Some(Wake { runs, streams })
 }
