@@ -935,7 +935,18 @@ fn main() {
         }
     }
     let mem_loaded: Vec<Mem> = daemons.iter().map(|d| mem_of(d.guard.pid())).collect();
-    let wake = rt.block_on(wake_section(&daemons[0], &sim));
+    let fresh = |name: &str| {
+        start_daemon(
+            &rt,
+            name,
+            &daemon_bin,
+            dir.path().join(name),
+            &sim,
+            &private,
+            &daemon_env,
+        )
+    };
+    let wake = wake_section(&rt, &daemons[0], &sim, &fresh);
 
     // BENCH_ROUNDS=0: memory only.
     if rounds > 0 {
@@ -1087,76 +1098,93 @@ const WAKE_ROUTES: [(&str, &str); 2] = [
     ("ddd11", "/v1/catalogs/normal/ddds/11"),
 ];
 
-/// One swap with `waiters` long-polls on `route`.
+/// One swap with waiting long-polls on one route.
 struct WakeRun {
-    route: &'static str,
     body_len: usize,
-    waiters: usize,
     /// Milliseconds from the swap to each answer's head, sorted.
     head_ms: Vec<f64>,
     /// Milliseconds from the swap to each answer's last byte, sorted.
     done_ms: Vec<f64>,
     errors: usize,
-    mem_before: Mem,
-    mem_waiting: Mem,
 }
 
-/// The wake section's results.
+/// The daemon's memory before and with `n` waiters of one kind.
+struct PerWaiter {
+    what: String,
+    n: usize,
+    before: Mem,
+    with: Mem,
+}
+
+/// The wake section's results: per route, one run per swap.
 struct Wake {
-    runs: Vec<WakeRun>,
-    /// (streams, memory before, memory with them open)
-    streams: Option<(usize, Mem, Mem)>,
+    waiters: usize,
+    runs: Vec<(&'static str, Vec<WakeRun>)>,
+    memory: Vec<PerWaiter>,
 }
 
 impl Wake {
     fn print(&self) {
+        let rounds = self.runs.first().map_or(0, |r| r.1.len());
         let mut t = Table::new(
-            "Wake latency from the swap to the answer (ms; one swap per route; head = the answer's \
-             status line, body = its last byte; from the daemon's \"served catalog swapped\" log time)",
+            &format!(
+                "Wake latency from the swap to the answer, {} waiting long-polls (ms; median of {rounds} swaps; \
+                 head = the answer's status line, body = its last byte, both from the daemon's \
+                 \"served catalog swapped\" log time; p99 range = lowest..highest p99 of the swaps)",
+                self.waiters
+            ),
             &[
-                "route", "body bytes", "waiters", "head p50", "head p99", "head max", "body p50", "body p99",
+                "route",
+                "body bytes",
+                "head min",
+                "head p50",
+                "head p99",
+                "p99 range",
+                "head max",
+                "body p50",
+                "body p99",
                 "errors",
             ],
         );
-        let q = |v: &[f64], x: f64| quantile_sorted(v, x).map_or("-".into(), f1);
-        for r in &self.runs {
+        for (route, runs) in &self.runs {
+            let q = |f: &dyn Fn(&WakeRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+            let at = |v: &[f64], x: f64| quantile_sorted(v, x).unwrap_or(f64::NAN);
+            let p99s: Vec<f64> = runs.iter().map(|r| at(&r.head_ms, 0.99)).collect();
             t.row(vec![
-                r.route.into(),
-                r.body_len.to_string(),
-                r.waiters.to_string(),
-                q(&r.head_ms, 0.50),
-                q(&r.head_ms, 0.99),
-                r.head_ms.last().map_or("-".into(), |m| f1(*m)),
-                q(&r.done_ms, 0.50),
-                q(&r.done_ms, 0.99),
-                r.errors.to_string(),
+                route.to_string(),
+                runs.first().map_or(0, |r| r.body_len).to_string(),
+                f1(q(&|r| r.head_ms.first().copied().unwrap_or(f64::NAN))),
+                f1(q(&|r| at(&r.head_ms, 0.50))),
+                f1(q(&|r| at(&r.head_ms, 0.99))),
+                format!("{}..{}", f1(min(&p99s)), f1(max(&p99s))),
+                f1(q(&|r| r.head_ms.last().copied().unwrap_or(f64::NAN))),
+                f1(q(&|r| at(&r.done_ms, 0.50))),
+                f1(q(&|r| at(&r.done_ms, 0.99))),
+                runs.iter().map(|r| r.errors).sum::<usize>().to_string(),
             ]);
         }
         t.print();
         let mut t = Table::new(
-            "Resident memory per waiter (the daemon's VmRSS with them open minus before, over their number)",
-            &["waiting on", "count", "VmRSS before MiB", "VmRSS with them MiB", "KiB per waiter", "RssAnon KiB per waiter"],
+            "Resident memory per waiter (a fresh daemon each: its VmRSS with them open minus before, over their number)",
+            &[
+                "waiting on",
+                "count",
+                "VmRSS before MiB",
+                "VmRSS with them MiB",
+                "KiB per waiter",
+                "RssAnon KiB per waiter",
+            ],
         );
-        let per = |a: &Mem, b: &Mem, n: usize, f: fn(&Mem) -> u64| {
-            f1((f(b) as f64 - f(a) as f64) / n.max(1) as f64)
-        };
         let mib = |k: u64| f1(k as f64 / 1024.0);
-        let mut rows: Vec<(String, usize, &Mem, &Mem)> = self
-            .runs
-            .iter()
-            .map(|r| (format!("long-poll {}", r.route), r.waiters, &r.mem_before, &r.mem_waiting))
-            .collect();
-        if let Some((n, a, b)) = &self.streams {
-            rows.push(("/v1/events".into(), *n, a, b));
-        }
-        for (what, n, a, b) in rows {
+        for m in &self.memory {
+            let per = |f: fn(&Mem) -> u64| f1((f(&m.with) as f64 - f(&m.before) as f64) / m.n.max(1) as f64);
             t.row(vec![
-                what,
-                n.to_string(),
-                mib(a.rss_kib),
-                mib(b.rss_kib),
-                per(a, b, n, |m| m.rss_kib),
-                per(a, b, n, |m| m.anon_kib),
+                m.what.clone(),
+                m.n.to_string(),
+                mib(m.before.rss_kib),
+                mib(m.with.rss_kib),
+                per(|m| m.rss_kib),
+                per(|m| m.anon_kib),
             ]);
         }
         t.print();
@@ -1198,8 +1226,10 @@ async fn wait_metric_at_least(socket: &Path, name: &str, want: f64) -> bool {
     false
 }
 
-/// The ETag and body length of `route`.
-async fn etag_of(socket: &Path, route: &str) -> (String, usize) {
+const WAITING: &str = "carat_catalogd_api_long_polls_waiting";
+
+/// The ETag of `route`.
+async fn etag_of(socket: &Path, route: &str) -> String {
     let mut tx = connect(socket).await;
     let req = hyper::Request::get(route)
         .header(hyper::header::HOST, "localhost")
@@ -1207,8 +1237,8 @@ async fn etag_of(socket: &Path, route: &str) -> (String, usize) {
         .unwrap();
     let resp = tx.send_request(req).await.expect("GET");
     let etag = resp.headers()[hyper::header::ETAG].to_str().unwrap().to_owned();
-    let body = resp.into_body().collect().await.expect("body").to_bytes();
-    (etag, body.len())
+    let _ = resp.into_body().collect().await;
+    etag
 }
 
 /// The wall-clock time of the daemon's last `served catalog swapped` line.
@@ -1219,11 +1249,16 @@ fn last_swap(d: &Daemon) -> Option<std::time::SystemTime> {
     Some(std::time::SystemTime::from(t.with_timezone(&chrono::Utc)))
 }
 
-/// One long-poll on its own connection: status, ETag, when its head and
-/// its last byte came, its length.
-async fn one_waiter(socket: PathBuf, route: String, etag: String) -> Option<(u16, String, std::time::SystemTime, std::time::SystemTime, usize)> {
+/// What one long-poll got: status, ETag, when its head and its last byte
+/// came, its length.
+type Answered = (u16, String, std::time::SystemTime, std::time::SystemTime, usize);
+
+/// One long-poll (`?wait=300`) on its own connection.
+async fn one_waiter(socket: PathBuf, route: String, etag: String) -> Option<Answered> {
     let stream = tokio::net::UnixStream::connect(&socket).await.ok()?;
-    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.ok()?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -1240,47 +1275,49 @@ async fn one_waiter(socket: PathBuf, route: String, etag: String) -> Option<(u16
     Some((status, etag, head, std::time::SystemTime::now(), body.len()))
 }
 
-/// `waiters` long-polls on `route`, one swap (a bumped `normal` and a
-/// resync), each latency from the swap.
-async fn wake_run(d: &Daemon, sim: &SimHandle, route: &'static str, waiters: usize) -> WakeRun {
-    let (etag, _) = etag_of(&d.socket, route).await;
-    let mem_before = mem_of(d.guard.pid());
-    let tasks: Vec<_> = (0..waiters)
+/// `n` long-polls on `route` of `d`, all waiting (`/metrics` says so).
+async fn waiters(d: &Daemon, route: &str, n: usize) -> Vec<tokio::task::JoinHandle<Option<Answered>>> {
+    let etag = etag_of(&d.socket, route).await;
+    let already = metric_of(&d.socket, WAITING).await.unwrap_or(0.0);
+    let tasks: Vec<_> = (0..n)
         .map(|_| tokio::spawn(one_waiter(d.socket.clone(), route.to_owned(), etag.clone())))
         .collect();
     assert!(
-        wait_metric_at_least(&d.socket, "carat_catalogd_api_long_polls_waiting", waiters as f64).await,
-        "the {waiters} long-polls are not all waiting:\n{}",
+        wait_metric_at_least(&d.socket, WAITING, already + n as f64).await,
+        "the {n} long-polls are not all waiting:\n{}",
         d.log()
     );
-    // Let the allocator settle as for the other memory figures.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mem_waiting = mem_of(d.guard.pid());
+    tasks
+}
+
+/// A bumped `normal` catalog, synced: one swap.
+async fn swap(d: &Daemon, sim: &SimHandle) -> String {
     let new_hash = sim.bump("normal").expect("bump");
     let mut finished = false;
     let control = d.dir.join("control.sock");
-    carat_catalogd::cli::client::post_lines(&control, "/v1/sync", br#"{"recharge_types":["normal"]}"#.to_vec(), |l| {
+    let body = br#"{"recharge_types":["normal"]}"#.to_vec();
+    carat_catalogd::cli::client::post_lines(&control, "/v1/sync", body, |l| {
         finished |= String::from_utf8_lossy(l).contains("\"finished\"");
     })
     .await
     .expect("resync");
     assert!(finished, "the resync did not finish");
-    let mut head_ms = vec![];
-    let mut done_ms = vec![];
-    let mut errors = 0;
-    let mut results = vec![];
-    for t in tasks {
-        results.push(tokio::time::timeout(Duration::from_secs(60), t).await.ok().and_then(|r| r.ok()).flatten());
-    }
-    let swap = last_swap(d).expect("the swap's log line (RUST_LOG carat_catalogd::state=info)");
-    let since = |t: std::time::SystemTime| match t.duration_since(swap) {
+    new_hash
+}
+
+/// `n` long-polls on `route`, one swap, each latency from the swap.
+async fn wake_run(d: &Daemon, sim: &SimHandle, route: &str, n: usize) -> WakeRun {
+    let tasks = waiters(d, route, n).await;
+    let new_hash = swap(d, sim).await;
+    let swapped = last_swap(d).expect("the swap's log line (RUST_LOG carat_catalogd::state=info)");
+    let since = |t: std::time::SystemTime| match t.duration_since(swapped) {
         Ok(d) => d.as_secs_f64() * 1e3,
         Err(e) => -e.duration().as_secs_f64() * 1e3,
     };
-    let mut body_len = 0;
-    for r in results {
-        match r {
-            Some((200, e, head, done, len)) if e == format!("\"{new_hash}\"") => {
+    let (mut head_ms, mut done_ms, mut errors, mut body_len) = (vec![], vec![], 0, 0);
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(60), t).await {
+            Ok(Ok(Some((200, e, head, done, len)))) if e == format!("\"{new_hash}\"") => {
                 head_ms.push(since(head));
                 done_ms.push(since(done));
                 body_len = len;
@@ -1291,25 +1328,41 @@ async fn wake_run(d: &Daemon, sim: &SimHandle, route: &'static str, waiters: usi
     head_ms.sort_by(|a, b| a.total_cmp(b));
     done_ms.sort_by(|a, b| a.total_cmp(b));
     eprintln!(
-        "wake {route}: {} answered, head p50 {:?} ms p99 {:?} ms, {errors} errors",
+        "wake {route}: {} answered, head p50 {:.1} ms p99 {:.1} ms, {errors} errors",
         head_ms.len(),
-        quantile_sorted(&head_ms, 0.5),
-        quantile_sorted(&head_ms, 0.99)
+        quantile_sorted(&head_ms, 0.5).unwrap_or(f64::NAN),
+        quantile_sorted(&head_ms, 0.99).unwrap_or(f64::NAN)
     );
+    // The answered connections close before the next figure.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     WakeRun {
-        route,
         body_len,
-        waiters,
         head_ms,
         done_ms,
         errors,
-        mem_before,
-        mem_waiting,
     }
 }
 
-/// As many open `/v1/events` streams as waiters: the memory they take.
-async fn stream_memory(d: &Daemon, n: usize) -> (usize, Mem, Mem) {
+/// The memory `n` waiting long-polls on `route` take in `d`.
+async fn long_poll_memory(d: &Daemon, route: &str, n: usize) -> PerWaiter {
+    let before = mem_of(d.guard.pid());
+    let tasks = waiters(d, route, n).await;
+    // Let the allocator settle, as for the other memory figures.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with = mem_of(d.guard.pid());
+    for t in tasks {
+        t.abort();
+    }
+    PerWaiter {
+        what: format!("long-poll {route}"),
+        n,
+        before,
+        with,
+    }
+}
+
+/// The memory `n` open `/v1/events` streams take in `d`.
+async fn stream_memory(d: &Daemon, n: usize) -> PerWaiter {
     let before = mem_of(d.guard.pid());
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
@@ -1328,25 +1381,52 @@ async fn stream_memory(d: &Daemon, n: usize) -> (usize, Mem, Mem) {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with = mem_of(d.guard.pid());
     drop(held);
-    (n, before, with)
+    PerWaiter {
+        what: "/v1/events stream".into(),
+        n,
+        before,
+        with,
+    }
 }
 
-/// The wake section (BENCH_WAKE_WAITERS, BENCH_WAKE_ROUTES), on `d`.
-async fn wake_section(d: &Daemon, sim: &SimHandle) -> Option<Wake> {
-    let waiters: usize = env_or("BENCH_WAKE_WAITERS", 1000);
-    if waiters == 0 {
+/// The wake section (BENCH_WAKE_WAITERS, BENCH_WAKE_ROUTES,
+/// BENCH_WAKE_ROUNDS): latency on `d`, then memory on fresh daemons
+/// (started here, from the main thread, and stopped).
+fn wake_section(
+    rt: &tokio::runtime::Runtime,
+    d: &Daemon,
+    sim: &SimHandle,
+    fresh: &dyn Fn(&str) -> Daemon,
+) -> Option<Wake> {
+    let n: usize = env_or("BENCH_WAKE_WAITERS", 1000);
+    if n == 0 {
         return None;
     }
     raise_nofile();
+    let rounds: usize = env_or("BENCH_WAKE_ROUNDS", 3);
     let filter: String = env_or("BENCH_WAKE_ROUTES", "dealer1,ddd11".to_owned());
+    let routes: Vec<&'static str> = WAKE_ROUTES
+        .iter()
+        .filter(|(name, _)| filter.split(',').any(|f| f.trim() == *name))
+        .map(|(_, r)| *r)
+        .collect();
     let mut runs = vec![];
-    for (name, route) in WAKE_ROUTES {
-        if filter.split(',').any(|f| f.trim() == name) {
-            runs.push(wake_run(d, sim, route, waiters).await);
-            // The answered connections close before the next figure.
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
+    for route in &routes {
+        let per_route = (0..rounds.max(1))
+            .map(|_| rt.block_on(wake_run(d, sim, route, n)))
+            .collect();
+        runs.push((*route, per_route));
     }
-    let streams = Some(stream_memory(d, waiters).await);
-    Some(Wake { runs, streams })
+    let mut memory = vec![];
+    if let Some(route) = routes.first() {
+        let m = fresh("daemon-waiters");
+        memory.push(rt.block_on(long_poll_memory(&m, route, n)));
+    }
+    let m = fresh("daemon-streams");
+    memory.push(rt.block_on(stream_memory(&m, n)));
+    Some(Wake {
+        waiters: n,
+        runs,
+        memory,
+    })
 }

@@ -51,7 +51,10 @@ pub struct CatalogChange {
 pub enum StatusChange {
     /// The type's `stale` flag flipped (with time, or when Carat confirmed
     /// the version again).
-    Stale { recharge_type: RechargeType, stale: bool },
+    Stale {
+        recharge_type: RechargeType,
+        stale: bool,
+    },
     /// A sync of the type failed; the previous catalog is still served.
     SyncFailed {
         recharge_type: RechargeType,
@@ -238,7 +241,10 @@ pub fn sleep_for(now: DateTime<Utc>, at: Option<DateTime<Utc>>) -> Duration {
 /// flag, waking at the next deadline (`checked_at` + `stale_after`, or the
 /// end of a future `checked_at`'s doubt) and after every swap, until
 /// `shutdown`. A type's first appearance is not a flip.
-pub async fn watch_staleness(shared: std::sync::Arc<crate::state::Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn watch_staleness(
+    shared: std::sync::Arc<crate::state::Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut swaps = shared.feed.swaps();
     let mut last: std::collections::BTreeMap<RechargeType, bool> = Default::default();
     loop {
@@ -310,10 +316,21 @@ mod tests {
             assert!(v["event"].is_string(), "{f}");
             assert_eq!(f.matches('\n').count(), 4, "one line per field: {f:?}");
         }
-        let store: serde_json::Value =
-            serde_json::from_str(got[2].as_ref().unwrap().lines().nth(2).unwrap().strip_prefix("data: ").unwrap())
-                .unwrap();
-        assert_eq!((store["kind"].as_str(), store["degraded"].as_bool()), (Some("store"), Some(true)));
+        let store: serde_json::Value = serde_json::from_str(
+            got[2]
+                .as_ref()
+                .unwrap()
+                .lines()
+                .nth(2)
+                .unwrap()
+                .strip_prefix("data: ")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (store["kind"].as_str(), store["degraded"].as_bool()),
+            (Some("store"), Some(true))
+        );
         assert!(!store["message"].as_str().unwrap().contains('\u{1b}'), "{store}");
     }
 
@@ -328,7 +345,10 @@ mod tests {
         assert_eq!(got[0], Err(6), "{got:?}");
         assert_eq!(got.len(), 5, "then the 4 newest");
         assert!(got[1].as_ref().unwrap().starts_with("id: 7\n"));
-        assert_eq!(&lagged_frame(6)[..], b"event: lagged\ndata: {\"event\":\"lagged\",\"missed\":6}\n\n");
+        assert_eq!(
+            &lagged_frame(6)[..],
+            b"event: lagged\ndata: {\"event\":\"lagged\",\"missed\":6}\n\n"
+        );
     }
 
     #[tokio::test]
@@ -342,7 +362,12 @@ mod tests {
         tokio::task::yield_now().await;
         feed.swapped();
         for w in waiters {
-            assert!(tokio::time::timeout(Duration::from_secs(5), w).await.unwrap().unwrap());
+            assert!(
+                tokio::time::timeout(Duration::from_secs(5), w)
+                    .await
+                    .unwrap()
+                    .unwrap()
+            );
         }
     }
 

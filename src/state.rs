@@ -220,14 +220,18 @@ impl Shared {
 fn publish_commits(feed: &Feed, before: &Snapshot, next: &Snapshot, committed: &[RechargeType]) {
     for (rt, t) in &next.types {
         let old = before.types.get(rt).map(|o| &o.version);
-        let same = old.is_some_and(|o| {
-            o.general_hash == t.version.general_hash && o.synced_at == t.version.synced_at
-        });
+        let same = old
+            .is_some_and(|o| o.general_hash == t.version.general_hash && o.synced_at == t.version.synced_at);
         if same && !committed.contains(rt) {
             continue;
         }
         let previous = old.map(|o| o.general_hash.as_str());
-        feed.catalog_committed(*rt, t.version.general_hash.as_str(), previous, t.version.synced_at);
+        feed.catalog_committed(
+            *rt,
+            t.version.general_hash.as_str(),
+            previous,
+            t.version.synced_at,
+        );
     }
 }
 

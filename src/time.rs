@@ -31,7 +31,11 @@ pub fn older_than(now: DateTime<Utc>, then: DateTime<Utc>, limit: Duration) -> b
 /// changes, if it ever does without `then` changing: when a `then` in the
 /// future comes within [`FUTURE_SLACK`] (old → not), or when `then` gets
 /// older than `limit` (not → old). `None` once it is old by age.
-pub fn older_than_changes_at(now: DateTime<Utc>, then: DateTime<Utc>, limit: Duration) -> Option<DateTime<Utc>> {
+pub fn older_than_changes_at(
+    now: DateTime<Utc>,
+    then: DateTime<Utc>,
+    limit: Duration,
+) -> Option<DateTime<Utc>> {
     let slack = chrono::Duration::from_std(FUTURE_SLACK).ok()?;
     if then - now > slack {
         return Some(then - slack);
@@ -89,6 +93,9 @@ mod tests {
             assert_eq!(older_than(at - ms, then, h), before, "{then}: not yet at {at}");
             assert_ne!(older_than(at + ms, then, h), before, "{then}: flipped after {at}");
         }
-        assert_eq!(older_than_changes_at(now, now - chrono::Duration::hours(2), h), None);
+        assert_eq!(
+            older_than_changes_at(now, now - chrono::Duration::hours(2), h),
+            None
+        );
     }
 }

@@ -122,7 +122,17 @@ async fn an_unchanged_catalog_answers_304_after_about_the_wait_and_timeouts_do_n
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
 
     // Anything but 1..=300 seconds, once, is a JSON 400.
-    for bad in ["0", "301", "-1", "1.5", "x", "", "%31%30x", "2&wait=2", "99999999999999999999"] {
+    for bad in [
+        "0",
+        "301",
+        "-1",
+        "1.5",
+        "x",
+        "",
+        "%31%30x",
+        "2&wait=2",
+        "99999999999999999999",
+    ] {
         let (s, _, v) = get_etag(&d.socket, &format!("{path}?wait={bad}"), &etag).await;
         assert_eq!(
             (s, v["error"]["code"].as_str()),
@@ -168,7 +178,11 @@ async fn a_commit_answers_the_waiters_200_with_the_new_etag_within_a_second() {
         );
     }
     let (s, etag, _, _) = others.await.unwrap();
-    assert_eq!((s, etag), (304, others_etag), "another type's commit is not a change");
+    assert_eq!(
+        (s, etag),
+        (304, others_etag),
+        "another type's commit is not a change"
+    );
     assert_eq!(metric(&d, WAITING).await, 0.0);
 }
 
@@ -201,7 +215,10 @@ async fn a_stale_flip_wakes_the_waiters_and_is_an_event() {
             e.event == "status" && e.data["recharge_type"] == "normal"
         })
         .await;
-    assert_eq!((e.data["kind"].as_str(), e.data["stale"].as_bool()), (Some("stale"), Some(true)));
+    assert_eq!(
+        (e.data["kind"].as_str(), e.data["stale"].as_bool()),
+        (Some("stale"), Some(true))
+    );
 
     // Carat confirms the version (a swap): the stale ETag's waiter gets
     // the fresh one, and the stream says so.
@@ -260,7 +277,13 @@ async fn a_catalog_event_follows_a_resync_and_watch_prints_it() {
     let e2 = events
         .next_where(Duration::from_secs(10), |e| e.event == "catalog")
         .await;
-    assert_eq!((e2.data["recharge_type"].as_str(), e2.data["general_hash"].as_str()), (Some("others"), Some(others.as_str())));
+    assert_eq!(
+        (
+            e2.data["recharge_type"].as_str(),
+            e2.data["general_hash"].as_str()
+        ),
+        (Some("others"), Some(others.as_str()))
+    );
     assert!(e2.id.unwrap() > first_id);
 
     // `watch --json` printed the raw data, one object a line; `watch` a
@@ -273,13 +296,17 @@ async fn a_catalog_event_follows_a_resync_and_watch_prints_it() {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
         .collect();
     assert!(
-        lines.iter().any(|l| l["event"] == "catalog" && l["general_hash"] == normal.as_str()),
+        lines
+            .iter()
+            .any(|l| l["event"] == "catalog" && l["general_hash"] == normal.as_str()),
         "{lines:?}"
     );
     let out = human_watch.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.lines().any(|l| l.contains("catalog") && l.contains("normal") && l.contains(&format!("new catalog {normal}"))),
+        text.lines().any(|l| l.contains("catalog")
+            && l.contains("normal")
+            && l.contains(&format!("new catalog {normal}"))),
         "{text}"
     );
 }
@@ -300,8 +327,15 @@ async fn a_failed_sync_is_a_status_event() {
     let e = events
         .next_where(Duration::from_secs(20), |e| e.event == "status")
         .await;
-    assert_eq!((e.data["kind"].as_str(), e.data["recharge_type"].as_str()), (Some("sync_failed"), Some("others")));
-    assert!(e.data["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", e.data);
+    assert_eq!(
+        (e.data["kind"].as_str(), e.data["recharge_type"].as_str()),
+        (Some("sync_failed"), Some("others"))
+    );
+    assert!(
+        e.data["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        e.data
+    );
     assert!(e.data["error_kind"].is_string());
 }
 
@@ -337,10 +371,18 @@ async fn waiters_and_streams_end_promptly_on_shutdown_and_watch_says_so() {
         "the stream ends: {}",
         events.raw
     );
-    assert!(t0.elapsed() < Duration::from_secs(3), "the stream ended after {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "the stream ended after {:?}",
+        t0.elapsed()
+    );
     let status = d.wait_exit(Duration::from_secs(15)).await;
     assert!(status.success(), "{status:?}\n{}", d.log());
-    assert!(t0.elapsed() < Duration::from_secs(5), "the daemon took {:?} to stop", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the daemon took {:?} to stop",
+        t0.elapsed()
+    );
 
     // `watch` ends too, non-zero, saying why; and cannot start without a daemon.
     let out = tokio::task::spawn_blocking(move || {
@@ -354,11 +396,17 @@ async fn waiters_and_streams_end_promptly_on_shutdown_and_watch_says_so() {
     .await
     .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("closed the event stream"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("closed the event stream"),
+        "{out:?}"
+    );
     let out = d.cli(&["watch"]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot connect to") && err.contains("catalog.sock"), "{err}");
+    assert!(
+        err.contains("cannot connect to") && err.contains("catalog.sock"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,7 +423,10 @@ async fn waiting_requests_hold_their_connection_against_the_limit() {
         let mut held = None;
         for _ in 0..50 {
             let mut w = long_poll(&d, format!("{path}?wait=5"), etag.clone());
-            if tokio::time::timeout(Duration::from_millis(300), &mut w).await.is_err() {
+            if tokio::time::timeout(Duration::from_millis(300), &mut w)
+                .await
+                .is_err()
+            {
                 held = Some(w);
                 break;
             }

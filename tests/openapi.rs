@@ -216,9 +216,21 @@ async fn every_route_matches_the_openapi_document() {
             assert_eq!((s, b.len()), (304, 0), "{path}");
             // `wait` outside its documented bounds: the documented 400.
             for bad in ["0", "301", "x"] {
-                let (s, _, b) = raw(&d, "GET", &format!("{path}?wait={bad}"), &[("if-none-match", &etag)]).await;
+                let (s, _, b) = raw(
+                    &d,
+                    "GET",
+                    &format!("{path}?wait={bad}"),
+                    &[("if-none-match", &etag)],
+                )
+                .await;
                 assert_eq!(s, 400, "{path}?wait={bad}");
-                c.validate(template, "get", s, "application/json", &serde_json::from_slice(&b).unwrap());
+                c.validate(
+                    template,
+                    "get",
+                    s,
+                    "application/json",
+                    &serde_json::from_slice(&b).unwrap(),
+                );
             }
         }
     }
@@ -226,7 +238,13 @@ async fn every_route_matches_the_openapi_document() {
     // of the wait.
     let (_, hs, _) = raw(&d, "GET", "/v1/catalogs/normal/dealers", &[]).await;
     let etag = header(&hs, "etag").unwrap().to_owned();
-    let (s, hs, b) = raw(&d, "GET", "/v1/catalogs/normal/dealers?wait=1", &[("if-none-match", &etag)]).await;
+    let (s, hs, b) = raw(
+        &d,
+        "GET",
+        "/v1/catalogs/normal/dealers?wait=1",
+        &[("if-none-match", &etag)],
+    )
+    .await;
     assert_eq!((s, header(&hs, "etag"), b.len()), (304, Some(etag.as_str()), 0));
     assert!(
         c.doc
@@ -450,7 +468,10 @@ fn every_kind_of_event_matches_the_document() {
 fn every_catalog_route_documents_the_wait_parameter() {
     let doc = document();
     let wait = &doc["components"]["parameters"]["Wait"];
-    assert_eq!((wait["name"].as_str(), wait["in"].as_str()), (Some("wait"), Some("query")));
+    assert_eq!(
+        (wait["name"].as_str(), wait["in"].as_str()),
+        (Some("wait"), Some("query"))
+    );
     assert_eq!(wait["schema"]["minimum"], 1);
     assert_eq!(
         wait["schema"]["maximum"],
@@ -458,9 +479,7 @@ fn every_catalog_route_documents_the_wait_parameter() {
     );
     for (path, item) in doc["paths"].as_object().unwrap() {
         let params = item["get"]["parameters"].as_array().cloned().unwrap_or_default();
-        let has = params
-            .iter()
-            .any(|p| p["$ref"] == "#/components/parameters/Wait");
+        let has = params.iter().any(|p| p["$ref"] == "#/components/parameters/Wait");
         assert_eq!(has, path.starts_with("/v1/catalogs"), "{path}");
         if has {
             assert!(

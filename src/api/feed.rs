@@ -173,7 +173,11 @@ mod tests {
     async fn the_stream_opens_carries_events_keeps_alive_and_ends_on_shutdown() {
         let feed = events::Feed::new(4);
         let (stop, stopped) = watch::channel(false);
-        let mut s = Box::pin(event_stream(feed.subscribe(), stopped, Duration::from_millis(200)));
+        let mut s = Box::pin(event_stream(
+            feed.subscribe(),
+            stopped,
+            Duration::from_millis(200),
+        ));
         assert_eq!(&s.next().await.unwrap()[..], OPENING_FRAME);
         feed.stale_flipped(RechargeType::Normal, true);
         assert!(s.next().await.unwrap().starts_with(b"id: 1\nevent: status\n"));
@@ -187,6 +191,9 @@ mod tests {
         assert!(s.next().await.unwrap().starts_with(b"id: 4\n"));
         let _ = stop.send(true);
         let rest: Vec<_> = s.collect().await;
-        assert!(rest.is_empty(), "shutdown ends the stream at once, queued events or not");
+        assert!(
+            rest.is_empty(),
+            "shutdown ends the stream at once, queued events or not"
+        );
     }
 }

@@ -509,8 +509,10 @@ fn events(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
         crate::events::KEEP_ALIVE,
     );
     let mut r = Response::new(ApiBody::Stream(Box::pin(stream)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(r)

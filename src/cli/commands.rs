@@ -261,11 +261,7 @@ pub async fn watch(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
     client::each_line(&socket, body, |line| {
         let Some(e) = reader.line(line) else { return };
-        let text = if json {
-            e.data
-        } else {
-            super::watch::render(&e)
-        };
+        let text = if json { e.data } else { super::watch::render(&e) };
         // Each line as it comes (a pipe would hold it otherwise).
         let _ = writeln!(out, "{text}").and_then(|()| out.flush());
     })

@@ -67,7 +67,12 @@ fn shown(v: &Value) -> String {
 /// The line a person reads for one event (`time  event  what  detail`).
 pub fn render(e: &Sse) -> String {
     let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
-        return format!("{:<20}  {:<7}  {}", "-", shown(&e.event.clone().into()), shown(&e.data.clone().into()));
+        return format!(
+            "{:<20}  {:<7}  {}",
+            "-",
+            shown(&e.event.clone().into()),
+            shown(&e.data.clone().into())
+        );
     };
     let at = v
         .get("at")
@@ -79,7 +84,11 @@ pub fn render(e: &Sse) -> String {
         ("catalog", _) => (
             rt(),
             match v["previous_hash"].as_str() {
-                Some(prev) => format!("new catalog {} (was {})", shown(&v["general_hash"]), shown(&prev.into())),
+                Some(prev) => format!(
+                    "new catalog {} (was {})",
+                    shown(&v["general_hash"]),
+                    shown(&prev.into())
+                ),
                 None => format!("first catalog {}", shown(&v["general_hash"])),
             },
         ),
@@ -113,7 +122,10 @@ pub fn render(e: &Sse) -> String {
         ),
         _ => ("-".into(), shown(&e.data.clone().into())),
     };
-    format!("{at:<20}  {:<7}  {what:<7}  {detail}", shown(&e.event.clone().into()))
+    format!(
+        "{at:<20}  {:<7}  {what:<7}  {detail}",
+        shown(&e.event.clone().into())
+    )
 }
 
 #[cfg(test)]
@@ -176,10 +188,26 @@ mod tests {
             render(&e("lagged", r#"{"event":"lagged","missed":3}"#)),
             render(&e("future", "not json")),
         ];
-        assert!(lines[0].contains("catalog") && lines[0].contains("new catalog B (was A)"), "{}", lines[0]);
-        assert!(lines[1].contains("others") && lines[1].contains("stale:"), "{}", lines[1]);
-        assert!(lines[2].contains("sync failed (http): boom") && !lines[2].contains('\u{1b}'), "{}", lines[2]);
-        assert!(lines[3].contains("store") && lines[3].contains("degraded: disk full"), "{}", lines[3]);
+        assert!(
+            lines[0].contains("catalog") && lines[0].contains("new catalog B (was A)"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("others") && lines[1].contains("stale:"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("sync failed (http): boom") && !lines[2].contains('\u{1b}'),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("store") && lines[3].contains("degraded: disk full"),
+            "{}",
+            lines[3]
+        );
         assert!(lines[4].contains("missed 3 events"), "{}", lines[4]);
         assert!(lines[5].contains("not json"), "{}", lines[5]);
         for l in &lines {

@@ -744,7 +744,10 @@ impl EventStream {
             headers,
             _tx: tx,
         };
-        let first = s.block(Duration::from_secs(10)).await.expect("the opening comment");
+        let first = s
+            .block(Duration::from_secs(10))
+            .await
+            .expect("the opening comment");
         assert!(first.starts_with(':'), "{first:?}");
         s
     }
@@ -759,7 +762,9 @@ impl EventStream {
                 let block: String = self.buf.drain(..i + 2).collect();
                 return Some(block.trim_end().to_owned());
             }
-            let frame = tokio::time::timeout_at(deadline, self.body.frame()).await.ok()??;
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .ok()??;
             let Ok(frame) = frame else { return None };
             if let Some(d) = frame.data_ref() {
                 let text = String::from_utf8_lossy(d);
@@ -811,7 +816,9 @@ impl EventStream {
 
 /// A sample of `/metrics` without labels (`name value`).
 pub async fn metric(d: &DaemonProc, name: &str) -> f64 {
-    let (status, body) = carat_catalogd::cli::client::get(&d.socket, "/metrics").await.unwrap();
+    let (status, body) = carat_catalogd::cli::client::get(&d.socket, "/metrics")
+        .await
+        .unwrap();
     assert_eq!(status, 200);
     let text = String::from_utf8_lossy(&body).into_owned();
     text.lines()
