@@ -19,6 +19,17 @@
 //!   snapshot memfds (not all mapped, so not all in VmRSS), after the sync and after
 //!   the load.
 //!
+//! * Wake latency (the long-poll): BENCH_WAKE_WAITERS (1000) long-polls
+//!   wait on a route with its ETag (`?wait=300`); once `/metrics` counts
+//!   them all waiting, the simulator's `normal` catalog is bumped and a
+//!   resync asked on the control socket; each waiter's latency runs from
+//!   the swap (the daemon's own `served catalog swapped` log line, its
+//!   wall-clock time) to its answer's head and to its last body byte.
+//!   Resident memory per waiter is the daemon's VmRSS with them waiting
+//!   minus before, divided by their number; the same for as many
+//!   `/v1/events` streams. One swap per route of BENCH_WAKE_ROUTES
+//!   (`dealer1,ddd11`); 0 waiters skips it.
+//!
 //! Knobs (environment): BENCH_ROUNDS (3), BENCH_SECS (5), BENCH_WARMUP_SECS
 //! (1), BENCH_CONNS (1,32), BENCH_CLIENT (raw), BENCH_CLIENT_THREADS (1), BENCH_NGINX
 //! (path of the nginx binary; default: `nginx` on PATH, then /usr/sbin;
@@ -639,7 +650,8 @@ fn start_daemon(
     cmd.arg("--config")
         .arg(&config)
         .arg("run")
-        .env("RUST_LOG", "warn")
+        // `state` at info: the swap's log line times the wake latency.
+        .env("RUST_LOG", "warn,carat_catalogd::state=info")
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .stdin(Stdio::null())
@@ -923,6 +935,18 @@ fn main() {
         }
     }
     let mem_loaded: Vec<Mem> = daemons.iter().map(|d| mem_of(d.guard.pid())).collect();
+    let fresh = |name: &str| {
+        start_daemon(
+            &rt,
+            name,
+            &daemon_bin,
+            dir.path().join(name),
+            &sim,
+            &private,
+            &daemon_env,
+        )
+    };
+    let wake = wake_section(&rt, &daemons[0], &sim, &fresh);
 
     // BENCH_ROUNDS=0: memory only.
     if rounds > 0 {
@@ -1037,6 +1061,9 @@ fn main() {
         }
     }
     t.print();
+    if let Some(w) = &wake {
+        w.print();
+    }
     for d in &daemons {
         println!(
             "{}: first sync of the 100 × 67 catalog took {:.1} s (simulator latency 0)",
@@ -1060,4 +1087,346 @@ fn main() {
     drop(guards);
     drop(daemons);
     drop(sim);
+}
+
+// ---------------------------------------------------------------------------
+// wake latency and memory per waiter (long-poll, event stream)
+
+/// The routes the wake section can wait on: (short name, path).
+const WAKE_ROUTES: [(&str, &str); 2] = [
+    ("dealer1", "/v1/catalogs/normal/dealers/1"),
+    ("ddd11", "/v1/catalogs/normal/ddds/11"),
+];
+
+/// One swap with waiting long-polls on one route.
+struct WakeRun {
+    body_len: usize,
+    /// Milliseconds from the swap to each answer's head, sorted.
+    head_ms: Vec<f64>,
+    /// Milliseconds from the swap to each answer's last byte, sorted.
+    done_ms: Vec<f64>,
+    errors: usize,
+}
+
+/// The daemon's memory before and with `n` waiters of one kind.
+struct PerWaiter {
+    what: String,
+    n: usize,
+    before: Mem,
+    with: Mem,
+}
+
+/// The wake section's results: per route, one run per swap.
+struct Wake {
+    waiters: usize,
+    runs: Vec<(&'static str, Vec<WakeRun>)>,
+    memory: Vec<PerWaiter>,
+}
+
+impl Wake {
+    fn print(&self) {
+        let rounds = self.runs.first().map_or(0, |r| r.1.len());
+        let mut t = Table::new(
+            &format!(
+                "Wake latency from the swap to the answer, {} waiting long-polls (ms; median of {rounds} swaps; \
+                 head = the answer's status line, body = its last byte, both from the daemon's \
+                 \"served catalog swapped\" log time; p99 range = lowest..highest p99 of the swaps)",
+                self.waiters
+            ),
+            &[
+                "route",
+                "body bytes",
+                "head min",
+                "head p50",
+                "head p99",
+                "p99 range",
+                "head max",
+                "body p50",
+                "body p99",
+                "errors",
+            ],
+        );
+        for (route, runs) in &self.runs {
+            let q = |f: &dyn Fn(&WakeRun) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
+            let at = |v: &[f64], x: f64| quantile_sorted(v, x).unwrap_or(f64::NAN);
+            let p99s: Vec<f64> = runs.iter().map(|r| at(&r.head_ms, 0.99)).collect();
+            t.row(vec![
+                route.to_string(),
+                runs.first().map_or(0, |r| r.body_len).to_string(),
+                f1(q(&|r| r.head_ms.first().copied().unwrap_or(f64::NAN))),
+                f1(q(&|r| at(&r.head_ms, 0.50))),
+                f1(q(&|r| at(&r.head_ms, 0.99))),
+                format!("{}..{}", f1(min(&p99s)), f1(max(&p99s))),
+                f1(q(&|r| r.head_ms.last().copied().unwrap_or(f64::NAN))),
+                f1(q(&|r| at(&r.done_ms, 0.50))),
+                f1(q(&|r| at(&r.done_ms, 0.99))),
+                runs.iter().map(|r| r.errors).sum::<usize>().to_string(),
+            ]);
+        }
+        t.print();
+        let mut t = Table::new(
+            "Resident memory per waiter (a fresh daemon each: its VmRSS with them open minus before, over their number)",
+            &[
+                "waiting on",
+                "count",
+                "VmRSS before MiB",
+                "VmRSS with them MiB",
+                "KiB per waiter",
+                "RssAnon KiB per waiter",
+            ],
+        );
+        let mib = |k: u64| f1(k as f64 / 1024.0);
+        for m in &self.memory {
+            let per = |f: fn(&Mem) -> u64| f1((f(&m.with) as f64 - f(&m.before) as f64) / m.n.max(1) as f64);
+            t.row(vec![
+                m.what.clone(),
+                m.n.to_string(),
+                mib(m.before.rss_kib),
+                mib(m.with.rss_kib),
+                per(|m| m.rss_kib),
+                per(|m| m.anon_kib),
+            ]);
+        }
+        t.print();
+    }
+}
+
+/// Lets this process hold a few thousand connections.
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+/// A `/metrics` sample without labels.
+async fn metric_of(socket: &Path, name: &str) -> Option<f64> {
+    let (_, body) = get(socket, "/metrics").await?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Polls `/metrics` until `name` is at least `want` (up to 60 s).
+async fn wait_metric_at_least(socket: &Path, name: &str, want: f64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if metric_of(socket, name).await.is_some_and(|v| v >= want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+const WAITING: &str = "carat_catalogd_api_long_polls_waiting";
+
+/// The ETag of `route`.
+async fn etag_of(socket: &Path, route: &str) -> String {
+    let mut tx = connect(socket).await;
+    let req = hyper::Request::get(route)
+        .header(hyper::header::HOST, "localhost")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tx.send_request(req).await.expect("GET");
+    let etag = resp.headers()[hyper::header::ETAG].to_str().unwrap().to_owned();
+    let _ = resp.into_body().collect().await;
+    etag
+}
+
+/// The wall-clock time of the daemon's last `served catalog swapped` line.
+fn last_swap(d: &Daemon) -> Option<std::time::SystemTime> {
+    let log = d.log();
+    let line = log.lines().rev().find(|l| l.contains("served catalog swapped"))?;
+    let t = chrono::DateTime::parse_from_rfc3339(line.split_whitespace().next()?).ok()?;
+    Some(std::time::SystemTime::from(t.with_timezone(&chrono::Utc)))
+}
+
+/// What one long-poll got: status, ETag, when its head and its last byte
+/// came, its length.
+type Answered = (u16, String, std::time::SystemTime, std::time::SystemTime, usize);
+
+/// One long-poll (`?wait=300`) on its own connection.
+async fn one_waiter(socket: PathBuf, route: String, etag: String) -> Option<Answered> {
+    let stream = tokio::net::UnixStream::connect(&socket).await.ok()?;
+    let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = hyper::Request::get(format!("{route}?wait=300"))
+        .header(hyper::header::HOST, "localhost")
+        .header(hyper::header::IF_NONE_MATCH, &etag)
+        .body(Empty::<Bytes>::new())
+        .ok()?;
+    let resp = tx.send_request(req).await.ok()?;
+    let head = std::time::SystemTime::now();
+    let status = resp.status().as_u16();
+    let etag = resp.headers().get(hyper::header::ETAG)?.to_str().ok()?.to_owned();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, etag, head, std::time::SystemTime::now(), body.len()))
+}
+
+/// `n` long-polls on `route` of `d`, all waiting (`/metrics` says so).
+async fn waiters(d: &Daemon, route: &str, n: usize) -> Vec<tokio::task::JoinHandle<Option<Answered>>> {
+    let etag = etag_of(&d.socket, route).await;
+    let already = metric_of(&d.socket, WAITING).await.unwrap_or(0.0);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(one_waiter(d.socket.clone(), route.to_owned(), etag.clone())))
+        .collect();
+    assert!(
+        wait_metric_at_least(&d.socket, WAITING, already + n as f64).await,
+        "the {n} long-polls are not all waiting:\n{}",
+        d.log()
+    );
+    tasks
+}
+
+/// A bumped `normal` catalog, synced: one swap.
+async fn swap(d: &Daemon, sim: &SimHandle) -> String {
+    let new_hash = sim.bump("normal").expect("bump");
+    let mut finished = false;
+    let control = d.dir.join("control.sock");
+    let body = br#"{"recharge_types":["normal"]}"#.to_vec();
+    carat_catalogd::cli::client::post_lines(&control, "/v1/sync", body, |l| {
+        finished |= String::from_utf8_lossy(l).contains("\"finished\"");
+    })
+    .await
+    .expect("resync");
+    assert!(finished, "the resync did not finish");
+    new_hash
+}
+
+/// `n` long-polls on `route`, one swap, each latency from the swap.
+async fn wake_run(d: &Daemon, sim: &SimHandle, route: &str, n: usize) -> WakeRun {
+    let tasks = waiters(d, route, n).await;
+    let new_hash = swap(d, sim).await;
+    let swapped = last_swap(d).expect("the swap's log line (RUST_LOG carat_catalogd::state=info)");
+    let since = |t: std::time::SystemTime| match t.duration_since(swapped) {
+        Ok(d) => d.as_secs_f64() * 1e3,
+        Err(e) => -e.duration().as_secs_f64() * 1e3,
+    };
+    let (mut head_ms, mut done_ms, mut errors, mut body_len) = (vec![], vec![], 0, 0);
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(60), t).await {
+            Ok(Ok(Some((200, e, head, done, len)))) if e == format!("\"{new_hash}\"") => {
+                head_ms.push(since(head));
+                done_ms.push(since(done));
+                body_len = len;
+            }
+            _ => errors += 1,
+        }
+    }
+    head_ms.sort_by(|a, b| a.total_cmp(b));
+    done_ms.sort_by(|a, b| a.total_cmp(b));
+    eprintln!(
+        "wake {route}: {} answered, head p50 {:.1} ms p99 {:.1} ms, {errors} errors",
+        head_ms.len(),
+        quantile_sorted(&head_ms, 0.5).unwrap_or(f64::NAN),
+        quantile_sorted(&head_ms, 0.99).unwrap_or(f64::NAN)
+    );
+    // The answered connections close before the next figure.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    WakeRun {
+        body_len,
+        head_ms,
+        done_ms,
+        errors,
+    }
+}
+
+/// The memory `n` waiting long-polls on `route` take in `d`.
+async fn long_poll_memory(d: &Daemon, route: &str, n: usize) -> PerWaiter {
+    let before = mem_of(d.guard.pid());
+    let tasks = waiters(d, route, n).await;
+    // Let the allocator settle, as for the other memory figures.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with = mem_of(d.guard.pid());
+    for t in tasks {
+        t.abort();
+    }
+    PerWaiter {
+        what: format!("long-poll {route}"),
+        n,
+        before,
+        with,
+    }
+}
+
+/// The memory `n` open `/v1/events` streams take in `d`.
+async fn stream_memory(d: &Daemon, n: usize) -> PerWaiter {
+    let before = mem_of(d.guard.pid());
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut tx = connect(&d.socket).await;
+        let req = hyper::Request::get("/v1/events")
+            .header(hyper::header::HOST, "localhost")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.expect("events");
+        held.push((tx, resp));
+    }
+    assert!(
+        wait_metric_at_least(&d.socket, "carat_catalogd_api_event_streams", n as f64).await,
+        "the streams are not all open"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let with = mem_of(d.guard.pid());
+    drop(held);
+    PerWaiter {
+        what: "/v1/events stream".into(),
+        n,
+        before,
+        with,
+    }
+}
+
+/// The wake section (BENCH_WAKE_WAITERS, BENCH_WAKE_ROUTES,
+/// BENCH_WAKE_ROUNDS): latency on `d`, then memory on fresh daemons
+/// (started here, from the main thread, and stopped).
+fn wake_section(
+    rt: &tokio::runtime::Runtime,
+    d: &Daemon,
+    sim: &SimHandle,
+    fresh: &dyn Fn(&str) -> Daemon,
+) -> Option<Wake> {
+    let n: usize = env_or("BENCH_WAKE_WAITERS", 1000);
+    if n == 0 {
+        return None;
+    }
+    raise_nofile();
+    let rounds: usize = env_or("BENCH_WAKE_ROUNDS", 3);
+    let filter: String = env_or("BENCH_WAKE_ROUTES", "dealer1,ddd11".to_owned());
+    let routes: Vec<&'static str> = WAKE_ROUTES
+        .iter()
+        .filter(|(name, _)| filter.split(',').any(|f| f.trim() == *name))
+        .map(|(_, r)| *r)
+        .collect();
+    let mut runs = vec![];
+    for route in &routes {
+        let per_route = (0..rounds.max(1))
+            .map(|_| rt.block_on(wake_run(d, sim, route, n)))
+            .collect();
+        runs.push((*route, per_route));
+    }
+    let mut memory = vec![];
+    if let Some(route) = routes.first() {
+        let m = fresh("daemon-waiters");
+        memory.push(rt.block_on(long_poll_memory(&m, route, n)));
+    }
+    let m = fresh("daemon-streams");
+    memory.push(rt.block_on(stream_memory(&m, n)));
+    Some(Wake {
+        waiters: n,
+        runs,
+        memory,
+    })
 }

@@ -588,8 +588,9 @@ impl Daemon {
     }
 }
 
-/// Keeps `/v1/status`, the metrics and the routes told of the store's
-/// health as it changes (degraded by a failed write, healed by a reopen).
+/// Keeps `/v1/status`, the metrics, the routes and the event stream told
+/// of the store's health as it changes (degraded by a failed write, healed
+/// by a reopen): one `status` event per change.
 fn spawn_health_mirror(store: &StoreHandle, shared: Arc<Shared>) {
     let mut health = store.watch_health();
     shared
@@ -598,6 +599,12 @@ fn spawn_health_mirror(store: &StoreHandle, shared: Arc<Shared>) {
     tokio::spawn(async move {
         while health.changed().await.is_ok() {
             let h = health.borrow_and_update().clone();
+            match &h {
+                Some(d) => shared
+                    .feed
+                    .store_degraded(&format!("{}: {}", d.state.as_str(), d.reason)),
+                None => shared.feed.store_writable(),
+            };
             shared.store_health.store(Arc::new(h));
         }
     });

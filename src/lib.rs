@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod events;
 pub mod lifecycle;
 pub mod net;
 pub mod run;

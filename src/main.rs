@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use carat_catalogd::catalog::RechargeType;
-use carat_catalogd::cli::commands::{check_config, probe, read, resync, run, sync};
+use carat_catalogd::cli::commands::{check_config, probe, read, resync, run, sync, watch};
 use carat_catalogd::cli::render;
 use carat_catalogd::config::{CONFIG_PATH_ENV, DEFAULT_CONFIG_PATH};
 
@@ -62,6 +62,13 @@ enum Command {
     Offers {
         #[arg(long, value_name = "NN")]
         ddd: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow the daemon's events (new catalogs, stale flips, failed syncs,
+    /// store trouble) as they happen, one line each.
+    Watch {
+        /// Print each event's raw JSON data, one object a line.
         #[arg(long)]
         json: bool,
     },
@@ -149,6 +156,7 @@ fn main() -> ExitCode {
                 render::offers,
             ))
         }),
+        Command::Watch { json } => runtime().and_then(|rt| rt.block_on(watch(&cli.config, json))),
         Command::CheckConfig => check_config(&cli.config),
         Command::Sync(SyncArgs { force, types, json }) => {
             runtime().and_then(|rt| rt.block_on(sync(&cli.config, force, types, json)))

@@ -145,6 +145,12 @@ impl TypeSnapshot {
         crate::time::older_than(now, self.version.checked_at, stale_after)
     }
 
+    /// When [`TypeSnapshot::is_stale`] next changes by itself (with time
+    /// alone); `None` when it stays as it is until the next swap.
+    pub fn stale_changes_at(&self, now: DateTime<Utc>, stale_after: Duration) -> Option<DateTime<Utc>> {
+        crate::time::older_than_changes_at(now, self.version.checked_at, stale_after)
+    }
+
     /// A body as two shared buffers, neither copied: the head
     /// `{"recharge_type":..,"general_hash":..,"synced_at":..,"checked_at":..,"stale":..,`
     /// and the closed tail (`...}`).

@@ -1,6 +1,7 @@
 //! What the running daemon shares between the sync worker (the only writer)
-//! and the socket API (readers): the current snapshot, the status board and
-//! the metrics. Locks here are std mutexes held for a few field updates,
+//! and the socket API (readers): the current snapshot, the status board,
+//! the metrics and the change feed (`crate::events`: long-polls and
+//! `/v1/events` wait on it; the swap and the results publish to it). Locks here are std mutexes held for a few field updates,
 //! never across an `.await`.
 
 use std::collections::BTreeMap;
@@ -13,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{Ddd, RechargeType};
+use crate::events::Feed;
 use crate::run::{Outcome, TypeResult};
 use crate::snapshot::{self, Snapshot};
 use crate::store::{StoreError, StoreHandle};
@@ -112,6 +114,8 @@ pub struct Shared {
     /// One snapshot refresh at a time: a refresh that read older settings
     /// cannot store its snapshot after a newer one's.
     refreshing: tokio::sync::Mutex<()>,
+    /// Swaps and events (`catalog`, `status`): see `crate::events`.
+    pub feed: Feed,
 }
 
 impl Shared {
@@ -125,6 +129,7 @@ impl Shared {
             started_at: Utc::now(),
             store_health: ArcSwap::from_pointee(None),
             refreshing: tokio::sync::Mutex::new(()),
+            feed: Feed::default(),
         })
     }
 
@@ -174,6 +179,12 @@ impl Shared {
                 results: results.to_vec(),
             });
         });
+        for r in results {
+            if let Some(e) = &r.error {
+                let kind = r.error_kind.as_deref().unwrap_or("error");
+                self.feed.sync_failed(r.recharge_type, kind, e);
+            }
+        }
     }
 
     /// Swaps in the snapshot rebuilt from `store` (see [`snapshot::rebuild`]);
@@ -186,12 +197,25 @@ impl Shared {
         let _one_at_a_time = self.refreshing.lock().await;
         let settings = (**self.settings.load()).clone();
         let current = self.snapshot.load_full();
-        let (snap, rebuilt) =
-            snapshot::rebuild(store, current, settings.enabled, settings.ddds, committed).await?;
-        self.snapshot.store(Arc::new(snap));
+        let (snap, rebuilt) = snapshot::rebuild(
+            store,
+            current.clone(),
+            settings.enabled,
+            settings.ddds,
+            committed.clone(),
+        )
+        .await?;
+        let snap = Arc::new(snap);
+        self.snapshot.store(snap.clone());
         if rebuilt > 0 {
             self.metrics.snapshot_builds.fetch_add(rebuilt, Ordering::Relaxed);
+            // Before the waiters are woken: `benches/read.rs` times their
+            // answers from this line.
             tracing::info!(rebuilt, "served catalog swapped");
+        }
+        self.feed.swapped();
+        publish_commits(&self.feed, &current, &snap, &committed);
+        if rebuilt > 0 {
             snapshot::release_freed_memory();
         }
         Ok(())
@@ -199,6 +223,27 @@ impl Shared {
 
     pub fn snapshot_builds(&self) -> u64 {
         self.metrics.snapshot_builds.load(Ordering::Relaxed)
+    }
+}
+
+/// `event: catalog` for each type `next` serves a version of that `before`
+/// did not (another hash, another commit time) or that was `committed`
+/// again since.
+fn publish_commits(feed: &Feed, before: &Snapshot, next: &Snapshot, committed: &[RechargeType]) {
+    for (rt, t) in &next.types {
+        let old = before.types.get(rt).map(|o| &o.version);
+        let same = old
+            .is_some_and(|o| o.general_hash == t.version.general_hash && o.synced_at == t.version.synced_at);
+        if same && !committed.contains(rt) {
+            continue;
+        }
+        let previous = old.map(|o| o.general_hash.as_str());
+        feed.catalog_committed(
+            *rt,
+            t.version.general_hash.as_str(),
+            previous,
+            t.version.synced_at,
+        );
     }
 }
 

@@ -27,6 +27,23 @@ pub fn older_than(now: DateTime<Utc>, then: DateTime<Utc>, limit: Duration) -> b
     age(now, then).is_none_or(|a| a > limit)
 }
 
+/// The next time after `now` at which [`older_than`]`(_, then, limit)`
+/// changes, if it ever does without `then` changing: when a `then` in the
+/// future comes within [`FUTURE_SLACK`] (old → not), or when `then` gets
+/// older than `limit` (not → old). `None` once it is old by age.
+pub fn older_than_changes_at(
+    now: DateTime<Utc>,
+    then: DateTime<Utc>,
+    limit: Duration,
+) -> Option<DateTime<Utc>> {
+    let slack = chrono::Duration::from_std(FUTURE_SLACK).ok()?;
+    if then - now > slack {
+        return Some(then - slack);
+    }
+    let at = then + chrono::Duration::from_std(limit).ok()?;
+    (at >= now).then_some(at)
+}
+
 /// `2026-11-22T11:00:00Z`.
 pub fn fmt_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -56,5 +73,29 @@ mod tests {
         assert!(older_than(now, now + chrono::Duration::hours(1), h));
         assert!(older_than(now, now - chrono::Duration::hours(2), h));
         assert!(!older_than(now, now - chrono::Duration::minutes(5), h));
+    }
+
+    #[test]
+    fn the_next_change_of_older_than_is_where_it_flips() {
+        let now = Utc::now();
+        let h = Duration::from_secs(3600);
+        let ms = chrono::Duration::milliseconds(1);
+        for then in [
+            now - chrono::Duration::minutes(5),
+            now,
+            now + chrono::Duration::seconds(3),
+            now + chrono::Duration::hours(1),
+            now + chrono::Duration::seconds(6),
+        ] {
+            let at = older_than_changes_at(now, then, h).expect("it flips later");
+            assert!(at >= now, "{then}");
+            let before = older_than(now, then, h);
+            assert_eq!(older_than(at - ms, then, h), before, "{then}: not yet at {at}");
+            assert_ne!(older_than(at + ms, then, h), before, "{then}: flipped after {at}");
+        }
+        assert_eq!(
+            older_than_changes_at(now, now - chrono::Duration::hours(2), h),
+            None
+        );
     }
 }

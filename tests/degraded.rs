@@ -141,7 +141,9 @@ async fn a_store_that_cannot_be_written_serves_the_last_catalog_and_recovers() {
             .contains("carat_catalogd_store_state{state=\"read_only\"} 1")
     );
 
-    // Writable again: the next check reopens it, syncs and says so.
+    // Writable again: the next check reopens it, syncs and says so, on the
+    // event stream too.
+    let mut events = EventStream::open(&d.socket).await;
     chmod(&store_dir, 0o755);
     chmod(&d.db, 0o644);
     let t0 = Instant::now();
@@ -164,6 +166,12 @@ async fn a_store_that_cannot_be_written_serves_the_last_catalog_and_recovers() {
             .contains("carat_catalogd_store_state{state=\"ok\"} 1")
     );
     assert_eq!(d.get("/v1/catalogs/normal/ddds/11").await.0, 200);
+    let e = events
+        .next_where(Duration::from_secs(10), |e| {
+            e.event == "status" && e.data["kind"] == "store"
+        })
+        .await;
+    assert_eq!(e.data["degraded"], false, "{:?}", e.data);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

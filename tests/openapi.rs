@@ -1,7 +1,9 @@
 //! `schema/openapi.yaml` cannot drift from the code: every route of the
 //! real daemon is fetched and each answer validated against the document
-//! (with every object closed, so an undocumented field fails too), and every
-//! path of the document is exercised.
+//! (with every object closed, so an undocumented field fails too), every
+//! path of the document is exercised, the events of `/v1/events` match
+//! their documented data and every catalog route documents `?wait=` with
+//! the bounds the daemon applies.
 
 mod common;
 
@@ -212,8 +214,43 @@ async fn every_route_matches_the_openapi_document() {
             let etag = header(&hs, "etag").expect("ETag on catalog answers").to_owned();
             let (s, _, b) = raw(&d, "GET", path, &[("if-none-match", &etag)]).await;
             assert_eq!((s, b.len()), (304, 0), "{path}");
+            // `wait` outside its documented bounds: the documented 400.
+            for bad in ["0", "301", "x"] {
+                let (s, _, b) = raw(
+                    &d,
+                    "GET",
+                    &format!("{path}?wait={bad}"),
+                    &[("if-none-match", &etag)],
+                )
+                .await;
+                assert_eq!(s, 400, "{path}?wait={bad}");
+                c.validate(
+                    template,
+                    "get",
+                    s,
+                    "application/json",
+                    &serde_json::from_slice(&b).unwrap(),
+                );
+            }
         }
     }
+    // A long-poll on an unchanged catalog: the documented 304, at the end
+    // of the wait.
+    let (_, hs, _) = raw(&d, "GET", "/v1/catalogs/normal/dealers", &[]).await;
+    let etag = header(&hs, "etag").unwrap().to_owned();
+    let (s, hs, b) = raw(
+        &d,
+        "GET",
+        "/v1/catalogs/normal/dealers?wait=1",
+        &[("if-none-match", &etag)],
+    )
+    .await;
+    assert_eq!((s, header(&hs, "etag"), b.len()), (304, Some(etag.as_str()), 0));
+    assert!(
+        c.doc
+            .pointer("/paths/~1v1~1catalogs~1{type}~1dealers/get/responses/304")
+            .is_some()
+    );
     // Method and browser refusals are JSON errors too.
     let (s, _, b) = raw(&d, "DELETE", "/v1/status", &[]).await;
     assert_eq!(s, 405);
@@ -277,6 +314,7 @@ async fn every_route_matches_the_openapi_document() {
             &serde_json::from_slice(&b).unwrap(),
         );
     }
+    let mut events = EventStream::open(&d.socket).await;
     let req = json!({"force": true, "recharge_types": ["others"]});
     let (s, hs, body) = raw_on(
         &d.control,
@@ -298,6 +336,13 @@ async fn every_route_matches_the_openapi_document() {
     for l in &lines {
         cc.validate("/v1/sync", "post", 200, "application/x-ndjson", l);
     }
+    // The forced refetch was a commit: its event, as documented.
+    assert_eq!(header(&events.headers, "content-type"), Some("text/event-stream"));
+    let e = events
+        .next_where(std::time::Duration::from_secs(10), |e| e.event == "catalog")
+        .await;
+    assert_eq!(e.data["recharge_type"], "others");
+    c.validate("/v1/events", "get", 200, "text/event-stream", &e.data);
     let (s, _, b) = raw_on(
         &d.control,
         "POST",
@@ -355,8 +400,94 @@ async fn a_type_never_synced_matches_the_documented_503() {
     let (s, v) = d.get("/v1/catalogs/normal").await;
     assert_eq!(s, 503);
     c.validate("/v1/catalogs/{type}", "get", 503, "application/json", &v);
+    // A failed sync is a `status` event, as documented.
+    let mut events = EventStream::open(&d.socket).await;
+    let _ = d.cli(&["resync", "--type", "invoice"]);
+    let e = events
+        .next_where(std::time::Duration::from_secs(20), |e| e.event == "status")
+        .await;
+    assert_eq!(e.data["kind"], "sync_failed");
+    c.validate("/v1/events", "get", 200, "text/event-stream", &e.data);
     let (_, st) = d.get("/v1/status").await;
     c.validate("/v1/status", "get", 200, "application/json", &st);
+}
+
+/// Every event the feed makes (those no daemon test can provoke, the
+/// store's, included) is one the document describes; and the document's
+/// `Event` accepts nothing else.
+#[test]
+fn every_kind_of_event_matches_the_document() {
+    use carat_catalogd::catalog::RechargeType;
+    use carat_catalogd::events::{Feed, lagged_frame};
+    let mut doc = document();
+    close_objects(&mut doc);
+    let mut c = Checker {
+        doc,
+        used: BTreeSet::new(),
+    };
+    let feed = Feed::new(16);
+    let mut rx = feed.subscribe();
+    feed.catalog_committed(RechargeType::Normal, "09A9681D09A9681D", None, chrono::Utc::now());
+    feed.catalog_committed(
+        RechargeType::Others,
+        "09A9681D09A9681D",
+        Some("1A5EA81C850C335B"),
+        chrono::Utc::now(),
+    );
+    feed.stale_flipped(RechargeType::Invoice, true);
+    feed.sync_failed(RechargeType::Normal, "http", "HTTP 500 from Carat");
+    feed.store_degraded("disk I/O error");
+    feed.store_writable();
+    let mut frames = vec![lagged_frame(3)];
+    while let Ok(f) = rx.try_recv() {
+        frames.push(f);
+    }
+    assert_eq!(frames.len(), 7);
+    let data = |f: &[u8]| -> Value {
+        let text = String::from_utf8_lossy(f).into_owned();
+        serde_json::from_str(text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap()).unwrap()
+    };
+    for f in &frames {
+        c.validate("/v1/events", "get", 200, "text/event-stream", &data(f));
+    }
+    for bad in [
+        json!({"event": "catalog", "recharge_type": "normal"}),
+        json!({"event": "status", "kind": "weather", "at": "2026-11-22T11:00:00Z"}),
+        json!({"event": "lagged", "missed": 0}),
+    ] {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.validate("/v1/events", "get", 200, "text/event-stream", &bad)
+        }));
+        assert!(r.is_err(), "{bad} must not validate");
+    }
+}
+
+/// Every catalog route documents `?wait=` with the bounds the daemon
+/// applies (`routes::MAX_WAIT_SECONDS`), and no other route does.
+#[test]
+fn every_catalog_route_documents_the_wait_parameter() {
+    let doc = document();
+    let wait = &doc["components"]["parameters"]["Wait"];
+    assert_eq!(
+        (wait["name"].as_str(), wait["in"].as_str()),
+        (Some("wait"), Some("query"))
+    );
+    assert_eq!(wait["schema"]["minimum"], 1);
+    assert_eq!(
+        wait["schema"]["maximum"],
+        carat_catalogd::api::routes::MAX_WAIT_SECONDS
+    );
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let params = item["get"]["parameters"].as_array().cloned().unwrap_or_default();
+        let has = params.iter().any(|p| p["$ref"] == "#/components/parameters/Wait");
+        assert_eq!(has, path.starts_with("/v1/catalogs"), "{path}");
+        if has {
+            assert!(
+                item["get"]["responses"].get("400").is_some(),
+                "{path}: a bad wait is a 400"
+            );
+        }
+    }
 }
 
 #[test]

@@ -20,7 +20,45 @@ pub fn render(api: &Api) -> String {
     carat_metrics(&mut o, &api.shared);
     catalog_metrics(&mut o, &api.shared);
     api_metrics(&mut o, api);
+    feed_metrics(&mut o, api);
     o
+}
+
+/// Long-polls waiting, event streams open, events published.
+fn feed_metrics(o: &mut String, api: &Api) {
+    use std::sync::atomic::Ordering;
+    let feed = &api.shared.feed;
+    o.push_str(
+        "# HELP carat_catalogd_api_long_polls_waiting Catalog requests waiting for a change (?wait=).
+",
+    );
+    o.push_str(
+        "# TYPE carat_catalogd_api_long_polls_waiting gauge
+",
+    );
+    let _ = writeln!(
+        o,
+        "carat_catalogd_api_long_polls_waiting {}",
+        api.counters.waiting.load(Ordering::Relaxed)
+    );
+    o.push_str(
+        "# HELP carat_catalogd_api_event_streams Open /v1/events streams.
+",
+    );
+    o.push_str(
+        "# TYPE carat_catalogd_api_event_streams gauge
+",
+    );
+    let _ = writeln!(o, "carat_catalogd_api_event_streams {}", feed.subscribers());
+    o.push_str(
+        "# HELP carat_catalogd_events_total Events published on /v1/events since the start.
+",
+    );
+    o.push_str(
+        "# TYPE carat_catalogd_events_total counter
+",
+    );
+    let _ = writeln!(o, "carat_catalogd_events_total {}", feed.published());
 }
 
 /// Runs by outcome, begin-hash mismatches, reader warnings.

@@ -1,10 +1,11 @@
 //! The local sockets: the read-only catalog API (`routes`, `metrics`,
-//! [`serve`]), the control socket (`control`, a trigger: it hands sync jobs
+//! [`serve`]; its long-polls and event stream wait in `feed`), the control socket (`control`, a trigger: it hands sync jobs
 //! to the worker), socket creation and serving (`socket`). Reads the
 //! snapshot and the status board; never calls Carat, never writes the
 //! store. The command line's side of the sockets is `crate::cli`.
 
 pub mod control;
+pub mod feed;
 pub mod metrics;
 pub mod routes;
 pub mod socket;
@@ -16,37 +17,40 @@ use tokio::sync::watch;
 
 use crate::state::Shared;
 
-/// The catalog socket's server: the state it reads and the counters it
-/// keeps (`/metrics` shows them).
+/// The catalog socket's server: the state it reads, the counters it
+/// keeps (`/metrics` shows them) and the shutdown its waiting answers end
+/// on.
 pub struct Api {
     pub shared: Arc<Shared>,
     pub counters: routes::Counters,
+    pub shutdown: watch::Receiver<bool>,
 }
 
 impl Api {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, shutdown: watch::Receiver<bool>) -> Self {
         Api {
             shared,
             counters: routes::Counters::default(),
+            shutdown,
         }
     }
 }
 
 /// Serves the read-only catalog API on `listener` until `shutdown` turns
-/// true: the seam between the daemon's wiring and the serving (tests call
-/// it directly).
+/// true, and watches the served catalogs' stale flags meanwhile (their
+/// `status` events): the seam between the daemon's wiring and the serving
+/// (tests call it directly).
 pub async fn serve(
     listener: UnixListener,
     shared: Arc<Shared>,
     limits: crate::net::Limits,
     shutdown: watch::Receiver<bool>,
 ) {
-    let api = Arc::new(Api::new(shared));
+    let api = Arc::new(Api::new(shared.clone(), shutdown.clone()));
+    let staleness = tokio::spawn(crate::events::watch_staleness(shared, shutdown.clone()));
     let make_service = move |_| {
         let api = api.clone();
-        hyper::service::service_fn(move |req| {
-            std::future::ready(Ok::<_, std::convert::Infallible>(routes::handle(&api, &req)))
-        })
+        hyper::service::service_fn(move |req| feed::answer(&api, req))
     };
     crate::net::serve(
         crate::net::Listener::Unix(listener),
@@ -54,5 +58,6 @@ pub async fn serve(
         limits,
         shutdown,
     )
-    .await
+    .await;
+    staleness.abort();
 }

@@ -4,6 +4,8 @@
 //! everywhere, `ETag` = the general hash (`-stale` appended while stale)
 //! with `If-None-Match` → 304. The configured DDDs (`sync.ddds`) come with
 //! the settings: a DDD outside them is 404, one not fetched yet 503.
+//! `?wait=` on a catalog route turns its 304 into a long-poll, and
+//! `/v1/events` answers with the event stream: both wait in `super::feed`.
 //!
 //! Every route is declared once, in [`ROUTES`]: its pattern, its metrics
 //! label and its handler. A request is matched against the table segment by
@@ -23,6 +25,7 @@ use serde_json::json;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
 
 use crate::catalog::{ALL_DDDS, BranchCode, DealerCode, RechargeType};
 use crate::run::StoreState;
@@ -31,6 +34,7 @@ use crate::state::ApiSettings;
 use crate::time::fmt_time;
 
 use super::Api;
+use super::feed::LongPoll;
 
 pub type Response = axum::http::Response<ApiBody>;
 
@@ -83,6 +87,8 @@ pub enum ApiBody {
     Full(Option<Bytes>),
     /// The parts and how many were sent.
     Parts([Bytes; 2], usize),
+    /// A stream of unknown length (`/v1/events`), sent chunked.
+    Stream(Pin<Box<dyn futures_util::Stream<Item = Bytes> + Send>>),
 }
 
 impl http_body::Body for ApiBody {
@@ -91,9 +97,15 @@ impl http_body::Body for ApiBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
         let next = match self.get_mut() {
+            ApiBody::Stream(s) => {
+                return s
+                    .as_mut()
+                    .poll_next(cx)
+                    .map(|b| b.map(|b| Ok(http_body::Frame::data(b))));
+            }
             ApiBody::Empty => None,
             ApiBody::Full(b) => b.take(),
             ApiBody::Parts(parts, sent) => {
@@ -110,6 +122,7 @@ impl http_body::Body for ApiBody {
             ApiBody::Empty => true,
             ApiBody::Full(b) => b.is_none(),
             ApiBody::Parts(p, sent) => *sent >= p.len(),
+            ApiBody::Stream(_) => false,
         }
     }
 
@@ -118,6 +131,7 @@ impl http_body::Body for ApiBody {
             ApiBody::Empty => 0,
             ApiBody::Full(b) => b.as_ref().map_or(0, |b| b.len()),
             ApiBody::Parts(p, sent) => p.iter().skip(*sent).map(|b| b.len()).sum(),
+            ApiBody::Stream(_) => return http_body::SizeHint::default(),
         };
         http_body::SizeHint::with_exact(n as u64)
     }
@@ -131,10 +145,12 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response {
     r
 }
 
-/// What a handler gets: the request's headers and its path parameters.
+/// What a handler gets: the request's headers, its path parameters and
+/// its query (still percent-encoded).
 pub struct Req<'a> {
     headers: &'a HeaderMap,
     params: Params<'a>,
+    query: Option<&'a str>,
 }
 
 type Handler = fn(&Api, &Req<'_>) -> Result<Response, ApiError>;
@@ -150,7 +166,7 @@ pub struct Route {
 }
 
 /// Every route of the catalog socket, in matching order.
-pub static ROUTES: [Route; 9] = [
+pub static ROUTES: [Route; 10] = [
     Route {
         pattern: "/v1/health",
         label: "/v1/health",
@@ -165,6 +181,11 @@ pub static ROUTES: [Route; 9] = [
         pattern: "/metrics",
         label: "/metrics",
         handler: metrics,
+    },
+    Route {
+        pattern: "/v1/events",
+        label: "/v1/events",
+        handler: events,
     },
     Route {
         pattern: "/v1/catalogs/{type}",
@@ -263,10 +284,12 @@ pub struct Counters {
     slots: [[AtomicU64; STATUSES.len()]; ROUTES.len() + 1],
     /// Any status outside `STATUSES` (none is expected).
     other: Mutex<std::collections::BTreeMap<(&'static str, u16), u64>>,
+    /// Long-polls waiting now (a gauge).
+    pub waiting: AtomicU64,
 }
 
 impl Counters {
-    fn count(&self, route: Option<usize>, status: u16) {
+    pub fn count(&self, route: Option<usize>, status: u16) {
         let r = route.unwrap_or(ROUTES.len());
         match STATUSES.iter().position(|s| *s == status) {
             Some(i) => {
@@ -305,8 +328,17 @@ fn label(route: Option<usize>) -> &'static str {
     route.map_or(UNMATCHED, |i| ROUTES[i].label)
 }
 
-/// One request, answered: refuses browsers and writes, routes, counts.
+/// One request, answered synchronously and counted (a long-poll's `304`
+/// included: see `super::feed::answer` for the server's way).
 pub fn handle<B>(api: &Api, req: &Request<B>) -> Response {
+    let (route, resp) = respond(api, req);
+    api.counters.count(route, resp.status().as_u16());
+    resp
+}
+
+/// One request, answered, not counted: refuses browsers and writes,
+/// routes. The index of the route matched, and the answer.
+pub fn respond<B>(api: &Api, req: &Request<B>) -> (Option<usize>, Response) {
     let path = req.uri().path();
     let matched = route_of(path);
     let route = matched.as_ref().map(|(i, _)| *i);
@@ -336,6 +368,7 @@ pub fn handle<B>(api: &Api, req: &Request<B>) -> Response {
                 let r = Req {
                     headers: req.headers(),
                     params,
+                    query: req.uri().query(),
                 };
                 (ROUTES[i].handler)(api, &r)
             }
@@ -345,8 +378,7 @@ pub fn handle<B>(api: &Api, req: &Request<B>) -> Response {
         }
         .unwrap_or_else(|e| e.response())
     };
-    api.counters.count(route, resp.status().as_u16());
-    resp
+    (route, resp)
 }
 
 /// `{"status":"ok"}` (the control socket answers it too).
@@ -374,6 +406,8 @@ fn metrics(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
 struct Scope {
     rt: RechargeType,
     settings: arc_swap::Guard<std::sync::Arc<ApiSettings>>,
+    /// `?wait=`: how long a `304` may wait for a change instead.
+    wait: Option<Duration>,
 }
 
 impl Scope {
@@ -389,7 +423,8 @@ impl Scope {
                 "{what} exist only for recharge type {only}"
             )));
         }
-        Ok(Scope { rt, settings })
+        let wait = wait_param(req.query)?;
+        Ok(Scope { rt, settings, wait })
     }
 
     /// The `{ddd}` of `req`: a Brazilian DDD (400/404) that `sync.ddds`
@@ -433,8 +468,63 @@ impl Scope {
             })?;
         let tail = pick(snap)?;
         let stale = snap.is_stale(Utc::now(), self.settings.stale_after);
-        Ok(catalog_response(req.headers, snap, stale, &tail))
+        let mut r = catalog_response(req.headers, snap, stale, &tail);
+        if let Some(wait) = self.wait
+            && r.status() == StatusCode::NOT_MODIFIED
+        {
+            r.extensions_mut().insert(LongPoll { rt: self.rt, wait });
+        }
+        Ok(r)
     }
+}
+
+/// The longest `?wait=` accepted, in seconds (the shortest is 1).
+pub const MAX_WAIT_SECONDS: u64 = 300;
+
+/// `?wait=SECONDS` of a catalog route: absent, or 1 to
+/// [`MAX_WAIT_SECONDS`] given once (400 `bad_parameter` otherwise). The
+/// other query parameters are ignored, as they always were.
+fn wait_param(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    let mut wait = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "wait" {
+            continue;
+        }
+        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+        let secs = v
+            .parse::<u64>()
+            .ok()
+            .filter(|s| (1..=MAX_WAIT_SECONDS).contains(s) && v.bytes().all(|b| b.is_ascii_digit()));
+        match (secs, wait) {
+            (Some(s), None) => wait = Some(Duration::from_secs(s)),
+            (Some(_), Some(_)) => return Err(ApiError::bad("wait is given more than once")),
+            (None, _) => {
+                return Err(ApiError::bad(format!(
+                    "wait {:?} must be a whole number of seconds from 1 to {MAX_WAIT_SECONDS}",
+                    crate::catalog::clip(&v)
+                )));
+            }
+        }
+    }
+    Ok(wait)
+}
+
+/// `GET /v1/events`: server-sent events from now on (see `super::feed`).
+fn events(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
+    let stream = super::feed::event_stream(
+        api.shared.feed.subscribe(),
+        api.shutdown.clone(),
+        crate::events::KEEP_ALIVE,
+    );
+    let mut r = Response::new(ApiBody::Stream(Box::pin(stream)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
 }
 
 /// 503 `not_synced` unless the snapshot holds `ddd` (configured, so it
@@ -654,6 +744,7 @@ mod tests {
             ("/v1/health", "/v1/health"),
             ("/v1/status", "/v1/status"),
             ("/metrics", "/metrics"),
+            ("/v1/events", "/v1/events"),
             ("/v1/catalogs/normal", "/v1/catalogs/{type}"),
             ("/v1/catalogs/x/dealers", "/v1/catalogs/{type}/dealers"),
             (

@@ -1,5 +1,6 @@
 //! The command line's client of the daemon's sockets: HTTP/1.1 over a Unix
-//! stream (hyper), a plain GET and a streamed POST. Owns no presentation.
+//! stream (hyper), a plain GET, a streamed GET and a streamed POST. Owns
+//! no presentation.
 
 use std::path::{Path, PathBuf};
 
@@ -91,7 +92,7 @@ pub async fn post_lines(
     socket: &Path,
     path: &str,
     body: Vec<u8>,
-    mut on_line: impl FnMut(&[u8]),
+    on_line: impl FnMut(&[u8]),
 ) -> Result<u16, ClientError> {
     let mut sender = connect(socket).await?;
     let req = Request::post(path)
@@ -101,7 +102,29 @@ pub async fn post_lines(
         .map_err(|e| request_err(socket, e))?;
     let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
     let status = resp.status().as_u16();
-    let mut body = resp.into_body();
+    each_line(socket, resp.into_body(), on_line).await?;
+    Ok(status)
+}
+
+/// `GET path`, its answer's status and body left to read as it comes
+/// ([`each_line`]): for a stream (`/v1/events`).
+pub async fn get_stream(socket: &Path, path: &str) -> Result<(u16, hyper::body::Incoming), ClientError> {
+    let mut sender = connect(socket).await?;
+    let req = Request::get(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| request_err(socket, e))?;
+    let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
+    Ok((resp.status().as_u16(), resp.into_body()))
+}
+
+/// Calls `on_line` for each line of `body` (without its `\n`) as it
+/// arrives, and for what follows the last one; returns at its end.
+pub async fn each_line(
+    socket: &Path,
+    mut body: hyper::body::Incoming,
+    mut on_line: impl FnMut(&[u8]),
+) -> Result<(), ClientError> {
     let mut buf: Vec<u8> = vec![];
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| http_err(socket, e))?;
@@ -116,5 +139,5 @@ pub async fn post_lines(
     if !buf.is_empty() {
         on_line(&buf);
     }
-    Ok(status)
+    Ok(())
 }

@@ -238,3 +238,34 @@ pub async fn resync(
         ExitCode::SUCCESS
     })
 }
+
+/// `watch`: prints the daemon's events as they come until the daemon ends
+/// the stream (exit 1: it is stopping or restarting); 2 when it cannot be
+/// reached or refuses.
+pub async fn watch(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let (socket, _) = socket_paths(path)?;
+    let (status, body) = client::get_stream(&socket, "/v1/events").await?;
+    if status != 200 {
+        let mut text = vec![];
+        client::each_line(&socket, body, |l| text.extend_from_slice(l)).await?;
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+        let msg = v["error"]["message"].as_str().unwrap_or("the daemon refused");
+        eprintln!("error: {msg} (HTTP {status})");
+        return Ok(ExitCode::from(2));
+    }
+    if !json {
+        eprintln!("watching the events of {} (Ctrl-C to stop)", socket.display());
+    }
+    let mut reader = super::watch::SseReader::default();
+    let mut out = std::io::stdout();
+    client::each_line(&socket, body, |line| {
+        let Some(e) = reader.line(line) else { return };
+        let text = if json { e.data } else { super::watch::render(&e) };
+        // Each line as it comes (a pipe would hold it otherwise).
+        let _ = writeln!(out, "{text}").and_then(|()| out.flush());
+    })
+    .await?;
+    eprintln!("the daemon closed the event stream (it is stopping or restarting)");
+    Ok(ExitCode::from(1))
+}

@@ -215,6 +215,7 @@ Try, in another terminal:
 
 Change the simulated catalog (a new general_hash), then watch the next
 check (every minute) or a resync pick it up:
+  {exe} --config {cfgp} watch     # in a terminal of its own: the events
   curl --cacert {d}/sim-ca.pem -X POST https://localhost:{port}/_sim/bump
   {exe} --config {cfgp} resync
 

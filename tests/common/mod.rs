@@ -868,3 +868,144 @@ pub async fn steady_load(
     }
     all
 }
+
+// ---------------------------------------------------------------------------
+// the change feed: event streams and metrics
+
+/// One server-sent event as it came: its id, name and data.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<u64>,
+    pub event: String,
+    pub data: serde_json::Value,
+}
+
+/// A `GET /v1/events` stream on its own connection, read frame by frame.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buf: String,
+    /// Everything received, comments included (as text).
+    pub raw: String,
+    pub headers: Vec<(String, String)>,
+    _tx: hyper::client::conn::http1::SendRequest<http_body_util::Empty<bytes::Bytes>>,
+}
+
+impl EventStream {
+    /// Connects and waits for the answer's head and the opening comment:
+    /// from then on, every event published reaches this stream.
+    pub async fn open(socket: &Path) -> EventStream {
+        let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/v1/events")
+            .header("host", "localhost")
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let resp = tx.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let mut s = EventStream {
+            body: resp.into_body(),
+            buf: String::new(),
+            raw: String::new(),
+            headers,
+            _tx: tx,
+        };
+        let first = s
+            .block(Duration::from_secs(10))
+            .await
+            .expect("the opening comment");
+        assert!(first.starts_with(':'), "{first:?}");
+        s
+    }
+
+    /// The next block (the text up to a blank line), or `None` when the
+    /// stream ended or `within` passed.
+    pub async fn block(&mut self, within: Duration) -> Option<String> {
+        use http_body_util::BodyExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..i + 2).collect();
+                return Some(block.trim_end().to_owned());
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .ok()??;
+            let Ok(frame) = frame else { return None };
+            if let Some(d) = frame.data_ref() {
+                let text = String::from_utf8_lossy(d);
+                self.raw.push_str(&text);
+                self.buf.push_str(&text);
+            }
+        }
+    }
+
+    /// The next event (comments skipped), within `within`.
+    pub async fn next(&mut self, within: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let block = self.block(left).await?;
+            let mut e = SseEvent {
+                id: None,
+                event: String::new(),
+                data: serde_json::Value::Null,
+            };
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    e.id = Some(v.parse().expect("a numeric id"));
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    e.event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    e.data = serde_json::from_str(v).expect("JSON data");
+                }
+            }
+            if !e.event.is_empty() {
+                return Some(e);
+            }
+        }
+    }
+
+    /// The next event `pred` accepts, skipping others, within `within`.
+    pub async fn next_where(&mut self, within: Duration, pred: impl Fn(&SseEvent) -> bool) -> SseEvent {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await {
+                Some(e) if pred(&e) => return e,
+                Some(_) => {}
+                None => panic!("no such event within {within:?}; received:\n{}", self.raw),
+            }
+        }
+    }
+}
+
+/// A sample of `/metrics` without labels (`name value`).
+pub async fn metric(d: &DaemonProc, name: &str) -> f64 {
+    let (status, body) = carat_catalogd::cli::client::get(&d.socket, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// Polls `/metrics` until `name` reaches `want` (up to 30 s).
+pub async fn wait_metric(d: &DaemonProc, name: &str, want: f64) {
+    for _ in 0..600 {
+        if metric(d, name).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{name} never reached {want}:\n{}", d.log());
+}

@@ -1,0 +1,217 @@
+//! `carat-catalogd watch`: follows the daemon's `GET /v1/events` and
+//! prints each event as it comes, as a line for a person or (`--json`) as
+//! its raw JSON data, one object a line. Reads server-sent events
+//! ([`SseReader`]); presentation only, no daemon state.
+
+use serde_json::Value;
+
+/// One server-sent event, as the stream spelt it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sse {
+    pub id: Option<String>,
+    pub event: String,
+    pub data: String,
+}
+
+/// Turns lines of `text/event-stream` into events: fields until a blank
+/// line, comments (`: keep-alive`) skipped, several `data:` lines joined.
+#[derive(Debug, Default)]
+pub struct SseReader {
+    cur: Sse,
+    has_data: bool,
+}
+
+impl SseReader {
+    /// Feeds one line (without its line break); the event it completes.
+    pub fn line(&mut self, line: &[u8]) -> Option<Sse> {
+        let line = String::from_utf8_lossy(line);
+        let line = line.strip_suffix('\r').unwrap_or(&line);
+        if line.is_empty() {
+            let done = std::mem::take(&mut self.cur);
+            return std::mem::take(&mut self.has_data).then_some(done);
+        }
+        if line.starts_with(':') {
+            return None;
+        }
+        let (field, value) = line.split_once(':').unwrap_or((line, ""));
+        let value = value.strip_prefix(' ').unwrap_or(value);
+        match field {
+            "id" => self.cur.id = Some(value.to_owned()),
+            "event" => self.cur.event = value.to_owned(),
+            "data" => {
+                if self.has_data {
+                    self.cur.data.push('\n');
+                }
+                self.cur.data.push_str(value);
+                self.has_data = true;
+            }
+            _ => {}
+        }
+        None
+    }
+}
+
+/// A text from the daemon as a terminal should show it: control
+/// characters replaced (a sync error can quote Carat's text).
+fn shown(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    s.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+/// The line a person reads for one event (`time  event  what  detail`).
+pub fn render(e: &Sse) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+        return format!(
+            "{:<20}  {:<7}  {}",
+            "-",
+            shown(&e.event.clone().into()),
+            shown(&e.data.clone().into())
+        );
+    };
+    let at = v
+        .get("at")
+        .or_else(|| v.get("committed_at"))
+        .map(shown)
+        .unwrap_or_else(|| crate::time::fmt_time(chrono::Utc::now()));
+    let rt = || shown(&v["recharge_type"]);
+    let (what, detail) = match (e.event.as_str(), v["kind"].as_str()) {
+        ("catalog", _) => (
+            rt(),
+            match v["previous_hash"].as_str() {
+                Some(prev) => format!(
+                    "new catalog {} (was {})",
+                    shown(&v["general_hash"]),
+                    shown(&prev.into())
+                ),
+                None => format!("first catalog {}", shown(&v["general_hash"])),
+            },
+        ),
+        ("status", Some("stale")) if v["stale"] == true => (
+            rt(),
+            "stale: Carat has not confirmed this catalog for stale_after_seconds (still served)".into(),
+        ),
+        ("status", Some("stale")) => (rt(), "fresh: Carat confirmed this catalog again".into()),
+        ("status", Some("sync_failed")) => (
+            rt(),
+            format!(
+                "sync failed ({}): {}; the previous catalog is served",
+                shown(&v["error_kind"]),
+                shown(&v["message"])
+            ),
+        ),
+        ("status", Some("store")) if v["degraded"] == true => (
+            "store".into(),
+            format!(
+                "degraded: {}; the last catalog is served from memory",
+                shown(&v["message"])
+            ),
+        ),
+        ("status", Some("store")) => ("store".into(), "writable again".into()),
+        ("lagged", _) => (
+            "-".into(),
+            format!(
+                "missed {} events (this client read too slowly); see `status`",
+                shown(&v["missed"])
+            ),
+        ),
+        _ => ("-".into(), shown(&e.data.clone().into())),
+    };
+    format!(
+        "{at:<20}  {:<7}  {what:<7}  {detail}",
+        shown(&e.event.clone().into())
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> Vec<Sse> {
+        let mut r = SseReader::default();
+        text.split('\n').filter_map(|l| r.line(l.as_bytes())).collect()
+    }
+
+    #[test]
+    fn the_reader_follows_the_sse_rules() {
+        let got = read(
+            ": connected\n\nid: 4\nevent: catalog\ndata: {\"a\":1}\n\n: keep-alive\n\n\
+             data:x\ndata: y\r\n\r\nevent: empty\n\n",
+        );
+        assert_eq!(
+            got,
+            vec![
+                Sse {
+                    id: Some("4".into()),
+                    event: "catalog".into(),
+                    data: "{\"a\":1}".into()
+                },
+                Sse {
+                    id: None,
+                    event: String::new(),
+                    data: "x\ny".into()
+                },
+            ],
+            "an event without data is not dispatched"
+        );
+    }
+
+    #[test]
+    fn every_event_reads_as_one_line() {
+        let e = |event: &str, data: &str| Sse {
+            id: Some("1".into()),
+            event: event.into(),
+            data: data.into(),
+        };
+        let lines = [
+            render(&e(
+                "catalog",
+                r#"{"event":"catalog","recharge_type":"normal","general_hash":"B","previous_hash":"A","committed_at":"2026-11-22T11:00:00Z"}"#,
+            )),
+            render(&e(
+                "status",
+                r#"{"event":"status","kind":"stale","recharge_type":"others","stale":true,"at":"2026-11-22T11:00:00Z"}"#,
+            )),
+            render(&e(
+                "status",
+                r#"{"event":"status","kind":"sync_failed","recharge_type":"normal","error_kind":"http","message":"boom\u001b[2J","at":"2026-11-22T11:00:00Z"}"#,
+            )),
+            render(&e(
+                "status",
+                r#"{"event":"status","kind":"store","degraded":true,"message":"disk full","at":"2026-11-22T11:00:00Z"}"#,
+            )),
+            render(&e("lagged", r#"{"event":"lagged","missed":3}"#)),
+            render(&e("future", "not json")),
+        ];
+        assert!(
+            lines[0].contains("catalog") && lines[0].contains("new catalog B (was A)"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains("others") && lines[1].contains("stale:"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("sync failed (http): boom") && !lines[2].contains('\u{1b}'),
+            "{}",
+            lines[2]
+        );
+        assert!(
+            lines[3].contains("store") && lines[3].contains("degraded: disk full"),
+            "{}",
+            lines[3]
+        );
+        assert!(lines[4].contains("missed 3 events"), "{}", lines[4]);
+        assert!(lines[5].contains("not json"), "{}", lines[5]);
+        for l in &lines {
+            assert!(!l.contains('\n'), "{l:?}");
+        }
+    }
+}
