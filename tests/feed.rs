@@ -168,7 +168,9 @@ async fn a_commit_answers_the_waiters_200_with_the_new_etag_within_a_second() {
             .await
             .expect("the waiter was answered")
             .unwrap();
-        assert_eq!((s, etag), (200, format!("\"{new_hash}\"")));
+        // The new hash (with the DDD-set tag when fewer than 67 are configured).
+        assert_eq!(s, 200);
+        assert!(etag.starts_with(&format!("\"{new_hash}")), "{etag}");
         assert_eq!(body["general_hash"], new_hash.as_str());
         assert!(at > started, "answered before the resync began");
         assert!(
