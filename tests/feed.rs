@@ -92,6 +92,7 @@ async fn an_unchanged_catalog_answers_304_after_about_the_wait_and_timeouts_do_n
     let sim = sim().await;
     // Idle and write timeouts of 1 s: a long-poll writes nothing for 3 s.
     let d = daemon(&sim, 3600, "idle_timeout_seconds = 1\nwrite_timeout_seconds = 1").await;
+    let mut events = EventStream::open(&d.socket).await;
     let path = "/v1/catalogs/normal/ddds/11";
     let (s, etag, _) = get_etag(&d.socket, path, "").await;
     assert_eq!(s, 200);
@@ -142,6 +143,13 @@ async fn an_unchanged_catalog_answers_304_after_about_the_wait_and_timeouts_do_n
     }
     // Other routes ignore it, as they ignore any query.
     assert_eq!(d.get("/v1/status?wait=x").await.0, 200);
+
+    // The event stream, silent for those seconds, was not cut either.
+    resync(&d, &["--force", "--type", "others"]).await;
+    let e = events
+        .next_where(Duration::from_secs(10), |e| e.event == "catalog")
+        .await;
+    assert_eq!(e.data["recharge_type"], "others");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
