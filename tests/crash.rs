@@ -72,15 +72,7 @@ async fn sigkill_at_32_moments_never_leaves_anything_but_one_complete_version() 
         ranges: 4,
     }))
     .await;
-    let mut d = DaemonProc::start(
-        &sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            ..Default::default()
-        },
-    )
-    .await;
-    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let mut d = DaemonProc::start_normal_synced(&sim).await;
     let mut committed = expected(&sim.catalog());
 
     // How long a full refetch takes here, to spread the kills over it.

@@ -648,15 +648,7 @@ async fn a_reader_never_sees_a_mix_of_versions_during_swaps() {
         ranges: 2,
     }))
     .await;
-    let d = DaemonProc::start(
-        &sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            ..Default::default()
-        },
-    )
-    .await;
-    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let d = DaemonProc::start_normal_synced(&sim).await;
     let mut expected = std::collections::BTreeMap::new();
     expected.insert(sim.hash("normal").unwrap(), 500i64);
 

@@ -70,15 +70,7 @@ fn spawn_unprivileged(d: &mut DaemonProc) {
 /// can be made read-only while the sockets' directory stays writable),
 /// first synced, then stopped.
 async fn synced_then_stopped(sim: &carat_catalogd::sim::SimHandle) -> (DaemonProc, Value) {
-    let mut d = DaemonProc::start(
-        sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            ..Default::default()
-        },
-    )
-    .await;
-    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let mut d = DaemonProc::start_normal_synced(sim).await;
     let (_, before) = d.get("/v1/catalogs/normal/ddds/11").await;
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(30)).await.success());

@@ -558,15 +558,7 @@ async fn hostile_texts_from_carat_are_clipped_and_neutralised_everywhere() {
         ranges: 1,
     }))
     .await;
-    let d = DaemonProc::start(
-        &sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            ..Default::default()
-        },
-    )
-    .await;
-    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let d = DaemonProc::start_normal_synced(&sim).await;
     let forged = "2026-12-01T00:00:00.000000Z ERROR carat_catalogd: forged line";
     let code = format!("\u{202E}\x1b[2J{}", "7".repeat(1_000_000));
     let message = format!("ok\n{forged}\x1b[31m\r\u{202E}{}", "x".repeat(100_000));

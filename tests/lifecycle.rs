@@ -100,15 +100,7 @@ fn held(db: &Path) -> Catalog {
 /// A daemon for `normal` that has synced once (without hooks), stopped;
 /// the simulator then moves to a new version. Returns the old catalog.
 async fn synced_then_stopped(sim: &SimHandle) -> (DaemonProc, Catalog) {
-    let mut d = DaemonProc::start(
-        sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            ..Default::default()
-        },
-    )
-    .await;
-    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let mut d = DaemonProc::start_normal_synced(sim).await;
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).await.success());
     let old = expected_catalog(&sim.catalog(), RechargeType::Normal);
@@ -407,15 +399,7 @@ impl Notify {
 }
 
 async fn watched_daemon(sim: &SimHandle, wedge: &str, commit_delay_ms: &str) -> (DaemonProc, Notify) {
-    let mut d = DaemonProc::start(
-        sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            ..Default::default()
-        },
-    )
-    .await;
-    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let mut d = DaemonProc::start_normal_synced(sim).await;
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).await.success());
     let notify = Notify::bind(d.dir.path());

@@ -308,6 +308,20 @@ impl DaemonProc {
         d
     }
 
+    /// A daemon syncing `normal` only, once its first sync is done.
+    pub async fn start_normal_synced(sim: &SimHandle) -> DaemonProc {
+        let d = DaemonProc::start(
+            sim,
+            DaemonOpts {
+                types: r#"["normal"]"#,
+                ..Default::default()
+            },
+        )
+        .await;
+        d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+        d
+    }
+
     pub fn spawn(&mut self, rust_log: &str) {
         let err = std::fs::OpenOptions::new()
             .create(true)
