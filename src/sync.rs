@@ -1221,6 +1221,92 @@ mod tests {
         assert_eq!(runs[1].error_kind.as_deref(), Some("malformed_body"));
     }
 
+    /// A reload replaces the worker's syncer: a run end the store refused
+    /// before it is still owed, and written when the worker stops (its
+    /// last try), not lost with the old syncer.
+    #[tokio::test]
+    async fn a_run_end_the_store_refused_survives_a_reload() {
+        use crate::schedule::{Worker, WorkerMsg};
+        let dir = tempfile::tempdir().expect("dir");
+        let (sim, s) = harness(dir.path()).await;
+        assert_eq!(sync(&s, false).await.outcome, Outcome::Updated);
+        sim.add_fault(FaultRule::new(Some(SimEndpoint::Begin), FaultKind::Malformed).times(1));
+        deny(
+            &s,
+            Some(|a| {
+                matches!(
+                    a,
+                    AuthAction::Update {
+                        table_name: "sync_run",
+                        ..
+                    }
+                )
+            }),
+        )
+        .await;
+        assert_eq!(sync(&s, false).await.outcome, Outcome::Failed);
+        deny(&s, None).await;
+        let failed = last_run(&s).await;
+        assert_eq!(failed.outcome, Outcome::Running, "the store refused it");
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let api = crate::state::ApiSettings {
+            enabled: vec![RechargeType::Normal],
+            stale_after: s.sync.stale_after,
+            ddds: s.sync.ddds.clone(),
+        };
+        // The reloaded configuration's syncer owes nothing of its own.
+        let mut reloaded = s.clone();
+        reloaded.unrecorded = Default::default();
+        let worker = Worker {
+            shared: crate::state::Shared::new(api, Default::default()),
+            store: s.store.clone(),
+            syncer: s.clone(),
+            store_path: dir.path().join("catalog.db"),
+            shutdown: stop_rx,
+            commit_budget: Duration::from_secs(5),
+            heartbeat: crate::lifecycle::Heartbeat::new("worker"),
+            beat_every: Duration::from_secs(1),
+            on_status: Box::new(|_| {}),
+            cron: None,
+        };
+        drop(s);
+        let (msg_tx, msg_rx) = tokio::sync::mpsc::channel(4);
+        let (_tick_tx, tick_rx) = tokio::sync::mpsc::channel(1);
+        let task = tokio::spawn(worker.run(msg_rx, tick_rx));
+        msg_tx
+            .send(WorkerMsg::Reconfigure(
+                Box::new(reloaded.clone()),
+                uuid::Uuid::nil(),
+            ))
+            .await
+            .expect("send");
+        // The worker took the message once the channel is empty again.
+        for _ in 0..500 {
+            if msg_tx.capacity() == msg_tx.max_capacity() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let _ = stop_tx.send(true);
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("the worker stops")
+            .expect("worker task");
+        let runs = reloaded
+            .store
+            .run(move |st| st.recent_runs(None, 5))
+            .await
+            .expect("runs");
+        let rec = runs.iter().find(|r| r.id == failed.id).expect("the failed run");
+        assert_eq!(
+            rec.outcome,
+            Outcome::Failed,
+            "the owed end was lost with the reload"
+        );
+        assert_eq!(rec.error_kind.as_deref(), Some("malformed_body"));
+    }
+
     /// A persisted cool-down further ahead than Carat may ask (a clock that
     /// went back) is ignored; one within it holds.
     #[tokio::test]
