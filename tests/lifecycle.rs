@@ -10,10 +10,14 @@
 //! while the daemon is healthy, also through a long commit, and stops once
 //! the API thread or the sync worker is wedged.
 //!
+//! The wall clock going back: the schedule is re-armed from the new time
+//! and goes on firing, and the status still names the next check.
+//!
 //! A real commit takes well under a second even for a large catalog, and
 //! nothing real wedges a thread on demand: the daemon's test-only hooks
 //! (`src/testhooks.rs`, `CARAT_TEST_ONLY_*`) delay the commit before its
-//! `COMMIT` and wedge a part's thread on SIGUSR2.
+//! `COMMIT`, wedge a part's thread on SIGUSR2, and shift the wall clock
+//! the daemon's clock watch sees.
 
 mod common;
 
@@ -488,4 +492,74 @@ async fn watchdog_pings_through_a_long_sync_and_stop_when_the_worker_is_wedged()
     assert!(warned[0].contains("failed=worker:"), "{}", warned[0]);
     // The API still answers: only the worker is gone.
     assert_eq!(d.get("/v1/health").await.0, 200);
+}
+
+/// The wall clock going back an hour (the test-only hook shifts what the
+/// daemon's clock watch sees; the machine's clock stays): the daemon says
+/// so, re-arms the schedule from the new time, `/v1/status` still names a
+/// next check ahead, and the scheduled checks go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_is_rearmed_and_keeps_firing_after_the_wall_clock_goes_back() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec::default())).await;
+    let mut d = daemon_unstarted(
+        &sim,
+        &DaemonOpts {
+            types: r#"["normal"]"#,
+            schedule: "*/2 * * * * *",
+            ..Default::default()
+        },
+    );
+    let shift = d.dir.path().join("wall-shift");
+    spawn_env(
+        &mut d,
+        &[("CARAT_TEST_ONLY_WALL_SHIFT_FILE", shift.to_str().unwrap())],
+        false,
+    );
+    d.wait_ready().await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    assert!(!d.log().contains("the wall clock went back"), "{}", d.log());
+
+    std::fs::write(&shift, "-3600").unwrap();
+    d.wait_log("the re-armed schedule", |l| {
+        l.contains("the wall clock went back; the schedule was re-armed from the new time")
+    })
+    .await;
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("the wall clock went back"))
+        .unwrap();
+    assert!(
+        line.contains("back_s=3599") || line.contains("back_s=3600"),
+        "{line}"
+    );
+    assert!(!log.contains("could not be re-armed"), "{log}");
+
+    // The re-armed schedule fires: checks every 2 s go on.
+    let begins = sim.count(SimEndpoint::Begin);
+    for _ in 0..200 {
+        if sim.count(SimEndpoint::Begin) >= begins + 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        sim.count(SimEndpoint::Begin) >= begins + 2,
+        "no scheduled check after the re-arm:\n{}",
+        d.log()
+    );
+    // And the status names the new job's next tick (the worker asks it,
+    // not the removed one), ahead and within one period.
+    let (_, v) = d.get("/v1/status").await;
+    let next: chrono::DateTime<chrono::Utc> = v["sync"]["next_check"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no next check after the re-arm: {v}"));
+    let now = chrono::Utc::now();
+    assert!(
+        next > now - chrono::Duration::milliseconds(500) && next < now + chrono::Duration::seconds(3),
+        "next_check {next} is not the schedule's next tick (now {now})"
+    );
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).await.success());
 }
