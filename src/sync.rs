@@ -1181,16 +1181,14 @@ mod tests {
         assert_eq!(rec.error_kind.as_deref(), Some("store"));
     }
 
-    /// The run record itself cannot be written: the result says so, the
-    /// end is kept and written before the next run.
-    #[tokio::test]
-    async fn a_run_end_the_store_refused_is_written_later() {
-        let dir = tempfile::tempdir().expect("dir");
-        let (sim, s) = harness(dir.path()).await;
-        assert_eq!(sync(&s, false).await.outcome, Outcome::Updated);
+    /// A first sync, then one that fails (a malformed begin) while the
+    /// store refuses to update run records: its result and its record,
+    /// still `running`, its end owed.
+    async fn run_end_refused(sim: &SimHandle, s: &Syncer) -> (TypeResult, crate::store::RunRecord) {
+        assert_eq!(sync(s, false).await.outcome, Outcome::Updated);
         sim.add_fault(FaultRule::new(Some(SimEndpoint::Begin), FaultKind::Malformed).times(1));
         deny(
-            &s,
+            s,
             Some(|a| {
                 matches!(
                     a,
@@ -1202,9 +1200,21 @@ mod tests {
             }),
         )
         .await;
-        let r = sync(&s, false).await;
-        deny(&s, None).await;
+        let r = sync(s, false).await;
+        deny(s, None).await;
         assert_eq!(r.outcome, Outcome::Failed);
+        let failed = last_run(s).await;
+        assert_eq!(failed.outcome, Outcome::Running, "the store refused it");
+        (r, failed)
+    }
+
+    /// The run record itself cannot be written: the result says so, the
+    /// end is kept and written before the next run.
+    #[tokio::test]
+    async fn a_run_end_the_store_refused_is_written_later() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (sim, s) = harness(dir.path()).await;
+        let (r, failed) = run_end_refused(&sim, &s).await;
         assert!(
             r.store_errors
                 .iter()
@@ -1212,8 +1222,6 @@ mod tests {
             "{:?}",
             r.store_errors
         );
-        let failed = last_run(&s).await;
-        assert_eq!(failed.outcome, Outcome::Running, "the store refused it");
         assert_eq!(sync(&s, false).await.outcome, Outcome::Unchanged);
         let runs = s.store.run(|st| st.recent_runs(None, 2)).await.expect("runs");
         assert_eq!(runs[1].id, failed.id);
@@ -1229,25 +1237,7 @@ mod tests {
         use crate::schedule::{Worker, WorkerMsg};
         let dir = tempfile::tempdir().expect("dir");
         let (sim, s) = harness(dir.path()).await;
-        assert_eq!(sync(&s, false).await.outcome, Outcome::Updated);
-        sim.add_fault(FaultRule::new(Some(SimEndpoint::Begin), FaultKind::Malformed).times(1));
-        deny(
-            &s,
-            Some(|a| {
-                matches!(
-                    a,
-                    AuthAction::Update {
-                        table_name: "sync_run",
-                        ..
-                    }
-                )
-            }),
-        )
-        .await;
-        assert_eq!(sync(&s, false).await.outcome, Outcome::Failed);
-        deny(&s, None).await;
-        let failed = last_run(&s).await;
-        assert_eq!(failed.outcome, Outcome::Running, "the store refused it");
+        let (_, failed) = run_end_refused(&sim, &s).await;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let api = crate::state::ApiSettings {
