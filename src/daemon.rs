@@ -599,13 +599,15 @@ fn spawn_health_mirror(store: &StoreHandle, shared: Arc<Shared>) {
     tokio::spawn(async move {
         while health.changed().await.is_ok() {
             let h = health.borrow_and_update().clone();
+            // `/v1/status` first, then the event: a client that reads the
+            // status on the event sees what the event says.
+            shared.store_health.store(Arc::new(h.clone()));
             match &h {
                 Some(d) => shared
                     .feed
                     .store_degraded(&format!("{}: {}", d.state.as_str(), d.reason)),
                 None => shared.feed.store_writable(),
             };
-            shared.store_health.store(Arc::new(h));
         }
     });
 }

@@ -414,14 +414,24 @@ impl Syncer {
     /// Writes the run ends the store refused earlier; keeps those it still
     /// refuses.
     pub async fn record_unrecorded(&self) {
-        let pending = std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()));
-        if pending.is_empty() {
+        if self
+            .unrecorded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+        {
             return;
         }
-        let n = pending.len();
+        // Taken off the owed list inside the store job (a store that is not
+        // open never runs it: they stay owed); those still refused go back.
+        // When none could be written the job fails, so that `write` does not
+        // take it for a store that takes writes again.
+        let owed = self.unrecorded.clone();
         let result = self
             .store
             .write(move |s| {
+                let pending = std::mem::take(&mut *owed.lock().unwrap_or_else(|e| e.into_inner()));
+                let n = pending.len();
                 let mut left = vec![];
                 let mut first_err = None;
                 for u in pending {
@@ -430,21 +440,20 @@ impl Syncer {
                         left.push(u);
                     }
                 }
-                Ok((left, first_err))
+                let refused = left.len();
+                owed.lock().unwrap_or_else(|e| e.into_inner()).extend(left);
+                match first_err {
+                    Some(e) if refused == n => Err(e),
+                    first_err => Ok((n - refused, refused, first_err)),
+                }
             })
             .await;
         match result {
-            Ok((left, None)) => {
-                tracing::info!(runs = n, "recorded the ends of runs the store had refused");
-                debug_assert!(left.is_empty());
+            Ok((written, _, None)) => {
+                tracing::info!(runs = written, "recorded the ends of runs the store had refused");
             }
-            Ok((left, Some(e))) => {
-                tracing::warn!(runs = left.len(), error = %e, "the store still refuses to record earlier runs' ends");
-                self.unrecorded
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(left);
-            }
+            Ok((written, refused, Some(e))) => tracing::warn!(runs = refused, recorded = written, error = %e,
+                "the store still refuses to record some earlier runs' ends"),
             Err(e) => tracing::warn!(error = %e, "the store still refuses to record earlier runs' ends"),
         }
     }
@@ -1295,6 +1304,61 @@ mod tests {
             "the owed end was lost with the reload"
         );
         assert_eq!(rec.error_kind.as_deref(), Some("malformed_body"));
+    }
+
+    /// Owed run ends tried on a store that still refuses writes (a
+    /// filesystem gone read-only) do not pass for a store that takes them
+    /// again: it stays degraded, with no blip on its health, and they stay
+    /// owed. Once it takes writes, they are written and it heals.
+    #[tokio::test]
+    async fn owed_run_ends_a_read_only_store_refuses_do_not_heal_it() {
+        use crate::run::StoreState;
+        let dir = tempfile::tempdir().expect("dir");
+        let (sim, s) = harness(dir.path()).await;
+        let (_, failed) = run_end_refused(&sim, &s).await;
+        let read_only = |on: bool| {
+            let store = s.store.clone();
+            async move {
+                store
+                    .run(move |st| st.set_query_only(on))
+                    .await
+                    .expect("query_only")
+            }
+        };
+        read_only(true).await;
+        assert!(
+            s.store
+                .write(|st| st.set_cooldown(Utc::now(), "t"))
+                .await
+                .is_err()
+        );
+        assert_eq!(s.store.health().map(|h| h.state), Some(StoreState::ReadOnly));
+        let mut health = s.store.watch_health();
+        health.borrow_and_update();
+
+        s.record_unrecorded().await;
+        assert_eq!(
+            s.store.health().map(|h| h.state),
+            Some(StoreState::ReadOnly),
+            "the store was taken for writable again"
+        );
+        assert!(
+            !health.has_changed().expect("watch"),
+            "the store's health blinked"
+        );
+        assert_eq!(
+            s.unrecorded.lock().expect("owed").len(),
+            1,
+            "the owed end was dropped"
+        );
+
+        read_only(false).await;
+        s.record_unrecorded().await;
+        assert_eq!(s.store.health(), None);
+        assert!(s.unrecorded.lock().expect("owed").is_empty());
+        let runs = s.store.run(|st| st.recent_runs(None, 5)).await.expect("runs");
+        let rec = runs.iter().find(|r| r.id == failed.id).expect("the failed run");
+        assert_eq!(rec.outcome, Outcome::Failed);
     }
 
     /// A persisted cool-down further ahead than Carat may ask (a clock that

@@ -102,8 +102,36 @@ async fn metrics(d: &DaemonProc) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// Which part of the store cannot be written.
+#[derive(Clone, Copy, PartialEq)]
+enum Unwritable {
+    /// Its directory and its file (a read-only mount looks the same).
+    DirectoryAndFile,
+    /// Only its files, in a writable directory: SQLite then opens the file
+    /// read-only without an error.
+    FilesOnly,
+}
+
+/// The store's files: the database and those SQLite keeps beside it.
+fn store_files(db: &Path) -> Vec<std::path::PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| std::path::PathBuf::from(format!("{}{s}", db.display())))
+        .filter(|p| p.exists())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_that_cannot_be_written_serves_the_last_catalog_and_recovers() {
+    unwritable_store_recovers(Unwritable::DirectoryAndFile).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_file_that_cannot_be_written_serves_the_last_catalog_and_recovers() {
+    unwritable_store_recovers(Unwritable::FilesOnly).await;
+}
+
+async fn unwritable_store_recovers(how: Unwritable) {
     let sim = start_sim_signature(SimCatalog::generate(GenSpec {
         dealers: 3,
         ddds: 67,
@@ -112,8 +140,12 @@ async fn a_store_that_cannot_be_written_serves_the_last_catalog_and_recovers() {
     .await;
     let (mut d, before) = synced_then_stopped(&sim).await;
     let store_dir = d.db.parent().unwrap().to_owned();
-    chmod(&d.db, 0o444);
-    chmod(&store_dir, 0o555);
+    for f in store_files(&d.db) {
+        chmod(&f, 0o444);
+    }
+    if how == Unwritable::DirectoryAndFile {
+        chmod(&store_dir, 0o555);
+    }
 
     spawn_unprivileged(&mut d);
     d.wait_ready().await;
@@ -124,8 +156,10 @@ async fn a_store_that_cannot_be_written_serves_the_last_catalog_and_recovers() {
     let (_, st) = d.get("/v1/status").await;
     assert_eq!(st["store"]["state"], "read_only", "{st}");
     assert!(
-        st["store"]["reason"].as_str().is_some_and(|r| !r.is_empty()),
-        "{st}"
+        st["store"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot be written") && r.contains("owner and mode")),
+        "the reason names the problem: {st}"
     );
     assert!(
         metrics(&d)
@@ -137,7 +171,11 @@ async fn a_store_that_cannot_be_written_serves_the_last_catalog_and_recovers() {
     // event stream too.
     let mut events = EventStream::open(&d.socket).await;
     chmod(&store_dir, 0o755);
-    chmod(&d.db, 0o644);
+    // SQLite may have made the -wal and -shm files meanwhile, with the
+    // database's mode.
+    for f in store_files(&d.db) {
+        chmod(&f, 0o644);
+    }
     let t0 = Instant::now();
     loop {
         let _ = d.cli(&["resync"]);

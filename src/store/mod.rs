@@ -40,6 +40,12 @@ pub enum StoreError {
     },
     #[error("store {path}: journal_mode is {mode}, WAL refused")]
     NoWal { path: PathBuf, mode: String },
+    /// SQLite opened the file read-only without an error (it does when
+    /// the file's owner or mode forbid writing).
+    #[error(
+        "store {path}: the file cannot be written (SQLite opened it read-only); check its owner and mode"
+    )]
+    NotWritable { path: PathBuf },
     #[error("the store's worker thread failed: {0}")]
     Task(#[source] tokio::task::JoinError),
     #[error(
@@ -153,6 +159,14 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(open_err)?;
+        // Asked to read and write, SQLite falls back to read-only for a file
+        // it may not write, silently: every write would fail later, and the
+        // degraded store's reopen would never be tried (it looks writable).
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(open_err)? {
+            return Err(StoreError::NotWritable {
+                path: path.to_owned(),
+            });
+        }
         conn.busy_timeout(Duration::from_secs(10)).map_err(open_err)?;
         let mode: String = conn
             .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
@@ -580,6 +594,13 @@ impl Store {
         }
     }
 
+    /// Test hook: every write fails with `SQLITE_READONLY` (`query_only`),
+    /// as on a filesystem remounted read-only, until turned off.
+    #[cfg(test)]
+    pub(crate) fn set_query_only(&mut self, on: bool) -> Result<(), StoreError> {
+        Ok(self.conn.pragma_update(None, "query_only", on)?)
+    }
+
     /// Test hook: statements `deny` picks fail when prepared from now on
     /// (`None` lifts it); the others keep working. For the paths that must
     /// fail closed, or record truthfully, when one store call fails.
@@ -644,6 +665,7 @@ impl Interrupter {
 pub fn is_write_failure(e: &StoreError) -> bool {
     use rusqlite::ErrorCode as C;
     let code = match e {
+        StoreError::NotWritable { .. } => return true,
         StoreError::Sql(rusqlite::Error::SqliteFailure(f, _))
         | StoreError::Open {
             source: rusqlite::Error::SqliteFailure(f, _),
