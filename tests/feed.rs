@@ -141,6 +141,13 @@ async fn an_unchanged_catalog_answers_304_after_about_the_wait_and_timeouts_do_n
             "wait={bad}: {v}"
         );
     }
+    // The name percent-encoded is still `wait`.
+    let (s, _, v) = get_etag(&d.socket, &format!("{path}?w%61it=0"), &etag).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (400, Some("bad_parameter")),
+        "{v}"
+    );
     // Other routes ignore it, as they ignore any query.
     assert_eq!(d.get("/v1/status?wait=x").await.0, 200);
 
@@ -162,10 +169,12 @@ async fn a_commit_answers_the_waiters_200_with_the_new_etag_within_a_second() {
         let (_, etag, _) = get_etag(&d.socket, p, "").await;
         waiters.push(long_poll(&d, format!("{p}?wait=60"), etag));
     }
+    // `If-None-Match: *` waits for a change from the version served now.
+    waiters.push(long_poll(&d, format!("{}?wait=60", paths[0]), "*".into()));
     // Waiting for `others` is not woken by a commit of `normal`.
     let (_, others_etag, _) = get_etag(&d.socket, "/v1/catalogs/others", "").await;
     let others = long_poll(&d, "/v1/catalogs/others?wait=4".into(), others_etag.clone());
-    wait_metric(&d, WAITING, 3.0).await;
+    wait_metric(&d, WAITING, 4.0).await;
 
     let new_hash = sim.bump("normal").unwrap();
     let started = Instant::now();
@@ -355,7 +364,15 @@ async fn waiters_and_streams_end_promptly_on_shutdown_and_watch_says_so() {
     let mut d = daemon(&sim, 3600, "").await;
     let path = "/v1/catalogs/normal";
     let (_, etag, _) = get_etag(&d.socket, path, "").await;
-    let waiter = long_poll(&d, format!("{path}?wait=120"), etag.clone());
+    let waiter = {
+        let (socket, path, etag) = (d.socket.clone(), format!("{path}?wait=120"), etag.clone());
+        tokio::spawn(async move {
+            let (s, hs, _) = raw_on(&socket, "GET", &path, &[("if-none-match", &etag)], b"").await;
+            let e = header(&hs, "etag").unwrap_or("").to_owned();
+            let close = header(&hs, "connection").map(str::to_owned);
+            (s, e, close, Instant::now())
+        })
+    };
     let mut events = EventStream::open(&d.socket).await;
     let mut watch = std::process::Command::new(bin())
         .arg("--config")
@@ -370,11 +387,12 @@ async fn waiters_and_streams_end_promptly_on_shutdown_and_watch_says_so() {
 
     let t0 = Instant::now();
     d.signal(libc::SIGTERM);
-    let (s, e, _, at) = tokio::time::timeout(Duration::from_secs(10), waiter)
+    let (s, e, close, at) = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
         .expect("the waiter was answered")
         .unwrap();
     assert_eq!((s, e), (304, etag), "a waiter is answered 304 on shutdown");
+    assert_eq!(close.as_deref(), Some("close"), "and told the connection ends");
     assert!(at - t0 < Duration::from_secs(2), "after {:?}", at - t0);
     assert!(
         events.next(Duration::from_secs(10)).await.is_none(),

@@ -65,10 +65,25 @@ pub fn answer<B>(api: &Arc<Api>, req: Request<B>) -> Answer {
             Answer::Ready(Some(resp))
         }
         Some(lp) => {
-            let (parts, _body) = req.into_parts();
+            let (mut parts, _body) = req.into_parts();
+            pin_star(&mut parts.headers, &resp);
             let req = Request::from_parts(parts, ());
             Answer::Waiting(Box::pin(long_poll(api.clone(), req, lp)))
         }
+    }
+}
+
+/// `If-None-Match: *` matches every version, so a wait on it would never
+/// end early: it is taken as the version answered now (the `304`'s ETag),
+/// and the wait ends when that changes.
+fn pin_star(headers: &mut axum::http::HeaderMap, first: &Response) {
+    use axum::http::header::{ETAG, IF_NONE_MATCH};
+    let star = headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim() == "*")));
+    if let (true, Some(etag)) = (star, first.headers().get(ETAG)) {
+        headers.insert(IF_NONE_MATCH, etag.clone());
     }
 }
 
@@ -90,7 +105,7 @@ impl Drop for Open<'_> {
 
 /// Waits until `req` answers other than `304` (the catalog or its stale
 /// flag changed), `lp.wait` runs out, or the daemon stops; the last two
-/// answer the `304`. Looks again after every swap and at the type's next
+/// answer the `304` (on shutdown with `Connection: close`). Looks again after every swap and at the type's next
 /// stale deadline. Dropped (hyper drops it) when the client hangs up.
 async fn long_poll(api: Arc<Api>, req: Request<()>, lp: LongPoll) -> Response {
     let until = tokio::time::Instant::now() + lp.wait;
@@ -102,8 +117,18 @@ async fn long_poll(api: Arc<Api>, req: Request<()>, lp: LongPoll) -> Response {
         swaps.borrow_and_update();
         let (route, resp) = routes::respond(&api, &req);
         let now = tokio::time::Instant::now();
-        if resp.extensions().get::<LongPoll>().is_none() || now >= until || *shutdown.borrow() {
+        let stopping = *shutdown.borrow();
+        if resp.extensions().get::<LongPoll>().is_none() || now >= until || stopping {
             api.counters.count(route, resp.status().as_u16());
+            let mut resp = resp;
+            if stopping {
+                // The connection ends with the daemon: say so, as every
+                // answer given during the shutdown does.
+                resp.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+            }
             return resp;
         }
         let wall = Utc::now();

@@ -488,7 +488,7 @@ fn wait_param(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
     let mut wait = None;
     for pair in query.unwrap_or("").split('&') {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if k != "wait" {
+        if percent_encoding::percent_decode_str(k).decode_utf8_lossy() != "wait" {
             continue;
         }
         let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
