@@ -5,7 +5,8 @@
 //! once with an `id` that grows for the daemon's life. Publishers: the
 //! snapshot swap (`catalog`), the worker's results (`status`:
 //! `sync_failed`), the staleness watcher (`status`: `stale`,
-//! [`watch_staleness`]) and the store (`status`: `store`, through
+//! [`watch_staleness`]), the swap after a reload (`status`: `served`) and
+//! the store (`status`: `store`, through
 //! [`Feed::store_degraded`] / [`Feed::store_writable`]).
 //!
 //! Owns no catalog data and never blocks a publisher: a subscriber that
@@ -64,6 +65,13 @@ pub enum StatusChange {
     /// The store cannot be written (`degraded: true`; the last catalog is
     /// still served) or can be again (`degraded: false`).
     Store { degraded: bool, message: Option<String> },
+    /// What the type's routes serve changed with no commit: a reload
+    /// changed `sync.ddds` (its ETag changed with it) or disabled the type
+    /// (`enabled: false`: its routes answer `404` now).
+    Served {
+        recharge_type: RechargeType,
+        enabled: bool,
+    },
 }
 
 /// The data of one event, tagged with its name (`"event":"catalog"`), so
@@ -180,6 +188,14 @@ impl Feed {
             previous_hash: previous_hash.map(str::to_owned),
             committed_at: fmt_time(committed_at),
         }))
+    }
+
+    /// `event: status`, `kind: served`.
+    pub fn served_changed(&self, recharge_type: RechargeType, enabled: bool) -> u64 {
+        self.status(StatusChange::Served {
+            recharge_type,
+            enabled,
+        })
     }
 
     /// `event: status`, `kind: stale`.

@@ -214,7 +214,7 @@ impl Shared {
             tracing::info!(rebuilt, "served catalog swapped");
         }
         self.feed.swapped();
-        publish_commits(&self.feed, &current, &snap, &committed);
+        publish_changes(&self.feed, &current, &snap, &committed);
         if rebuilt > 0 {
             snapshot::release_freed_memory();
         }
@@ -228,13 +228,21 @@ impl Shared {
 
 /// `event: catalog` for each type `next` serves a version of that `before`
 /// did not (another hash, another commit time) or that was `committed`
-/// again since.
-fn publish_commits(feed: &Feed, before: &Snapshot, next: &Snapshot, committed: &[RechargeType]) {
+/// again since; `event: status` `served` for each type whose answers
+/// changed otherwise (a reload: another DDD set, the type disabled).
+fn publish_changes(feed: &Feed, before: &Snapshot, next: &Snapshot, committed: &[RechargeType]) {
+    for rt in before.types.keys().filter(|rt| !next.types.contains_key(rt)) {
+        feed.served_changed(*rt, false);
+    }
     for (rt, t) in &next.types {
-        let old = before.types.get(rt).map(|o| &o.version);
+        let old_type = before.types.get(rt);
+        let old = old_type.map(|o| &o.version);
         let same = old
             .is_some_and(|o| o.general_hash == t.version.general_hash && o.synced_at == t.version.synced_at);
         if same && !committed.contains(rt) {
+            if old_type.is_some_and(|o| o.etag(false) != t.etag(false)) {
+                feed.served_changed(*rt, true);
+            }
             continue;
         }
         let previous = old.map(|o| o.general_hash.as_str());

@@ -485,3 +485,49 @@ async fn waiting_requests_hold_their_connection_against_the_limit() {
     }
     panic!("the socket stayed overloaded after the waiters ended");
 }
+
+/// A reload that changes what a type serves with no commit says so on the
+/// stream: fewer DDDs (a new ETag), a type disabled (its routes 404).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_what_is_served_is_a_status_event() {
+    let sim = sim().await;
+    let d = daemon(&sim, 3600, "").await;
+    let path = "/v1/catalogs/normal/ddds/11";
+    let (_, etag, _) = get_etag(&d.socket, path, "").await;
+    let mut events = EventStream::open(&d.socket).await;
+
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let cfg = cfg.replace(DDDS, "ddds = [\"11\", \"21\"]").replace(
+        r#"recharge_types = ["normal", "others"]"#,
+        r#"recharge_types = ["normal"]"#,
+    );
+    std::fs::write(&d.config, cfg).unwrap();
+    d.signal(libc::SIGHUP);
+
+    let mut seen = vec![];
+    while seen.len() < 2 {
+        let e = events
+            .next_where(Duration::from_secs(10), |e| {
+                e.event == "status" && e.data["kind"] == "served"
+            })
+            .await;
+        seen.push((e.data["recharge_type"].clone(), e.data["enabled"].clone()));
+    }
+    seen.sort_by_key(|(rt, _)| rt.to_string());
+    assert_eq!(
+        seen,
+        vec![
+            (Value::from("normal"), Value::from(true)),
+            (Value::from("others"), Value::from(false)),
+        ]
+    );
+    let (s, e, _) = get_etag(&d.socket, path, &etag).await;
+    assert_eq!(s, 200, "the event came with a new ETag");
+    assert_ne!(e, etag);
+    assert_eq!(d.get("/v1/catalogs/others").await.0, 404);
+    assert!(
+        !events.raw.contains("event: catalog"),
+        "no commit: {}",
+        events.raw
+    );
+}

@@ -113,6 +113,14 @@ pub fn render(e: &Sse) -> String {
             ),
         ),
         ("status", Some("store")) => ("store".into(), "writable again".into()),
+        ("status", Some("served")) if v["enabled"] == false => (
+            rt(),
+            "no longer served: a reload disabled this type (its routes answer 404)".into(),
+        ),
+        ("status", Some("served")) => (
+            rt(),
+            "served differently: a reload changed sync.ddds (new ETag; fetch again)".into(),
+        ),
         ("lagged", _) => (
             "-".into(),
             format!(
@@ -187,6 +195,10 @@ mod tests {
             )),
             render(&e("lagged", r#"{"event":"lagged","missed":3}"#)),
             render(&e("future", "not json")),
+            render(&e(
+                "status",
+                r#"{"event":"status","kind":"served","recharge_type":"others","enabled":false,"at":"2026-11-22T11:00:00Z"}"#,
+            )),
         ];
         assert!(
             lines[0].contains("catalog") && lines[0].contains("new catalog B (was A)"),
@@ -210,6 +222,11 @@ mod tests {
         );
         assert!(lines[4].contains("missed 3 events"), "{}", lines[4]);
         assert!(lines[5].contains("not json"), "{}", lines[5]);
+        assert!(
+            lines[6].contains("others") && lines[6].contains("no longer served"),
+            "{}",
+            lines[6]
+        );
         for l in &lines {
             assert!(!l.contains('\n'), "{l:?}");
         }
