@@ -192,6 +192,7 @@ fn syncer(sim: &SimHandle, store: StoreHandle, signer: Arc<JwtSigner>, concurren
         concurrency,
         max_catalog_bytes: carat_catalogd::config::DEFAULT_MAX_CATALOG_BYTES as u64,
         unrecorded: Default::default(),
+        echo_probes: Default::default(),
     }
 }
 

@@ -214,5 +214,6 @@ pub fn syncer(cfg: &Config, client: CaratClient, store: StoreHandle) -> Syncer {
         concurrency: cfg.carat.concurrency,
         max_catalog_bytes: cfg.carat.max_catalog_bytes,
         unrecorded: Default::default(),
+        echo_probes: Default::default(),
     }
 }

@@ -65,6 +65,9 @@ pub struct Syncer {
     pub max_catalog_bytes: u64,
     /// Run ends the store refused to record; written before the next run.
     pub unrecorded: Arc<Mutex<Vec<UnrecordedEnd>>>,
+    /// When each type's begin was last sent the zero hash to learn whether
+    /// it echoes what it is sent (see `Run::echo_probe_due`).
+    pub echo_probes: Arc<Mutex<BTreeMap<RechargeType, chrono::DateTime<Utc>>>>,
 }
 
 /// A run's end that could not be written (the store failed): kept so the
@@ -253,6 +256,8 @@ struct Run<'a> {
     /// Configured DDDs the held catalog lacks (added since it was fetched):
     /// the catalog is refetched even when Carat's hash did not move.
     lacking: Vec<String>,
+    /// This run's begin is sent the zero hash, not the gate (an echo probe).
+    echo_probe: bool,
     started: Instant,
     stats: RunStats,
 }
@@ -288,11 +293,13 @@ impl Syncer {
             run_id,
             held,
             lacking: vec![],
+            echo_probe: false,
             started,
             stats: RunStats::default(),
         };
         let run = Run {
             lacking: self.lacking_ddds(&run).await,
+            echo_probe: run.echo_probe_due(),
             ..run
         };
         tracing::info!(recharge_type = %rt, trigger = trigger.as_str(), force, run_id,
@@ -502,7 +509,12 @@ impl Syncer {
         // A fresh start reads every answer again: count its warnings once.
         *stats.warnings.lock().unwrap_or_else(|e| e.into_inner()) = WarningTally::default();
         let gate = run.gate();
-        let session = self.begin(rt, &gate, stats).await?;
+        let sent = if run.echo_probe {
+            GeneralHash::zero()
+        } else {
+            gate.clone()
+        };
+        let session = self.begin(rt, &sent, stats).await?;
         let begin_hash = session.general_hash.clone();
         *stats.begin_hash.lock().unwrap_or_else(|e| e.into_inner()) = Some(begin_hash.clone());
         let confirm = run.confirmation_due();
@@ -514,6 +526,11 @@ impl Syncer {
         if lacking && begin_hash == gate {
             tracing::info!(recharge_type = %rt, ddds = %run.lacking.join(","),
                 "the configuration asks for DDDs the held catalog lacks; refetching now");
+        }
+        if run.echo_probe && begin_hash.is_zero() {
+            tracing::info!(recharge_type = %rt, held = %gate,
+                "begin answered the zero hash it was sent (it echoes what it is sent): refetching to confirm \
+                 the catalog (at most once per sync.stale_after_seconds)");
         }
         if confirm && begin_hash == gate {
             tracing::info!(recharge_type = %rt, gate = %gate,
@@ -739,6 +756,33 @@ impl Run<'_> {
             v.gate_hash != v.general_hash
                 && crate::time::older_than(Utc::now(), v.synced_at, self.syncer.sync.stale_after)
         })
+    }
+
+    /// Whether this run's begin is sent the zero hash instead of the gate.
+    /// A begin that echoes the hash it is sent would answer every check
+    /// with the gate, whatever Carat's table holds, and the catalog would
+    /// never move (the gate is the data's own hash then, so
+    /// [`Run::confirmation_due`] does not apply). So a version fetched
+    /// longer ago than `sync.stale_after` is checked this way once per
+    /// that period: a begin that answers with the current hash answers
+    /// the same (one request, as always); one that echoes answers zero,
+    /// and the catalog is refetched.
+    fn echo_probe_due(&self) -> bool {
+        let Some(v) = &self.held else {
+            return false;
+        };
+        let (now, every) = (Utc::now(), self.syncer.sync.stale_after);
+        if v.gate_hash != v.general_hash || !crate::time::older_than(now, v.synced_at, every) {
+            return false;
+        }
+        let mut probes = self.syncer.echo_probes.lock().unwrap_or_else(|e| e.into_inner());
+        let due = probes
+            .get(&self.rt)
+            .is_none_or(|at| crate::time::older_than(now, *at, every));
+        if due {
+            probes.insert(self.rt, now);
+        }
+        due
     }
 
     /// What the begin call is sent and compared with: the gate of the
@@ -1077,6 +1121,7 @@ mod tests {
             concurrency: 8,
             max_catalog_bytes: crate::config::DEFAULT_MAX_CATALOG_BYTES as u64,
             unrecorded: Default::default(),
+            echo_probes: Default::default(),
         };
         (sim, syncer)
     }
@@ -1139,6 +1184,7 @@ mod tests {
                 .await
                 .expect("version"),
             lacking: vec![],
+            echo_probe: false,
             started: Instant::now(),
             stats: RunStats::default(),
         };

@@ -805,3 +805,49 @@ async fn a_begin_hash_that_does_not_follow_the_table_never_freezes_the_catalog()
     assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
     assert_eq!(r.general_hash.as_deref(), Some(new.as_str()));
 }
+
+/// A begin that echoes the hash it is sent: the gate is the data's own
+/// hash, so each check would be answered with it whatever the table holds.
+/// Within stale_after an unchanged check is one request; past it the check
+/// sends the zero hash once, the echo gives it away, and the catalog is
+/// refetched (a change begin did not show arrives). A begin that follows
+/// the table answers such a check as any other: one request.
+#[tokio::test]
+async fn a_begin_that_echoes_what_it_is_sent_never_freezes_the_catalog() {
+    for shape in [BeginHashShape::Echo, BeginHashShape::Same] {
+        let sim = start_sim_signature(catalog()).await;
+        sim.set_shapes(SimShapes {
+            begin_hash: shape,
+            ..Default::default()
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = sync_config();
+        cfg.stale_after = Duration::from_secs(1);
+        let s = syncer_with(&sim, dir.path(), client_settings(&sim), cfg);
+        let check = || s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress);
+        assert_eq!(check().await.outcome, Outcome::Updated);
+        let new = sim.bump("normal").unwrap();
+        let r = check().await;
+        if shape == BeginHashShape::Same {
+            assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
+            assert_eq!(r.general_hash.as_deref(), Some(new.as_str()));
+            // Past stale_after, unchanged: the zero-hash check costs nothing more.
+            tokio::time::sleep(Duration::from_millis(1100)).await;
+            let r = check().await;
+            assert_eq!((r.outcome, r.requests), (Outcome::Unchanged, 1), "{:?}", r.error);
+            continue;
+        }
+        assert_eq!(
+            (r.outcome, r.requests),
+            (Outcome::Unchanged, 1),
+            "within stale_after the echo shows nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let r = check().await;
+        assert_eq!(r.outcome, Outcome::Updated, "{:?}", r.error);
+        assert_eq!(r.general_hash.as_deref(), Some(new.as_str()), "the catalog froze");
+        // Once per stale_after, not every check.
+        let r = check().await;
+        assert_eq!((r.outcome, r.requests), (Outcome::Unchanged, 1), "{:?}", r.error);
+    }
+}

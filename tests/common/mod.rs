@@ -141,6 +141,7 @@ pub fn syncer_auth(
         concurrency: 8,
         max_catalog_bytes: carat_catalogd::config::DEFAULT_MAX_CATALOG_BYTES as u64,
         unrecorded: Default::default(),
+        echo_probes: Default::default(),
     }
 }
 
