@@ -50,8 +50,8 @@ fn checked<T, E: std::fmt::Display>(
 /// guessed is a warning, not a lost catalog.
 pub const MAX_CODE_CHARS: usize = 200;
 
-/// A required code-like text (strict: a sale sends it back): present, at
-/// most [`MAX_CODE_CHARS`], no control characters. Longer than Carat
+/// A required code-like text (strict: a sale sends it back): present, not
+/// blank, at most [`MAX_CODE_CHARS`], no control characters. Longer than Carat
 /// documents (`documented`) is kept, with a warning.
 fn code_text(
     v: &Option<String>,
@@ -60,6 +60,9 @@ fn code_text(
     w: &mut Vec<FieldWarning>,
 ) -> Result<String, FieldError> {
     let s = required(v, path)?;
+    if s.trim().is_empty() {
+        return Err(FieldError::new(path, "empty (a sale must send it back)"));
+    }
     check_len(s, path, MAX_CODE_CHARS)?;
     note_odd_text(s, path, documented, w);
     Ok(s.to_owned())
@@ -403,6 +406,14 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
         .flatten()
         .filter_map(|m| m.message.clone())
         .collect();
+    if r.categories.is_none() {
+        // Not an error (a DDD may offer nothing), but not silent either: a
+        // partial answer looks like this.
+        w.push(FieldWarning::new(
+            format!("{P}.categories"),
+            "missing; taken as no offers",
+        ));
+    }
     let mut categories = Vec::new();
     for (i, c) in r.categories.iter().flatten().enumerate() {
         let cp = format!("{P}.categories[{i}]");
@@ -456,6 +467,83 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A branch-data answer as Carat would send it, one range of `range`.
+    fn answer_with(range: &str, rest: &str) -> Result<BranchDataAnswer, FieldError> {
+        let body = format!(
+            r#"{{"list_branch_data_response":{{"hashes":{{"general":"09A9681D09A9681D"}}{rest},
+                "categories":[{{"code":"01","amount_ranges":[{range}]}}]}}}}"#
+        );
+        let env: wire::ListBranchDataResponseEnvelope =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("decodes: {e}\n{body}"));
+        branch_data(&env.list_branch_data_response.expect("response"))
+    }
+
+    #[test]
+    fn an_amount_sent_as_a_json_float_is_refused_not_read_as_centavos() {
+        for amount in ["10.0", "5e2", "1.5e3", "1000.5"] {
+            let e = answer_with(
+                &format!(r#"{{"amount_key":"1","min_amount":{amount},"max_amount":5000}}"#),
+                "",
+            )
+            .expect_err(amount);
+            assert!(e.path.ends_with("min_amount"), "{amount}: {e}");
+        }
+        let a =
+            answer_with(r#"{"amount_key":"1","min_amount":1000,"max_amount":"5000"}"#, "").expect("integers");
+        let r = &a.data.categories[0].amount_ranges[0];
+        assert_eq!((r.min_amount, r.max_amount), (1000, 5000));
+    }
+
+    #[test]
+    fn a_descriptive_field_of_another_json_type_is_kept_as_text_with_a_warning() {
+        let a = answer_with(
+            r#"{"amount_key":"1","min_amount":1000,"max_amount":5000,"bonus":{"v":1},
+                "message":["a","b"],"expiry_date":[30],"payment_amount":9.0}"#,
+            r#","general":{"message":"hello"}"#,
+        )
+        .expect("one odd field never costs the answer");
+        let x = &a.data.categories[0].amount_ranges[0].extras;
+        assert_eq!(x.message.as_deref(), Some(r#"["a","b"]"#));
+        assert_eq!(x.expiry_date.as_deref(), Some("[30]"));
+        assert_eq!((x.expiry_days, x.bonus, x.payment_amount), (None, None, None));
+        assert_eq!(a.data.messages, vec!["hello".to_owned()]);
+        for field in ["bonus", "expiry_date", "payment_amount"] {
+            assert!(
+                a.warnings.iter().any(|w| w.path.ends_with(field)),
+                "{field}: {:?}",
+                a.warnings
+            );
+        }
+    }
+
+    #[test]
+    fn a_blank_sale_code_is_refused() {
+        for key in [r#""""#, r#""   ""#] {
+            let e = answer_with(
+                &format!(r#"{{"amount_key":{key},"min_amount":1,"max_amount":2}}"#),
+                "",
+            )
+            .expect_err(key);
+            assert!(
+                e.path.ends_with("amount_key") && e.problem.contains("empty"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_without_categories_is_no_offers_with_a_warning() {
+        let body = r#"{"list_branch_data_response":{"hashes":{"general":"09A9681D09A9681D"}}}"#;
+        let env: wire::ListBranchDataResponseEnvelope = serde_json::from_str(body).expect("decodes");
+        let a = branch_data(&env.list_branch_data_response.expect("response")).expect("kept");
+        assert!(a.data.categories.is_empty());
+        assert!(
+            a.warnings.iter().any(|w| w.path.ends_with("categories")),
+            "{:?}",
+            a.warnings
+        );
+    }
 
     #[test]
     fn reversed_range_names_path() {

@@ -4,13 +4,17 @@
 //!
 //! Carat documents every value as a string, adds fields without notice and may
 //! omit fields it calls required, so every field is optional, numbers are
-//! accepted where strings are documented, and unknown fields are ignored.
+//! accepted where strings are documented, unknown fields are ignored, and a
+//! descriptive field of an unexpected JSON type is kept as its JSON text.
 //! The simulator serialises the same structs, so both sides agree on shapes.
 
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// A string field that also accepts a JSON number or boolean (turned into its
-/// text) and `null` (absent). Objects and arrays are a type error.
+/// text) and `null` (absent). Objects and arrays are a type error. A number
+/// with a fraction or an exponent keeps them in its text (`10.0` stays
+/// `"10.0"`, `5e2` becomes `"500.0"`), so an amount sent that way is refused
+/// as not whole centavos, never read as a different integer.
 pub fn opt_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
@@ -26,8 +30,45 @@ pub fn opt_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Err
         Some(Loose::S(s)) => Some(s),
         Some(Loose::I(i)) => Some(i.to_string()),
         Some(Loose::U(u)) => Some(u.to_string()),
-        Some(Loose::F(f)) => Some(f.to_string()),
+        Some(Loose::F(f)) => Some(format!("{f:?}")),
         Some(Loose::B(b)) => Some(b.to_string()),
+    })
+}
+
+/// A descriptive string field (never one a sale sends back: codes and
+/// amounts stay [`opt_str`]): as [`opt_str`], and an object or an array is
+/// kept as its compact JSON text rather than failing the whole answer. The
+/// reader keeps Carat's text, derives what parses and warns on the rest.
+pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    use serde_json::Value;
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s),
+        Some(Value::Bool(b)) => Some(b.to_string()),
+        Some(Value::Number(n)) => Some(match n.as_f64() {
+            Some(f) if !(n.is_i64() || n.is_u64()) => format!("{f:?}"),
+            _ => n.to_string(),
+        }),
+        Some(other) => Some(other.to_string()),
+    })
+}
+
+/// `general[]`: a list of messages, or (lenient) one message object or one
+/// text in its place; anything else is no messages. Descriptive only.
+pub fn opt_messages<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<GeneralMessage>>, D::Error> {
+    use serde_json::Value;
+    let one = |v: Value| match v {
+        Value::Object(_) => serde_json::from_value::<GeneralMessage>(v).ok(),
+        Value::Null => None,
+        Value::String(s) => Some(GeneralMessage { message: Some(s) }),
+        other => Some(GeneralMessage {
+            message: Some(other.to_string()),
+        }),
+    };
+    Ok(match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) => Some(items.into_iter().filter_map(one).collect()),
+        Some(v) => Some(one(v).into_iter().collect()),
     })
 }
 
@@ -56,15 +97,15 @@ wire_struct! {
     /// `esitef{code,message}`: Carat's own result; `"0"` is success.
     pub struct Esitef {
         #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_str")] message: s!(),
+        #[serde(deserialize_with = "opt_text")] message: s!(),
     }
 }
 
 wire_struct! {
     /// `authorizer{code,message}`: the authoriser's answer, informational.
     pub struct Authorizer {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_str")] message: s!(),
+        #[serde(deserialize_with = "opt_text")] code: s!(),
+        #[serde(deserialize_with = "opt_text")] message: s!(),
     }
 }
 
@@ -121,7 +162,7 @@ wire_struct! {
     /// `dealers[].branches[]`.
     pub struct Branch {
         #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_str")] name: s!(),
+        #[serde(deserialize_with = "opt_text")] name: s!(),
     }
 }
 
@@ -130,10 +171,10 @@ wire_struct! {
     /// `others` and `invoice`.
     pub struct Dealer {
         #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_str")] name: s!(),
+        #[serde(deserialize_with = "opt_text")] name: s!(),
         branches: Option<Vec<Branch>>,
         #[serde(deserialize_with = "opt_str")] type_code: s!(),
-        #[serde(deserialize_with = "opt_str")] type_name: s!(),
+        #[serde(deserialize_with = "opt_text")] type_name: s!(),
     }
 }
 
@@ -141,13 +182,13 @@ wire_struct! {
     /// `questions[]`: positive-confirmation questions.
     pub struct Question {
         #[serde(deserialize_with = "opt_str")] id: s!(),
-        #[serde(deserialize_with = "opt_str")] display: s!(),
-        #[serde(deserialize_with = "opt_str")] rule: s!(),
-        #[serde(deserialize_with = "opt_str")] min: s!(),
-        #[serde(deserialize_with = "opt_str")] max: s!(),
-        #[serde(rename = "type", deserialize_with = "opt_str")] kind: s!(),
-        #[serde(deserialize_with = "opt_str")] min_value: s!(),
-        #[serde(deserialize_with = "opt_str")] max_value: s!(),
+        #[serde(deserialize_with = "opt_text")] display: s!(),
+        #[serde(deserialize_with = "opt_text")] rule: s!(),
+        #[serde(deserialize_with = "opt_text")] min: s!(),
+        #[serde(deserialize_with = "opt_text")] max: s!(),
+        #[serde(rename = "type", deserialize_with = "opt_text")] kind: s!(),
+        #[serde(deserialize_with = "opt_text")] min_value: s!(),
+        #[serde(deserialize_with = "opt_text")] max_value: s!(),
     }
 }
 
@@ -172,38 +213,38 @@ wire_struct! {
 wire_struct! {
     /// `general[]{message}`: messages to show.
     pub struct GeneralMessage {
-        #[serde(deserialize_with = "opt_str")] message: s!(),
+        #[serde(deserialize_with = "opt_text")] message: s!(),
     }
 }
 
 wire_struct! {
     /// `categories[].amount_ranges[]`: a value range in centavos.
     pub struct AmountRange {
-        #[serde(deserialize_with = "opt_str")] message: s!(),
+        #[serde(deserialize_with = "opt_text")] message: s!(),
         #[serde(deserialize_with = "opt_str")] amount_key: s!(),
         #[serde(deserialize_with = "opt_str")] min_amount: s!(),
         #[serde(deserialize_with = "opt_str")] max_amount: s!(),
-        #[serde(deserialize_with = "opt_str")] bonus: s!(),
-        #[serde(deserialize_with = "opt_str")] bonus_in_percentage: s!(),
-        #[serde(deserialize_with = "opt_str")] payment_amount: s!(),
-        #[serde(deserialize_with = "opt_str")] bonus_category: s!(),
-        #[serde(deserialize_with = "opt_str")] expiry_date: s!(),
-        #[serde(deserialize_with = "opt_str")] bonus_expiry_date: s!(),
+        #[serde(deserialize_with = "opt_text")] bonus: s!(),
+        #[serde(deserialize_with = "opt_text")] bonus_in_percentage: s!(),
+        #[serde(deserialize_with = "opt_text")] payment_amount: s!(),
+        #[serde(deserialize_with = "opt_text")] bonus_category: s!(),
+        #[serde(deserialize_with = "opt_text")] expiry_date: s!(),
+        #[serde(deserialize_with = "opt_text")] bonus_expiry_date: s!(),
     }
 }
 
 wire_struct! {
     /// `categories[].fixed_amounts[]` (inferred): a fixed value in centavos.
     pub struct FixedAmount {
-        #[serde(deserialize_with = "opt_str")] message: s!(),
+        #[serde(deserialize_with = "opt_text")] message: s!(),
         #[serde(deserialize_with = "opt_str")] amount_key: s!(),
         #[serde(deserialize_with = "opt_str")] amount: s!(),
-        #[serde(deserialize_with = "opt_str")] bonus: s!(),
-        #[serde(deserialize_with = "opt_str")] bonus_in_percentage: s!(),
-        #[serde(deserialize_with = "opt_str")] payment_amount: s!(),
-        #[serde(deserialize_with = "opt_str")] bonus_category: s!(),
-        #[serde(deserialize_with = "opt_str")] expiry_date: s!(),
-        #[serde(deserialize_with = "opt_str")] bonus_expiry_date: s!(),
+        #[serde(deserialize_with = "opt_text")] bonus: s!(),
+        #[serde(deserialize_with = "opt_text")] bonus_in_percentage: s!(),
+        #[serde(deserialize_with = "opt_text")] payment_amount: s!(),
+        #[serde(deserialize_with = "opt_text")] bonus_category: s!(),
+        #[serde(deserialize_with = "opt_text")] expiry_date: s!(),
+        #[serde(deserialize_with = "opt_text")] bonus_expiry_date: s!(),
     }
 }
 
@@ -211,7 +252,7 @@ wire_struct! {
     /// `categories[]`.
     pub struct Category {
         #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_str")] description: s!(),
+        #[serde(deserialize_with = "opt_text")] description: s!(),
         amount_ranges: Option<Vec<AmountRange>>,
         fixed_amounts: Option<Vec<FixedAmount>>,
     }
@@ -226,7 +267,7 @@ wire_struct! {
         sitef: Option<Sitef>,
         hashes: Option<Hashes>,
         questions: Option<Vec<Question>>,
-        general: Option<Vec<GeneralMessage>>,
+        #[serde(deserialize_with = "opt_messages")] general: Option<Vec<GeneralMessage>>,
         categories: Option<Vec<Category>>,
     }
 }
