@@ -309,10 +309,24 @@ impl Config {
             Ok(_) => return Err(fail("(file)", "is not a regular file".into())),
             Err(e) => return Err(fail("(file)", format!("cannot read it: {e}"))),
         }
+        // Parsed here first: the `config` crate's parse error quotes the
+        // offending line, which may be the merchant key's.
+        let text =
+            std::fs::read_to_string(path).map_err(|e| fail("(file)", format!("cannot read it: {e}")))?;
+        if let Err(e) = text.parse::<toml::Table>() {
+            return Err(fail("(file)", toml_problem(&text, &e)));
+        }
         let built = layered(path, env).map_err(|e| fail("(file)", e.to_string()))?;
-        let raw: Raw = built
-            .try_deserialize()
-            .map_err(|e| fail(&error_key(&e), e.to_string()))?;
+        let raw: Raw = built.try_deserialize().map_err(|e| {
+            let key = error_key(&e);
+            // A type error quotes the value: never a secret's.
+            let problem = if SECRET_KEYS.contains(&key.as_str()) {
+                "has the wrong type (a string is expected; the value is not shown: it is a secret)".to_owned()
+            } else {
+                e.to_string()
+            };
+            fail(&key, problem)
+        })?;
         let mut p = Problems(vec![]);
         let mut warnings = vec![];
         let cfg = validate(raw, path, &mut p, &mut warnings);
@@ -507,6 +521,26 @@ fn layered(path: &Path, env: HashMap<String, String>) -> Result<config::Config, 
 
 /// The key a `config` deserialisation error is about, from the error's own
 /// fields (never its text).
+/// Keys whose values are secrets: never quoted in an error.
+const SECRET_KEYS: &[&str] = &["carat.merchant_key"];
+
+/// Where and why the file is not TOML, without quoting it (a line may hold
+/// the merchant key).
+fn toml_problem(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(
+                "not valid TOML at line {line}, column {column}: {} (the line is not shown: it may hold a secret)",
+                e.message().trim()
+            )
+        }
+        None => format!("not valid TOML: {}", e.message().trim()),
+    }
+}
+
 fn error_key(e: &config::ConfigError) -> String {
     match e {
         config::ConfigError::At { key: Some(k), .. } | config::ConfigError::Type { key: Some(k), .. } => {

@@ -126,6 +126,37 @@ fn merchant_key_problems_name_the_key() {
     );
 }
 
+/// A typo on the merchant key's line is an error that says where and why,
+/// never quoting the line: from the library, from `check-config` and from
+/// the daemon at start.
+#[test]
+fn a_broken_merchant_key_line_is_never_quoted() {
+    let env = Env::new();
+    let key_line = format!("merchant_key_file = \"{}\"", env.p("merchant_key").display());
+    let secret = "SUPERSECRETKEY0123456789ABCDEF";
+    let unterminated = with_line(&env, &key_line, &format!("merchant_key = \"{secret}"));
+    let e = load(&unterminated).expect_err("not TOML");
+    let msg = e.to_string();
+    assert!(msg.contains("line 4") && msg.contains("not valid TOML"), "{msg}");
+    assert!(!msg.contains(secret), "the secret is quoted: {msg}");
+    for args in [&["check-config"][..], &["run"][..]] {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&unterminated)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let all = [out.stdout, out.stderr].concat();
+        assert!(
+            !String::from_utf8_lossy(&all).contains(secret),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&all)
+        );
+        assert!(String::from_utf8_lossy(&all).contains("line 4"), "{args:?}");
+    }
+}
+
 #[test]
 fn private_key_problems_name_the_key() {
     let env = Env::new();
