@@ -193,7 +193,16 @@ impl Worker {
     /// has returned (landed or not, as logged). The sync lock is released
     /// only then.
     pub async fn run(mut self, mut msgs: mpsc::Receiver<WorkerMsg>, mut ticks: mpsc::Receiver<()>) {
-        let mut held_lock: Option<lock::SyncLock> = None;
+        // Taken now, for the daemon's life: a one-shot `sync` is refused
+        // from the start, not only once the first job ran. Held by such a
+        // sync just now, it is taken before the next job instead.
+        let mut held_lock: Option<lock::SyncLock> = match lock::acquire(&self.store_path, lock::DAEMON) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "the store lock is not free yet; taken before the first sync");
+                None
+            }
+        };
         let mut retry: Option<(tokio::time::Instant, Vec<RechargeType>)> = None;
         let mut failures: u32 = 0;
         let mut every = tokio::time::interval(self.beat_every);
@@ -211,7 +220,7 @@ impl Worker {
                 tracing::info!("the store was opened for writing again");
             }
             if held_lock.is_none() {
-                match lock::acquire(&self.store_path, "carat-catalogd run (daemon)") {
+                match lock::acquire(&self.store_path, lock::DAEMON) {
                     Ok(l) => held_lock = Some(l),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot sync now");

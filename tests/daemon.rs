@@ -472,13 +472,27 @@ async fn a_one_shot_sync_refuses_while_the_daemon_holds_the_store() {
     let sim = sim().await;
     let d = DaemonProc::start(&sim, DaemonOpts::default()).await;
     d.wait_status("first sync", |v| all_synced(v, &ALL)).await;
-    let out = d.cli(&["sync"]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("carat-catalogd run (daemon)") && err.contains("pid"),
-        "{err}"
-    );
+    let refused = |d: &DaemonProc| {
+        let out = d.cli(&["sync"]);
+        assert_eq!(out.status.code(), Some(2));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            err.contains("carat-catalogd run (daemon)") && err.contains("pid") && err.contains("resync"),
+            "{err}"
+        );
+    };
+    refused(&d);
+    // Restarted with a fresh catalog: no sync at start, and still the lock
+    // is the daemon's from the start (not only from its first check).
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(Duration::from_secs(15)).await.success());
+    let syncs = |d: &DaemonProc| d.log().matches("sync started").count();
+    let before = syncs(&d);
+    d.spawn("info");
+    d.wait_ready().await;
+    refused(&d);
+    assert_eq!(syncs(&d), before, "the restarted daemon ran no sync yet");
     let _ = std::fs::Permissions::from_mode(0o600);
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("the store {store} is being synced by another process ({holder}); try again when it is done")]
+    #[error("the store {store} is {}", held_how(holder))]
     Held { store: PathBuf, holder: String },
     #[error("cannot open the lock file {path}: {source}")]
     Io {
@@ -19,6 +19,18 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What a running daemon writes into the lock file (it holds the lock for
+/// its whole life).
+pub const DAEMON: &str = "carat-catalogd run (daemon)";
+
+fn held_how(holder: &str) -> String {
+    if holder.starts_with(DAEMON) {
+        format!("held by the running daemon ({holder}); ask it to sync with `carat-catalogd resync`")
+    } else {
+        format!("being synced by another process ({holder}); try again when it is done")
+    }
 }
 
 /// Held while it lives.
