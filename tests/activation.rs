@@ -313,3 +313,45 @@ async fn systemds_socket_activate_tool_hands_over_the_catalog_socket() {
     );
     assert!(!d.control.exists(), "{}", d.log());
 }
+
+/// The socket units keep the socket listening while the service is stopped
+/// (or crash-looping): a connection is accepted by the kernel and never
+/// answered. The CLI says so within its answer timeout instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_gives_up_on_a_socket_nobody_answers() {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec::default())).await;
+    let d = daemon_unstarted(&sim, &DaemonOpts::default());
+    // Listening, never accepting: what systemd holds for a stopped service.
+    let _held = UnixListener::bind(&d.socket).unwrap();
+    let _held_control = UnixListener::bind(&d.control).unwrap();
+    let t0 = Instant::now();
+    let runs: Vec<_> = ["status", "resync", "watch"]
+        .into_iter()
+        .map(|cmd| {
+            let config = d.config.clone();
+            let run = tokio::task::spawn_blocking(move || {
+                let out = std::process::Command::new(bin())
+                    .arg("--config")
+                    .arg(config)
+                    .arg(cmd)
+                    .output()
+                    .unwrap();
+                (out, t0.elapsed())
+            });
+            (cmd, run)
+        })
+        .collect();
+    for (args, run) in runs {
+        let (out, took) = tokio::time::timeout(Duration::from_secs(40), run)
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} hangs on a socket nobody answers"))
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("no answer from") && err.contains("systemctl status"),
+            "{args:?}: {err}"
+        );
+        assert!(took < Duration::from_secs(25), "{args:?} gave up after {took:?}");
+    }
+}

@@ -27,12 +27,37 @@ pub enum ClientError {
         #[source]
         source: hyper::Error,
     },
+    #[error(
+        "no answer from {path} within {} s: the daemon is not running or is stuck (with the socket units \
+         systemd holds the socket while the service is stopped or restarting): `systemctl status carat-catalogd`",
+        ANSWER_TIMEOUT.as_secs()
+    )]
+    Timeout { path: PathBuf },
     #[error("talking to {path}: {source}")]
     Request {
         path: PathBuf,
         #[source]
         source: http::Error,
     },
+}
+
+/// How long the daemon may take to start answering (the head of its
+/// answer; a stream's body may take as long as it likes). A socket that
+/// systemd holds for a stopped service accepts and never answers.
+pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// `fut` within [`ANSWER_TIMEOUT`].
+async fn answered<T>(
+    socket: &Path,
+    fut: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    tokio::time::timeout(ANSWER_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::Timeout {
+                path: socket.to_owned(),
+            })
+        })
 }
 
 async fn connect(socket: &Path) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
@@ -70,6 +95,10 @@ fn request_err(socket: &Path, source: http::Error) -> ClientError {
 
 /// `GET path`: the status and the whole body.
 pub async fn get(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError> {
+    answered(socket, get_now(socket, path)).await
+}
+
+async fn get_now(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError> {
     let mut sender = connect(socket).await?;
     let req = Request::get(path)
         .header("host", "localhost")
@@ -94,13 +123,16 @@ pub async fn post_lines(
     body: Vec<u8>,
     on_line: impl FnMut(&[u8]),
 ) -> Result<u16, ClientError> {
-    let mut sender = connect(socket).await?;
     let req = Request::post(path)
         .header("host", "localhost")
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| request_err(socket, e))?;
-    let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
+    let resp = answered(socket, async {
+        let mut sender = connect(socket).await?;
+        sender.send_request(req).await.map_err(|e| http_err(socket, e))
+    })
+    .await?;
     let status = resp.status().as_u16();
     each_line(socket, resp.into_body(), on_line).await?;
     Ok(status)
@@ -109,12 +141,15 @@ pub async fn post_lines(
 /// `GET path`, its answer's status and body left to read as it comes
 /// ([`each_line`]): for a stream (`/v1/events`).
 pub async fn get_stream(socket: &Path, path: &str) -> Result<(u16, hyper::body::Incoming), ClientError> {
-    let mut sender = connect(socket).await?;
     let req = Request::get(path)
         .header("host", "localhost")
         .body(Full::new(Bytes::new()))
         .map_err(|e| request_err(socket, e))?;
-    let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
+    let resp = answered(socket, async {
+        let mut sender = connect(socket).await?;
+        sender.send_request(req).await.map_err(|e| http_err(socket, e))
+    })
+    .await?;
     Ok((resp.status().as_u16(), resp.into_body()))
 }
 
