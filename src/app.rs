@@ -184,7 +184,7 @@ pub fn open_store(path: &Path) -> Result<Store, AppError> {
     Ok(Store::open(path)?)
 }
 
-fn check_store_dir(path: &Path) -> Result<(), AppError> {
+pub fn check_store_dir(path: &Path) -> Result<(), AppError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {

@@ -316,7 +316,7 @@ impl Config {
         if let Err(e) = text.parse::<toml::Table>() {
             return Err(fail("(file)", toml_problem(&text, &e)));
         }
-        let built = layered(path, env).map_err(|e| fail("(file)", e.to_string()))?;
+        let built = layered(Some(path), env).map_err(|e| fail("(file)", e.to_string()))?;
         let raw: Raw = built.try_deserialize().map_err(|e| {
             let key = error_key(&e);
             // A type error quotes the value: never a secret's.
@@ -342,8 +342,15 @@ impl Config {
         }
     }
 
+    /// Whether this user may not read the file at `path` (or reach it).
+    pub fn unreadable(path: &Path) -> bool {
+        matches!(std::fs::File::open(path), Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied)
+    }
+
     /// Only the `[api]` section (socket paths): what the command-line readers
-    /// need, without reading any secret or checking the other sections.
+    /// need, without reading any secret or checking the other sections. A
+    /// file this user may not read gives the defaults (and the environment's
+    /// overrides).
     pub fn api_only(path: &Path) -> Result<ApiConfig, ConfigError> {
         #[derive(Deserialize)]
         struct ApiOnly {
@@ -357,7 +364,19 @@ impl Config {
                 problem,
             }],
         };
-        let built = layered(path, env_overrides()).map_err(|e| fail(e.to_string()))?;
+        // A store app's user may not read the file (root:carat-catalogd
+        // 0640): the defaults and the environment then say where the
+        // sockets are.
+        let file = if Config::unreadable(path) {
+            None
+        } else {
+            let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
+            if let Err(e) = text.parse::<toml::Table>() {
+                return Err(fail(toml_problem(&text, &e)));
+            }
+            Some(path)
+        };
+        let built = layered(file, env_overrides()).map_err(|e| fail(e.to_string()))?;
         let raw: ApiOnly = built.try_deserialize().map_err(|e| fail(e.to_string()))?;
         let mut p = Problems(vec![]);
         let api = api_config(raw.api, &mut p);
@@ -458,7 +477,12 @@ mod toml_values {
                 }
                 t.insert("wait_seconds".into(), i(a.wait.as_secs()));
                 if let Some(u) = &a.forward_url {
-                    t.insert("forward_url".into(), s(u));
+                    // A password in the URL is a secret too.
+                    let shown = match u.password() {
+                        Some(pw) => u.as_str().replacen(&format!(":{pw}@"), ":[redacted]@", 1),
+                        None => u.to_string(),
+                    };
+                    t.insert("forward_url".into(), s(shown));
                 }
                 if !a.allow_from.is_empty() {
                     t.insert(
@@ -502,25 +526,26 @@ mod toml_values {
 /// The file, then the environment over it. `prefix_separator("_")` with
 /// `separator("__")`: without both, `CARAT_CATALOGD_CARAT__MERCHANT_KEY`
 /// would be silently ignored.
-fn layered(path: &Path, env: HashMap<String, String>) -> Result<config::Config, config::ConfigError> {
+/// The file (when given) under the environment's overrides.
+fn layered(path: Option<&Path>, env: HashMap<String, String>) -> Result<config::Config, config::ConfigError> {
     let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k != CONFIG_PATH_ENV).collect();
-    config::Config::builder()
-        .add_source(
+    let mut b = config::Config::builder();
+    if let Some(path) = path {
+        b = b.add_source(
             config::File::from(path)
                 .format(config::FileFormat::Toml)
                 .required(true),
-        )
-        .add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .separator("__")
-                .source(Some(env)),
-        )
-        .build()
+        );
+    }
+    b.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("_")
+            .separator("__")
+            .source(Some(env)),
+    )
+    .build()
 }
 
-/// The key a `config` deserialisation error is about, from the error's own
-/// fields (never its text).
 /// Keys whose values are secrets: never quoted in an error.
 const SECRET_KEYS: &[&str] = &["carat.merchant_key"];
 
@@ -541,6 +566,8 @@ fn toml_problem(text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// The key a `config` deserialisation error is about, from the error's own
+/// fields (never its text).
 fn error_key(e: &config::ConfigError) -> String {
     match e {
         config::ConfigError::At { key: Some(k), .. } | config::ConfigError::Type { key: Some(k), .. } => {
@@ -1133,11 +1160,16 @@ fn auth_post(r: RawAuthPost, p: &mut Problems) -> Option<AuthPostConfig> {
         None => None,
         Some(u) => match Url::parse(&u) {
             Ok(url) if matches!(url.scheme(), "https" | "http") => Some(url),
-            _ => {
+            // Not quoted: it may carry a password.
+            Ok(url) => {
                 p.add(
                     &format!("{K}.forward_url"),
-                    format!("{u:?} is not an http(s) URL"),
+                    format!("scheme {:?} is not http or https", url.scheme()),
                 );
+                None
+            }
+            Err(e) => {
+                p.add(&format!("{K}.forward_url"), format!("not a URL: {e}"));
                 None
             }
         },

@@ -437,3 +437,96 @@ fn shrink_and_size_guards_have_defaults_and_bounds() {
     let c = load(&env.config("", "[sync]\nmin_keep_percent = 0")).unwrap();
     assert_eq!(c.sync.min_keep_percent, 0);
 }
+
+/// A store app's user may not read the configuration (root:carat-catalogd
+/// 0640, in a 0750 directory): the readers (`status`, `dealers`, `offers`,
+/// `watch`) then use the default sockets and the environment's overrides,
+/// and say so, instead of failing on the file.
+#[test]
+fn readers_fall_back_to_the_default_sockets_when_the_config_is_unreadable() {
+    let env = Env::new();
+    let cfg = env.config("", "");
+    let as_root = rustix::process::geteuid().is_root();
+    let mut cmd = if as_root {
+        // Root reads anything: run as nobody, who cannot enter the temp dir.
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin());
+        c
+    } else {
+        std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
+        Command::new(bin())
+    };
+    let out = cmd
+        .arg("--config")
+        .arg(&cfg)
+        .arg("status")
+        .env("CARAT_CATALOGD_API__SOCKET", "/nonexistent/catalog.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not readable by this user"), "{err}");
+    assert!(
+        err.contains("cannot connect to /nonexistent/catalog.sock"),
+        "the readers use the default/overridden socket: {err}"
+    );
+}
+
+/// A password in `forward_url` is a secret: `check-config` shows it as
+/// `[redacted]`, and a bad URL's error does not quote it.
+#[test]
+fn a_forward_url_password_is_never_shown() {
+    let env = Env::new();
+    let check = |url: &str| {
+        let body = format!(
+            "[carat]\nbase_url = \"https://esitef-homologacao.softwareexpress.com.br/e-sitef\"\n\
+             merchant_id = \"LOJATESTE\"\nmerchant_key_file = \"{}\"\nauth = \"authenticity_post\"\n\
+             [carat.authenticity_post]\nlisten = \"127.0.0.1:0\"\nforward_url = \"{url}\"\n",
+            env.p("merchant_key").display()
+        );
+        let p = write(env.dir.path(), "post.toml", &body, 0o640);
+        let out = Command::new(bin())
+            .args(["--config", p.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), all)
+    };
+    let (ok, all) = check("https://pos:hunter2pass@pos.example/carat");
+    assert!(
+        ok && all.contains("forward_url = \"https://pos:[redacted]@pos.example/carat\""),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2pass"), "{all}");
+    let (ok, all) = check("ftp://pos:hunter2pass@pos.example/carat");
+    assert!(
+        !ok && all.contains("carat.authenticity_post.forward_url"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2pass"), "{all}");
+}
+
+/// A one-shot sync before the store's directory exists (a fresh install,
+/// before the service first started) says so, not "cannot open the lock
+/// file".
+#[test]
+fn a_sync_without_the_store_directory_says_so() {
+    let env = Env::new();
+    let cfg = env.config("", "[store]\npath = \"/nonexistent/carat-catalogd/catalog.db\"");
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "sync"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("/nonexistent/carat-catalogd") && err.contains("does not exist"),
+        "{err}"
+    );
+    assert!(!err.contains("lock file"), "{err}");
+}

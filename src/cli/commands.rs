@@ -50,6 +50,9 @@ pub async fn sync(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let cfg = load(path)?;
+    // Before the lock, whose file is in that directory: "does not exist"
+    // says more than the lock file's "cannot open".
+    app::check_store_dir(&cfg.store.path)?;
     let _lock = store::lock::acquire(&cfg.store.path, "carat-catalogd sync (one-shot)")?;
     let store = app::open_store(&cfg.store.path)?;
     let store = StoreHandle::new(store);
@@ -150,6 +153,13 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
 /// secret, so only the [api] section must be valid.
 fn socket_paths(path: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     let api = Config::api_only(path)?;
+    if Config::unreadable(path) {
+        eprintln!(
+            "note: {} is not readable by this user; using the socket {} (set CARAT_CATALOGD_API__SOCKET for another)",
+            path.display(),
+            api.socket.display()
+        );
+    }
     Ok((api.socket, api.control_socket))
 }
 
