@@ -56,6 +56,10 @@ struct RawCarat {
     merchant_id: Option<String>,
     merchant_key: Option<String>,
     merchant_key_file: Option<PathBuf>,
+    /// Not a key: whether the file itself holds `merchant_key` (it may come
+    /// from the environment instead), for the world-readable warning.
+    #[serde(skip)]
+    key_in_file: bool,
     auth: Option<String>,
     private_key_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
@@ -132,13 +136,27 @@ struct RawApi {
 fn list_or_csv<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
+    enum Item {
+        S(String),
+        // `ddds = [11, 21]`, written as numbers: their text.
+        I(i64),
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
     enum ListOrCsv {
-        List(Vec<String>),
+        List(Vec<Item>),
         Csv(String),
     }
     Ok(match Option::<ListOrCsv>::deserialize(d)? {
         None => None,
-        Some(ListOrCsv::List(v)) => Some(v),
+        Some(ListOrCsv::List(v)) => Some(
+            v.into_iter()
+                .map(|i| match i {
+                    Item::S(s) => s,
+                    Item::I(n) => n.to_string(),
+                })
+                .collect(),
+        ),
         Some(ListOrCsv::Csv(s)) if s.trim().is_empty() => Some(vec![]),
         Some(ListOrCsv::Csv(s)) => Some(s.split(',').map(|x| x.trim().to_owned()).collect()),
     })
@@ -313,11 +331,15 @@ impl Config {
         // offending line, which may be the merchant key's.
         let text =
             std::fs::read_to_string(path).map_err(|e| fail("(file)", format!("cannot read it: {e}")))?;
-        if let Err(e) = text.parse::<toml::Table>() {
-            return Err(fail("(file)", toml_problem(&text, &e)));
-        }
+        let key_in_file = match text.parse::<toml::Table>() {
+            Err(e) => return Err(fail("(file)", toml_problem(&text, &e))),
+            Ok(t) => t
+                .get("carat")
+                .and_then(|c| c.as_table())
+                .is_some_and(|c| c.contains_key("merchant_key")),
+        };
         let built = layered(Some(path), env).map_err(|e| fail("(file)", e.to_string()))?;
-        let raw: Raw = built.try_deserialize().map_err(|e| {
+        let mut raw: Raw = built.try_deserialize().map_err(|e| {
             let key = error_key(&e);
             // A type error quotes the value: never a secret's.
             let problem = if SECRET_KEYS.contains(&key.as_str()) {
@@ -327,6 +349,7 @@ impl Config {
             };
             fail(&key, problem)
         })?;
+        raw.carat.key_in_file = key_in_file;
         let mut p = Problems(vec![]);
         let mut warnings = vec![];
         let cfg = validate(raw, path, &mut p, &mut warnings);
@@ -851,7 +874,9 @@ fn merchant_key(
             let k = k.trim().to_owned();
             match check_merchant_key(&k) {
                 Ok(()) => {
-                    warn_if_world_readable(path, "the merchant key", warnings);
+                    if rc.key_in_file {
+                        warn_if_world_readable(path, "the merchant key", warnings);
+                    }
                     Some((Secret::new(k), "merchant_key".to_owned()))
                 }
                 Err(e) => {

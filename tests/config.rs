@@ -277,6 +277,19 @@ fn a_world_readable_config_holding_the_key_gets_a_warning() {
         "{:?}",
         c.warnings
     );
+    // The key from the environment: the file does not hold it, no warning.
+    let p = with_line(&env, &key_line, "");
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let key_env = HashMap::from([(
+        "CARAT_CATALOGD_CARAT__MERCHANT_KEY".to_owned(),
+        MERCHANT_KEY.to_owned(),
+    )]);
+    let c = Config::load_with_env(&p, key_env).unwrap();
+    assert!(
+        !c.warnings.iter().any(|w| w.contains("readable by every user")),
+        "{:?}",
+        c.warnings
+    );
 }
 
 #[test]
@@ -529,4 +542,15 @@ fn a_sync_without_the_store_directory_says_so() {
         "{err}"
     );
     assert!(!err.contains("lock file"), "{err}");
+}
+
+/// DDDs written as TOML numbers are the same DDDs, not a type error.
+#[test]
+fn ddds_may_be_written_as_numbers() {
+    let env = Env::new();
+    let c = load(&env.config("", "[sync]\nddds = [21, 11, \"31\"]")).unwrap();
+    let ddds: Vec<_> = c.sync.ddds.iter().map(|d| d.as_str()).collect();
+    assert_eq!(ddds, ["11", "21", "31"]);
+    let e = err_for(&env.config("", "[sync]\nddds = [1]"), "sync.ddds");
+    assert!(e.contains('1'), "{e}");
 }
