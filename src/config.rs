@@ -708,10 +708,13 @@ pub struct CronError {
     pub source: croner::errors::CronError,
 }
 
-/// Checks a cron line the way tokio-cron-scheduler parses it (seconds first).
+/// Checks a cron line the way tokio-cron-scheduler parses it for our jobs
+/// (`Job::new_async`: seconds first, and a day of the month and a weekday
+/// both given must both match, unlike classic cron's either).
 pub fn parse_cron(s: &str) -> Result<croner::Cron, CronError> {
     croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
+        .dom_and_dow(true)
         .build()
         .parse(s)
         .map_err(|source| CronError {
@@ -985,8 +988,17 @@ fn ca_file(f: Option<PathBuf>, p: &mut Problems) -> (Option<PathBuf>, Option<Vec
 /// `[sync]` (each problem is in `p`; defaults stand in for bad values).
 fn sync_config(rs: RawSync, p: &mut Problems) -> SyncConfig {
     let schedule = rs.schedule.unwrap_or_else(|| "0 */15 * * * *".to_owned());
-    if let Err(e) = parse_cron(&schedule) {
-        p.add("sync.schedule", e);
+    match parse_cron(&schedule) {
+        Err(e) => p.add("sync.schedule", e),
+        // A line no date matches (30 February, a year gone) would leave the
+        // catalog to go stale with no scheduled check at all.
+        Ok(c) if c.find_next_occurrence(&chrono::Utc::now(), false).is_err() => {
+            p.add(
+                "sync.schedule",
+                format!("{schedule:?} never fires: no date matches it"),
+            );
+        }
+        Ok(_) => {}
     }
     let jitter = int_in(p, "sync.jitter_seconds", rs.jitter_seconds, 60, 0, 3600);
     let mut recharge_types = vec![];

@@ -207,6 +207,14 @@ fn sync_section_problems_name_the_key() {
         "sync.schedule",
     );
     assert!(e.contains("seconds first"), "{e}");
+    // A line no date matches would leave the catalog with no scheduled check.
+    for never in ["0 0 0 30 2 *", "0 0 0 1 1 * 2020"] {
+        let e = err_for(
+            &env.config("", &format!("[sync]\nschedule = \"{never}\"")),
+            "sync.schedule",
+        );
+        assert!(e.contains("never fires"), "{never}: {e}");
+    }
     err_for(
         &env.config("", "[sync]\njitter_seconds = -5"),
         "sync.jitter_seconds",
@@ -553,4 +561,16 @@ fn ddds_may_be_written_as_numbers() {
     assert_eq!(ddds, ["11", "21", "31"]);
     let e = err_for(&env.config("", "[sync]\nddds = [1]"), "sync.ddds");
     assert!(e.contains('1'), "{e}");
+}
+
+/// The schedule is checked as the scheduler runs it: a day of the month
+/// and a weekday both given must both match (the 1st when it is a Monday),
+/// not either, as classic cron would have it.
+#[test]
+fn a_schedule_with_a_day_and_a_weekday_needs_both() {
+    use chrono::TimeZone;
+    let c = carat_catalogd::config::parse_cron("0 0 12 1 * MON").unwrap();
+    let from = chrono::Utc.with_ymd_and_hms(2026, 12, 1, 13, 0, 0).unwrap();
+    let next = c.find_next_occurrence(&from, false).unwrap();
+    assert_eq!(next, chrono::Utc.with_ymd_and_hms(2027, 2, 1, 12, 0, 0).unwrap());
 }
