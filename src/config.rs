@@ -338,6 +338,29 @@ impl Config {
                 .and_then(|c| c.as_table())
                 .is_some_and(|c| c.contains_key("merchant_key")),
         };
+        // The environment alone first: a variable that names no key (a typo
+        // such as CARAT_CATALOGD_SYNC_DDDS, one underscore) is blamed on the
+        // environment, not on the file.
+        if let Err(e) = layered(None, env.clone()).and_then(|c| c.try_deserialize::<Raw>()) {
+            let key = error_key(&e);
+            let problem = if SECRET_KEYS.contains(&key.as_str()) {
+                "has the wrong type (the value is not shown: it is a secret)".to_owned()
+            } else {
+                e.to_string()
+            };
+            return Err(fail(
+                "(environment)",
+                format!(
+                    "{problem}; check the {ENV_PREFIX}_* variables ({vars}): a section and its key are joined \
+                     by two underscores, as in {ENV_PREFIX}_SYNC__DDDS",
+                    vars = {
+                        let mut v: Vec<_> = env.keys().filter(|k| *k != CONFIG_PATH_ENV).cloned().collect();
+                        v.sort();
+                        v.join(", ")
+                    }
+                ),
+            ));
+        }
         let built = layered(Some(path), env).map_err(|e| fail("(file)", e.to_string()))?;
         let mut raw: Raw = built.try_deserialize().map_err(|e| {
             let key = error_key(&e);

@@ -574,3 +574,22 @@ fn a_schedule_with_a_day_and_a_weekday_needs_both() {
     let next = c.find_next_occurrence(&from, false).unwrap();
     assert_eq!(next, chrono::Utc.with_ymd_and_hms(2027, 2, 1, 12, 0, 0).unwrap());
 }
+
+/// A variable that names no key (one underscore where two belong) is
+/// blamed on the environment and named, not on the file.
+#[test]
+fn an_environment_variable_that_names_no_key_is_named() {
+    let env = Env::new();
+    let vars = HashMap::from([("CARAT_CATALOGD_SYNC_DDDS".to_owned(), "11".to_owned())]);
+    let e = Config::load_with_env(&env.config("", ""), vars).expect_err("refused");
+    let msg = e.to_string();
+    assert!(e.mentions("(environment)"), "{msg}");
+    assert!(
+        msg.contains("CARAT_CATALOGD_SYNC_DDDS") && msg.contains("two underscores"),
+        "{msg}"
+    );
+    // A right one still works.
+    let vars = HashMap::from([("CARAT_CATALOGD_SYNC__DDDS".to_owned(), "11".to_owned())]);
+    let c = Config::load_with_env(&env.config("", ""), vars).unwrap();
+    assert_eq!(c.sync.ddds.len(), 1);
+}
