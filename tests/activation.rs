@@ -278,17 +278,16 @@ async fn systemds_socket_activate_tool_hands_over_the_catalog_socket() {
     };
     let sim = sim().await;
     let mut d = daemon_unstarted(&sim, &opts());
-    let err = std::fs::File::create(&d.stderr).unwrap();
-    let child = std::process::Command::new(tool)
-        .arg("--listen")
-        .arg(&d.socket)
-        .args(["--fdname=catalog", "-E", "RUST_LOG=info", bin(), "--config"])
-        .arg(&d.config)
-        .arg("run")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(std::process::Stdio::null())
-        .stderr(err)
+    let listen = d.socket.to_str().unwrap().to_owned();
+    let child = d
+        .run_command(&[
+            tool,
+            "--listen",
+            &listen,
+            "--fdname=catalog",
+            "-E",
+            "RUST_LOG=info",
+        ])
         .spawn()
         .unwrap();
     d.child = Some(child);

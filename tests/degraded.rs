@@ -41,29 +41,19 @@ fn give_to_nobody(dir: &Path) {
 
 /// Starts the daemon of `d` again, as `nobody` when we are root.
 fn spawn_unprivileged(d: &mut DaemonProc) {
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&d.stderr)
-        .unwrap();
-    let mut cmd = if is_root() {
+    let wrapper: &[&str] = if is_root() {
         give_to_nobody(d.dir.path());
-        let mut c = std::process::Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-            .arg(bin());
-        c
+        &[
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+        ]
     } else {
-        std::process::Command::new(bin())
+        &[]
     };
-    let child = cmd
-        .args(["--config", d.config.to_str().unwrap(), "run"])
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .stdout(std::process::Stdio::null())
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    d.child = Some(child);
+    d.child = Some(d.run_command(wrapper).spawn().unwrap());
 }
 
 /// A daemon whose store lives in `store/` (a directory of its own, so it

@@ -42,28 +42,12 @@ const TIMEOUT_STOP: Duration = Duration::from_secs(30);
 /// `watchdog_pid`, through `sh`, so that `WATCHDOG_PID` is the daemon's
 /// own pid (`exec` keeps it), as systemd sets it.
 fn spawn_env(d: &mut DaemonProc, envs: &[(&str, &str)], watchdog_pid: bool) {
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&d.stderr)
-        .unwrap();
-    let mut cmd = if watchdog_pid {
-        let mut c = std::process::Command::new("sh");
-        c.args(["-c", r#"export WATCHDOG_PID=$$; exec "$0" "$@""#, bin()]);
-        c
+    let wrapper: &[&str] = if watchdog_pid {
+        &["sh", "-c", r#"export WATCHDOG_PID=$$; exec "$0" "$@""#]
     } else {
-        std::process::Command::new(bin())
+        &[]
     };
-    cmd.args(["--config", d.config.to_str().unwrap(), "run"])
-        .env("RUST_LOG", "info")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID")
-        .envs(envs.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(err);
-    d.child = Some(cmd.spawn().unwrap());
+    d.child = Some(d.run_command(wrapper).envs(envs.iter().copied()).spawn().unwrap());
 }
 
 /// Asks for a sync of `normal` on the control socket; resolves when the
@@ -402,6 +386,17 @@ impl Notify {
     }
 }
 
+/// The log says once that the ping is withheld, naming the failed `part`.
+fn assert_withheld_once(d: &DaemonProc, part: &str) {
+    let log = d.log();
+    let warned: Vec<_> = log
+        .lines()
+        .filter(|l| l.contains("withholding the watchdog ping"))
+        .collect();
+    assert_eq!(warned.len(), 1, "warned once: {warned:#?}");
+    assert!(warned[0].contains(&format!("failed={part}:")), "{}", warned[0]);
+}
+
 async fn watched_daemon(sim: &SimHandle, wedge: &str, commit_delay_ms: &str) -> (DaemonProc, Notify) {
     let mut d = DaemonProc::start_normal_synced(sim).await;
     d.signal(libc::SIGTERM);
@@ -442,13 +437,7 @@ async fn watchdog_pings_stop_when_the_api_thread_is_wedged() {
     .await;
     assert!(answer.is_err(), "the API still answers: {answer:?}\n{}", d.log());
     notify.assert_pings_stop(wedged, &d).await;
-    let log = d.log();
-    let warned: Vec<_> = log
-        .lines()
-        .filter(|l| l.contains("withholding the watchdog ping"))
-        .collect();
-    assert_eq!(warned.len(), 1, "warned once: {warned:#?}");
-    assert!(warned[0].contains("failed=api:"), "{}", warned[0]);
+    assert_withheld_once(&d, "api");
 }
 
 /// Healthy: pings, also all through a 6 s commit (a busy worker is not a
@@ -483,13 +472,7 @@ async fn watchdog_pings_through_a_long_sync_and_stop_when_the_worker_is_wedged()
     let wedged = Instant::now();
     d.wait_log("the wedge", |l| l.contains(WEDGED_NOW)).await;
     notify.assert_pings_stop(wedged, &d).await;
-    let log = d.log();
-    let warned: Vec<_> = log
-        .lines()
-        .filter(|l| l.contains("withholding the watchdog ping"))
-        .collect();
-    assert_eq!(warned.len(), 1, "warned once: {warned:#?}");
-    assert!(warned[0].contains("failed=worker:"), "{}", warned[0]);
+    assert_withheld_once(&d, "worker");
     // The API still answers: only the worker is gone.
     assert_eq!(d.get("/v1/health").await.0, 200);
 }

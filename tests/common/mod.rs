@@ -324,21 +324,36 @@ impl DaemonProc {
     }
 
     pub fn spawn(&mut self, rust_log: &str) {
+        self.child = Some(self.run_command(&[]).env("RUST_LOG", rust_log).spawn().unwrap());
+    }
+
+    /// `wrapper… carat-catalogd --config CONFIG run` (no wrapper: the
+    /// binary itself), stdout discarded, stderr appended to `self.stderr`,
+    /// `RUST_LOG=info`, and none of this process's journal, notify or
+    /// watchdog variables. Every way the tests start the daemon builds on it.
+    pub fn run_command(&self, wrapper: &[&str]) -> std::process::Command {
         let err = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.stderr)
             .unwrap();
-        let child = std::process::Command::new(bin())
-            .args(["--config", self.config.to_str().unwrap(), "run"])
-            .env("RUST_LOG", rust_log)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(args).arg(bin());
+                c
+            }
+            None => std::process::Command::new(bin()),
+        };
+        cmd.args(["--config", self.config.to_str().unwrap(), "run"])
+            .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdout(std::process::Stdio::null())
-            .stderr(err)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
+            .stderr(err);
+        cmd
     }
 
     pub async fn wait_ready(&self) {
@@ -724,29 +739,17 @@ pub fn spawn_activated(
 ) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let err = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&d.stderr)
-        .unwrap();
     let raw: Vec<i32> = fds.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
     let names: Vec<&str> = fds.iter().map(|(_, n)| *n).collect();
-    let mut cmd = std::process::Command::new("sh");
-    cmd.args([
+    let mut cmd = d.run_command(&[
+        "sh",
         "-c",
         r#"LISTEN_PID=${LISTEN_PID_OVERRIDE:-$$}; export LISTEN_PID; exec "$0" "$@""#,
-        bin(),
-    ])
-    .args(["--config", d.config.to_str().unwrap(), "run"])
-    .env("RUST_LOG", "info")
-    .env_remove("JOURNAL_STREAM")
-    .env_remove("NOTIFY_SOCKET")
-    .env("LISTEN_FDS", fds.len().to_string())
-    .env("LISTEN_FDNAMES", names.join(":"))
-    .envs(extra_env.iter().copied())
-    .stdin(std::process::Stdio::null())
-    .stdout(std::process::Stdio::null())
-    .stderr(err);
+    ]);
+    cmd.env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .envs(extra_env.iter().copied())
+        .stdin(std::process::Stdio::null());
     // SAFETY: between fork and exec only fcntl and dup2, which are
     // async-signal-safe; `raw` is moved in and nothing allocates.
     unsafe {
