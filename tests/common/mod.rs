@@ -293,17 +293,7 @@ pub fn bin() -> &'static str {
 impl DaemonProc {
     /// Starts the daemon and waits until its socket answers.
     pub async fn start(sim: &SimHandle, o: DaemonOpts) -> DaemonProc {
-        let dir = tempfile::tempdir().unwrap();
-        let config = daemon_config(dir.path(), sim, &o);
-        let mut d = DaemonProc {
-            socket: dir.path().join("catalog.sock"),
-            control: dir.path().join("control.sock"),
-            db: dir.path().join("catalog.db"),
-            stderr: dir.path().join("daemon.stderr"),
-            config,
-            child: None,
-            dir,
-        };
+        let mut d = daemon_unstarted(sim, &o);
         d.spawn(o.rust_log);
         d.wait_ready().await;
         d
