@@ -327,49 +327,30 @@ impl Config {
             Ok(_) => return Err(fail("(file)", "is not a regular file".into())),
             Err(e) => return Err(fail("(file)", format!("cannot read it: {e}"))),
         }
-        // Parsed here first: the `config` crate's parse error quotes the
-        // offending line, which may be the merchant key's.
-        let text =
-            std::fs::read_to_string(path).map_err(|e| fail("(file)", format!("cannot read it: {e}")))?;
-        let key_in_file = match text.parse::<toml::Table>() {
-            Err(e) => return Err(fail("(file)", toml_problem(&text, &e))),
-            Ok(t) => t
-                .get("carat")
-                .and_then(|c| c.as_table())
-                .is_some_and(|c| c.contains_key("merchant_key")),
-        };
+        let (text, table) = read_toml(path).map_err(|problem| fail("(file)", problem))?;
+        let key_in_file = table
+            .get("carat")
+            .and_then(|c| c.as_table())
+            .is_some_and(|c| c.contains_key("merchant_key"));
         // The environment alone first: a variable that names no key (a typo
         // such as CARAT_CATALOGD_SYNC_DDDS, one underscore) is blamed on the
         // environment, not on the file.
         if let Err(e) = layered(None, env.clone()).and_then(|c| c.try_deserialize::<Raw>()) {
-            let key = error_key(&e);
-            let problem = if SECRET_KEYS.contains(&key.as_str()) {
-                "has the wrong type (the value is not shown: it is a secret)".to_owned()
-            } else {
-                e.to_string()
-            };
+            let mut vars: Vec<_> = env.keys().filter(|k| *k != CONFIG_PATH_ENV).cloned().collect();
+            vars.sort();
             return Err(fail(
                 "(environment)",
                 format!(
-                    "{problem}; check the {ENV_PREFIX}_* variables ({vars}): a section and its key are joined \
-                     by two underscores, as in {ENV_PREFIX}_SYNC__DDDS",
-                    vars = {
-                        let mut v: Vec<_> = env.keys().filter(|k| *k != CONFIG_PATH_ENV).cloned().collect();
-                        v.sort();
-                        v.join(", ")
-                    }
+                    "{}; check the {ENV_PREFIX}_* variables ({}): a section and its key are joined by two \
+                     underscores, as in {ENV_PREFIX}_SYNC__DDDS",
+                    deserialize_problem(&e).1,
+                    vars.join(", ")
                 ),
             ));
         }
-        let built = layered(Some(path), env).map_err(|e| fail("(file)", e.to_string()))?;
+        let built = layered(Some(&text), env).map_err(|e| fail("(file)", e.to_string()))?;
         let mut raw: Raw = built.try_deserialize().map_err(|e| {
-            let key = error_key(&e);
-            // A type error quotes the value: never a secret's.
-            let problem = if SECRET_KEYS.contains(&key.as_str()) {
-                "has the wrong type (a string is expected; the value is not shown: it is a secret)".to_owned()
-            } else {
-                e.to_string()
-            };
+            let (key, problem) = deserialize_problem(&e);
             fail(&key, problem)
         })?;
         raw.carat.key_in_file = key_in_file;
@@ -413,17 +394,15 @@ impl Config {
         // A store app's user may not read the file (root:carat-catalogd
         // 0640): the defaults and the environment then say where the
         // sockets are.
-        let file = if Config::unreadable(path) {
+        let text = if Config::unreadable(path) {
             None
         } else {
-            let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read it: {e}")))?;
-            if let Err(e) = text.parse::<toml::Table>() {
-                return Err(fail(toml_problem(&text, &e)));
-            }
-            Some(path)
+            Some(read_toml(path).map_err(fail)?.0)
         };
-        let built = layered(file, env_overrides()).map_err(|e| fail(e.to_string()))?;
-        let raw: ApiOnly = built.try_deserialize().map_err(|e| fail(e.to_string()))?;
+        let built = layered(text.as_deref(), env_overrides()).map_err(|e| fail(e.to_string()))?;
+        let raw: ApiOnly = built
+            .try_deserialize()
+            .map_err(|e| fail(deserialize_problem(&e).1))?;
         let mut p = Problems(vec![]);
         let api = api_config(raw.api, &mut p);
         if p.0.is_empty() {
@@ -569,19 +548,15 @@ mod toml_values {
     }
 }
 
-/// The file, then the environment over it. `prefix_separator("_")` with
+/// The file's text (when given, as [`read_toml`] read it: it is not read
+/// twice), then the environment over it. `prefix_separator("_")` with
 /// `separator("__")`: without both, `CARAT_CATALOGD_CARAT__MERCHANT_KEY`
 /// would be silently ignored.
-/// The file (when given) under the environment's overrides.
-fn layered(path: Option<&Path>, env: HashMap<String, String>) -> Result<config::Config, config::ConfigError> {
+fn layered(text: Option<&str>, env: HashMap<String, String>) -> Result<config::Config, config::ConfigError> {
     let env: config::Map<String, String> = env.into_iter().filter(|(k, _)| k != CONFIG_PATH_ENV).collect();
     let mut b = config::Config::builder();
-    if let Some(path) = path {
-        b = b.add_source(
-            config::File::from(path)
-                .format(config::FileFormat::Toml)
-                .required(true),
-        );
+    if let Some(text) = text {
+        b = b.add_source(config::File::from_str(text, config::FileFormat::Toml));
     }
     b.add_source(
         config::Environment::with_prefix(ENV_PREFIX)
@@ -594,6 +569,27 @@ fn layered(path: Option<&Path>, env: HashMap<String, String>) -> Result<config::
 
 /// Keys whose values are secrets: never quoted in an error.
 const SECRET_KEYS: &[&str] = &["carat.merchant_key"];
+
+/// The file's text and its TOML, read and parsed here rather than by the
+/// `config` crate, whose parse error quotes the offending line (it may be
+/// the merchant key's). The problem, if not.
+fn read_toml(path: &Path) -> Result<(String, toml::Table), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let table = text.parse::<toml::Table>().map_err(|e| toml_problem(&text, &e))?;
+    Ok((text, table))
+}
+
+/// The key a deserialisation error is about and the problem, never
+/// quoting a secret's value (a type error quotes the value).
+fn deserialize_problem(e: &config::ConfigError) -> (String, String) {
+    let key = error_key(e);
+    let problem = if SECRET_KEYS.contains(&key.as_str()) {
+        "has the wrong type (a string is expected; the value is not shown: it is a secret)".to_owned()
+    } else {
+        e.to_string()
+    };
+    (key, problem)
+}
 
 /// Where and why the file is not TOML, without quoting it (a line may hold
 /// the merchant key).
