@@ -191,8 +191,7 @@ fn syncer(sim: &SimHandle, store: StoreHandle, signer: Arc<JwtSigner>, concurren
         order_id_prefix: "CATSYNC".into(),
         concurrency,
         max_catalog_bytes: carat_catalogd::config::DEFAULT_MAX_CATALOG_BYTES as u64,
-        unrecorded: Default::default(),
-        echo_probes: Default::default(),
+        memory: Default::default(),
     }
 }
 

@@ -213,7 +213,6 @@ pub fn syncer(cfg: &Config, client: CaratClient, store: StoreHandle) -> Syncer {
         order_id_prefix: cfg.carat.order_id_prefix.clone(),
         concurrency: cfg.carat.concurrency,
         max_catalog_bytes: cfg.carat.max_catalog_bytes,
-        unrecorded: Default::default(),
-        echo_probes: Default::default(),
+        memory: Default::default(),
     }
 }

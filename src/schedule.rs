@@ -282,10 +282,10 @@ impl Worker {
                     Some(WorkerMsg::Job(j)) => Next::Job(j),
                     Some(WorkerMsg::Reconfigure(s, job)) => {
                         tracing::info!("sync worker reconfigured");
-                        // Run ends the store refused stay owed across a reload.
-                        let owed = self.syncer.unrecorded.clone();
+                        // What runs left for the next (owed run ends, echo probes) stays across a reload.
+                        let memory = self.syncer.memory.clone();
                         self.syncer = *s;
-                        self.syncer.unrecorded = owed;
+                        self.syncer.memory = memory;
                         if let Some((_, id)) = &mut self.cron {
                             *id = job;
                         }

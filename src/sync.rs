@@ -63,11 +63,19 @@ pub struct Syncer {
     pub concurrency: usize,
     /// `carat.max_catalog_bytes`: one refetch's answers together.
     pub max_catalog_bytes: u64,
+    /// What one run leaves for the next; shared by the syncer a reload
+    /// builds, so nothing of it is lost with the old one.
+    pub memory: Arc<SyncMemory>,
+}
+
+/// What the syncer remembers from run to run (in memory only).
+#[derive(Default)]
+pub struct SyncMemory {
     /// Run ends the store refused to record; written before the next run.
-    pub unrecorded: Arc<Mutex<Vec<UnrecordedEnd>>>,
+    pub unrecorded: Mutex<Vec<UnrecordedEnd>>,
     /// When each type's begin was last sent the zero hash to learn whether
     /// it echoes what it is sent (see `Run::echo_probe_due`).
-    pub echo_probes: Arc<Mutex<BTreeMap<RechargeType, chrono::DateTime<Utc>>>>,
+    pub echo_probes: Mutex<BTreeMap<RechargeType, chrono::DateTime<Utc>>>,
 }
 
 /// A run's end that could not be written (the store failed): kept so the
@@ -422,6 +430,7 @@ impl Syncer {
     /// refuses.
     pub async fn record_unrecorded(&self) {
         if self
+            .memory
             .unrecorded
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -433,10 +442,11 @@ impl Syncer {
         // open never runs it: they stay owed); those still refused go back.
         // When none could be written the job fails, so that `write` does not
         // take it for a store that takes writes again.
-        let owed = self.unrecorded.clone();
+        let memory = self.memory.clone();
         let result = self
             .store
             .write(move |s| {
+                let owed = &memory.unrecorded;
                 let pending = std::mem::take(&mut *owed.lock().unwrap_or_else(|e| e.into_inner()));
                 let n = pending.len();
                 let mut left = vec![];
@@ -775,7 +785,12 @@ impl Run<'_> {
         if v.gate_hash != v.general_hash || !crate::time::older_than(now, v.synced_at, every) {
             return false;
         }
-        let mut probes = self.syncer.echo_probes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut probes = self
+            .syncer
+            .memory
+            .echo_probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let due = probes
             .get(&self.rt)
             .is_none_or(|at| crate::time::older_than(now, *at, every));
@@ -1010,6 +1025,7 @@ impl Run<'_> {
                 &e,
             );
             self.syncer
+                .memory
                 .unrecorded
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -1120,8 +1136,7 @@ mod tests {
             order_id_prefix: "CATSYNC".into(),
             concurrency: 8,
             max_catalog_bytes: crate::config::DEFAULT_MAX_CATALOG_BYTES as u64,
-            unrecorded: Default::default(),
-            echo_probes: Default::default(),
+            memory: Default::default(),
         };
         (sim, syncer)
     }
@@ -1302,7 +1317,7 @@ mod tests {
         };
         // The reloaded configuration's syncer owes nothing of its own.
         let mut reloaded = s.clone();
-        reloaded.unrecorded = Default::default();
+        reloaded.memory = Default::default();
         let worker = Worker {
             shared: crate::state::Shared::new(api, Default::default()),
             store: s.store.clone(),
@@ -1393,7 +1408,7 @@ mod tests {
             "the store's health blinked"
         );
         assert_eq!(
-            s.unrecorded.lock().expect("owed").len(),
+            s.memory.unrecorded.lock().expect("owed").len(),
             1,
             "the owed end was dropped"
         );
@@ -1401,7 +1416,7 @@ mod tests {
         read_only(false).await;
         s.record_unrecorded().await;
         assert_eq!(s.store.health(), None);
-        assert!(s.unrecorded.lock().expect("owed").is_empty());
+        assert!(s.memory.unrecorded.lock().expect("owed").is_empty());
         let runs = s.store.run(|st| st.recent_runs(None, 5)).await.expect("runs");
         let rec = runs.iter().find(|r| r.id == failed.id).expect("the failed run");
         assert_eq!(rec.outcome, Outcome::Failed);

@@ -140,8 +140,7 @@ pub fn syncer_auth(
         order_id_prefix: "CATSYNC".into(),
         concurrency: 8,
         max_catalog_bytes: carat_catalogd::config::DEFAULT_MAX_CATALOG_BYTES as u64,
-        unrecorded: Default::default(),
-        echo_probes: Default::default(),
+        memory: Default::default(),
     }
 }
 
