@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""Prints the size of carat-catalogd's production code, the way issue 18
+counts it: Rust lines in src/ that are not blank, not comments, and not
+inside a #[cfg(test)] item. The total leaves out the simulator (src/sim/,
+src/bin/carat-sim.rs) and the test hooks (src/testhooks.rs); the per-file
+list includes the simulator. Usage: scripts/size.py [--all] [--max N]"""
+import os
+import sys
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+NOT_PRODUCTION = ("sim/", "bin/carat-sim.rs", "testhooks.rs")
+
+
+def strip_strings(line):
+    """The line without the contents of its string literals (a brace or a
+    `//` inside a string must not count)."""
+    out, in_str, esc = [], False, False
+    for ch in line:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+                out.append(ch)
+            continue
+        if ch == '"':
+            in_str = True
+        out.append(ch)
+    return "".join(out)
+
+
+def production_lines(text):
+    lines = text.split("\n")
+    count, i, in_block = 0, 0, False
+    while i < len(lines):
+        t = lines[i].strip()
+        if in_block:
+            if "*/" in t:
+                in_block = False
+            i += 1
+            continue
+        if t.startswith("/*"):
+            in_block = "*/" not in t
+            i += 1
+            continue
+        if t == "#[cfg(test)]":
+            # Skip the item this attribute gates: to its `;` or its closing brace.
+            depth, j, opened = 0, i + 1, False
+            while j < len(lines):
+                s = strip_strings(lines[j].split("//")[0])
+                depth += s.count("{") - s.count("}")
+                opened = opened or "{" in s
+                if (opened and depth <= 0) or (not opened and s.rstrip().endswith(";")):
+                    break
+                j += 1
+            i = j + 1
+            continue
+        if t and not t.startswith("//"):
+            count += 1
+        i += 1
+    return count
+
+
+def main():
+    limit = 600
+    if "--max" in sys.argv:
+        limit = int(sys.argv[sys.argv.index("--max") + 1])
+    sizes = {}
+    for d, _, files in os.walk(ROOT):
+        for f in files:
+            if f.endswith(".rs"):
+                p = os.path.join(d, f)
+                rel = os.path.relpath(p, ROOT)
+                with open(p, encoding="utf-8") as fh:
+                    sizes[rel] = production_lines(fh.read())
+    total = sum(n for f, n in sizes.items() if not f.startswith(NOT_PRODUCTION))
+    over = sorted(((n, f) for f, n in sizes.items() if n > limit), reverse=True)
+    print(f"production lines (src/, without the simulator and test hooks): {total}")
+    print(f"files over {limit} production lines: {len(over)}")
+    for n, f in over:
+        print(f"  {f}: {n}")
+    if "--all" in sys.argv:
+        for f, n in sorted(sizes.items(), key=lambda x: -x[1]):
+            print(f"{n:6} {f}")
+
+
+if __name__ == "__main__":
+    main()
