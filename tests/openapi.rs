@@ -538,7 +538,8 @@ fn codes_in(files: &[&str]) -> BTreeSet<String> {
     for f in files {
         let text = std::fs::read_to_string(format!("{}/src/{f}", env!("CARGO_MANIFEST_DIR"))).unwrap();
         let code = text.split("\n#[cfg(test)]").next().unwrap();
-        for (call, nth) in [("ApiError::new(", 1), ("closing_json_error(", 3)] {
+        // A call's code is its first string; a literal body spells it out.
+        for (call, nth) in [("ApiError::new(", 1), ("\"code\":\"", 0)] {
             for (i, _) in code.match_indices(call) {
                 let rest = &code[i + call.len()..];
                 if rest.trim_start().starts_with(')') || rest.starts_with("status") {
@@ -572,14 +573,7 @@ fn documented_codes(doc: &Value) -> BTreeSet<String> {
 fn every_error_code_is_documented() {
     let catalog = codes_in(&["api/routes.rs", "net.rs"]);
     let control = codes_in(&["api/control.rs", "api/routes.rs", "net.rs"]);
-    for c in [
-        "malformed_request",
-        "head_too_large",
-        "overloaded",
-        "not_synced",
-        "ddd_not_configured",
-        "body_too_large",
-    ] {
+    for c in ["overloaded", "not_synced", "ddd_not_configured", "body_too_large"] {
         assert!(control.contains(c), "the scan found {c}: {control:?}");
     }
     let doc = documented_codes(&document());
@@ -624,8 +618,8 @@ async fn raw_bytes(socket: &std::path::Path, bytes: &[u8]) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
-/// The answers made below the routes (unparsable requests, overload) match
-/// each socket's documented `Error`.
+/// The answers made below the routes: bytes that are not HTTP get the bare
+/// status the documents describe, overload the documented `Error`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transport_errors_match_the_documented_error() {
     let sim = start_sim_signature(SimCatalog::generate(GenSpec::default())).await;
@@ -639,17 +633,16 @@ async fn transport_errors_match_the_documented_error() {
     )
     .await;
     for (doc, socket) in [(document(), &d.socket), (control_document(), &d.control)] {
-        let mut doc = doc;
-        close_objects(&mut doc);
-        let mut c = Checker {
-            doc,
-            used: BTreeSet::new(),
-        };
+        let description = doc["info"]["description"].as_str().unwrap_or_default();
+        let description = description.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            description.contains("bare `400`, `431` or `414` with an empty body"),
+            "{description}"
+        );
         let big = format!("GET /v1/health HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
         for (bytes, status) in [(&b"GARBAGE\r\n\r\n"[..], 400), (big.as_bytes(), 431)] {
             let (s, v) = raw_bytes(socket, bytes).await;
-            assert_eq!(s, status, "{v}");
-            c.validate("/v1/health", "get", s, "application/json", &v);
+            assert_eq!((s, v), (status, Value::Null), "an empty body");
         }
     }
     let _held: Vec<_> =
