@@ -14,6 +14,8 @@ use std::fmt;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use crate::text::{CODE_MAX, clip};
+
 /// The largest amount accepted, in centavos (R$ 10.000.000,00): anything
 /// larger is garbage, not a price.
 pub const MAX_AMOUNT_CENTAVOS: i64 = 1_000_000_000;
@@ -42,7 +44,7 @@ impl InvalidValue {
     pub fn new(expected: &'static str, got: &str) -> Self {
         InvalidValue {
             expected,
-            got: clip(got),
+            got: clip(got, CODE_MAX),
         }
     }
 }
@@ -196,22 +198,6 @@ macro_rules! checked_string {
             }
         }
     };
-}
-
-/// Cuts a value for an error message, so a megabyte of garbage does not end
-/// up in a log line.
-/// Control characters become `\u{FFFD}` (no terminal escape sequence from
-/// Carat reaches a log line).
-pub fn clip(s: &str) -> String {
-    const MAX: usize = 40;
-    let clean = |c: char| if c.is_control() { '\u{FFFD}' } else { c };
-    let n = s.chars().count();
-    let head: String = s.chars().take(MAX).map(clean).collect();
-    if n <= MAX {
-        head
-    } else {
-        format!("{head}… ({n} chars)")
-    }
 }
 
 checked_string!(

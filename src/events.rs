@@ -218,7 +218,7 @@ impl Feed {
     pub fn store_degraded(&self, message: &str) -> u64 {
         self.status(StatusChange::Store {
             degraded: true,
-            message: Some(crate::text::outside(message)),
+            message: Some(crate::text::clip(message, crate::text::TEXT_MAX)),
         })
     }
 

@@ -14,6 +14,7 @@ pub mod config;
 pub mod daemon;
 pub mod events;
 pub mod lifecycle;
+pub mod mutex;
 pub mod net;
 pub mod run;
 pub mod schedule;

@@ -260,7 +260,7 @@ impl Worker {
         // store's mutex is free only once it returned.
         let _ = self.store.run(|_| Ok(())).await;
         // Run ends the store refused: a last try, while the lock is held.
-        self.syncer.record_unrecorded().await;
+        self.syncer.record_owed_ends().await;
         drop(held_lock);
     }
 

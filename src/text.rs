@@ -1,16 +1,19 @@
 //! Text from outside (Carat's answers, a client's request, an
 //! authenticity POST) on its way to a log line, a run record or
-//! `/v1/status`: [`outside`] bounds it to [`OUTSIDE_MAX`] characters and
-//! neutralises what a terminal or a log reader would interpret (control
-//! characters, line breaks, ANSI escapes, bidirectional overrides).
-//! [`Outside`] is such a text, so error types can only hold bounded text.
-//! Knows nothing of where the text came from; catalog data served to store
-//! apps is not passed through here (JSON escapes it and apps get it as sent).
+//! `/v1/status`: [`clip`] bounds it and neutralises what a terminal or a
+//! log reader would interpret (control characters, line breaks, ANSI
+//! escapes, bidirectional overrides). [`Outside`] is such a text, so error
+//! types can only hold bounded text. Knows nothing of where the text came
+//! from; catalog data served to store apps is not passed through here (JSON
+//! escapes it and apps get it as sent).
 
 use std::fmt;
 
-/// Characters of outside text kept.
-pub const OUTSIDE_MAX: usize = 512;
+/// Characters kept of a message from outside.
+pub const TEXT_MAX: usize = 512;
+
+/// Characters kept of a code or an id from outside.
+pub const CODE_MAX: usize = 40;
 
 /// Shown in place of a character that must not reach a log as is.
 const REPLACEMENT: char = '\u{FFFD}';
@@ -24,14 +27,9 @@ fn interpreted(c: char) -> bool {
             '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
-/// `s` clipped to [`OUTSIDE_MAX`] characters (then `… (N chars)` tells
-/// how long it was), every interpreted character replaced by U+FFFD.
-pub fn outside(s: &str) -> String {
-    clipped(s, OUTSIDE_MAX)
-}
-
-/// [`outside`] with a tighter bound: for codes and ids (`max` characters).
-pub fn clipped(s: &str, max: usize) -> String {
+/// `s` clipped to `max` characters (then `… (N chars)` tells how long it
+/// was), every interpreted character replaced by U+FFFD.
+pub fn clip(s: &str, max: usize) -> String {
     let mut out = String::with_capacity(s.len().min(max * 4));
     let mut n = 0usize;
     for c in s.chars() {
@@ -46,25 +44,17 @@ pub fn clipped(s: &str, max: usize) -> String {
     out
 }
 
-/// Characters of a code or an id from outside kept in a message.
-pub const CODE_MAX: usize = 40;
-
-/// A code or an id from outside, for a message: [`clipped`] to [`CODE_MAX`].
-pub fn clipped_code(s: &str) -> String {
-    clipped(s, CODE_MAX)
-}
-
-/// Outside text, bounded and neutralised ([`outside`]) when made.
+/// Outside text, bounded to [`TEXT_MAX`] and neutralised ([`clip`]) when made.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Outside(String);
 
 impl Outside {
     pub fn new(s: &str) -> Self {
-        Outside(outside(s))
+        Outside(clip(s, TEXT_MAX))
     }
 
     /// Joins texts that are already bounded and neutralised (each made by
-    /// [`outside`] or `catalog::clip`) with our own words: no second clip,
+    /// [`clip`]) with our own words: no second clip,
     /// so each part keeps its own "… (N chars)".
     pub fn joined(parts: &[&str]) -> Self {
         Outside(parts.concat())
@@ -125,23 +115,26 @@ mod tests {
     #[test]
     fn long_text_is_clipped_and_says_how_long_it_was() {
         let s = "9".repeat(1_000_000);
-        let o = outside(&s);
-        assert!(o.starts_with(&"9".repeat(OUTSIDE_MAX)));
-        assert!(o.ends_with("… (1000000 chars)"), "{}", &o[OUTSIDE_MAX..]);
-        assert_eq!(
-            o.chars().count(),
-            OUTSIDE_MAX + "… (1000000 chars)".chars().count()
-        );
-        assert_eq!(outside("Falha simulada."), "Falha simulada.");
+        let o = clip(&s, TEXT_MAX);
+        assert!(o.starts_with(&"9".repeat(TEXT_MAX)));
+        assert!(o.ends_with("… (1000000 chars)"), "{}", &o[TEXT_MAX..]);
+        assert_eq!(o.chars().count(), TEXT_MAX + "… (1000000 chars)".chars().count());
+        assert_eq!(clip("Falha simulada.", TEXT_MAX), "Falha simulada.");
     }
 
     #[test]
     fn what_a_terminal_interprets_is_neutralised() {
-        let o = outside("ok\n2026-12-01 INFO forged line\r\x1b[31mred\x1b[0m\u{202E}txt\u{7f}\u{85}tab\t");
+        let o = clip(
+            "ok\n2026-12-01 INFO forged line\r\x1b[31mred\x1b[0m\u{202E}txt\u{7f}\u{85}tab\t",
+            TEXT_MAX,
+        );
         assert!(!o.chars().any(interpreted), "{o:?}");
         assert!(!o.contains('\n') && !o.contains('\x1b'));
         assert!(o.contains("forged line") && o.contains("red") && o.contains("tab"));
         // Accented Portuguese stays as it is.
-        assert_eq!(outside("Transação não autorizada"), "Transação não autorizada");
+        assert_eq!(
+            clip("Transação não autorizada", TEXT_MAX),
+            "Transação não autorizada"
+        );
     }
 }

@@ -117,7 +117,10 @@ async fn sync(State(st): State<ControlState>, body: Result<Bytes, BytesRejection
                     return ApiError::new(
                         StatusCode::NOT_FOUND,
                         "unknown_recharge_type",
-                        format!("unknown recharge type {:?}", crate::catalog::clip(&t)),
+                        format!(
+                            "unknown recharge type {:?}",
+                            crate::text::clip(&t, crate::text::CODE_MAX)
+                        ),
                     )
                     .into_response();
                 };

@@ -502,7 +502,7 @@ fn wait_param(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
             (None, _) => {
                 return Err(ApiError::bad(format!(
                     "wait {:?} must be a whole number of seconds from 1 to {MAX_WAIT_SECONDS}",
-                    crate::catalog::clip(&v)
+                    crate::text::clip(&v, crate::text::CODE_MAX)
                 )));
             }
         }
@@ -597,7 +597,7 @@ fn dealer_branch(api: &Api, req: &Req<'_>) -> Result<Response, ApiError> {
     let branch = BranchCode::parse(&raw).map_err(|_| {
         ApiError::bad(format!(
             "branch code {:?} must be 11 digits",
-            crate::catalog::clip(&raw)
+            crate::text::clip(&raw, crate::text::CODE_MAX)
         ))
     })?;
     scope.serve(api, req, |s| {
@@ -620,7 +620,7 @@ fn recharge_type(settings: &ApiSettings, rt: &str) -> Result<RechargeType, ApiEr
             "unknown_recharge_type",
             format!(
                 "unknown recharge type {:?} (normal, others or invoice)",
-                crate::catalog::clip(rt)
+                crate::text::clip(rt, crate::text::CODE_MAX)
             ),
         ));
     };
@@ -668,7 +668,7 @@ fn dealer_param(s: &str) -> Result<DealerCode, ApiError> {
     DealerCode::parse_lenient(s).map_err(|_| {
         ApiError::bad(format!(
             "dealer code {:?} must be 1 to 3 digits (leading zeros optional)",
-            crate::catalog::clip(s)
+            crate::text::clip(s, crate::text::CODE_MAX)
         ))
     })
 }
@@ -677,7 +677,7 @@ fn ddd_param(s: &str) -> Result<&'static str, ApiError> {
     if s.len() != 2 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::bad(format!(
             "DDD {:?} must be two digits",
-            crate::catalog::clip(s)
+            crate::text::clip(s, crate::text::CODE_MAX)
         )));
     }
     ALL_DDDS

@@ -342,7 +342,7 @@ async fn receive(
     {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            tracing::warn!(limit = MAX_POST_BYTES, error = %crate::text::clipped_code(&e.to_string()),
+            tracing::warn!(limit = MAX_POST_BYTES, error = %crate::text::clip(&e.to_string(), crate::text::CODE_MAX),
                 "authenticity POST larger than the limit or cut off; answered 200 and ignored");
             return StatusCode::OK.into_response();
         }
@@ -357,8 +357,8 @@ async fn receive(
     let form: AuthenticityPost = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(error = %crate::text::clipped_code(&e.to_string()),
-                body = %crate::text::clipped_code(&crate::secret::mask_tokens(&String::from_utf8_lossy(&body))),
+            tracing::warn!(error = %crate::text::clip(&e.to_string(), crate::text::CODE_MAX),
+                body = %crate::text::clip(&crate::secret::mask_tokens(&String::from_utf8_lossy(&body)), crate::text::CODE_MAX),
                 "authenticity POST with an unreadable form body; answered 200 and ignored");
             return StatusCode::OK.into_response();
         }
@@ -402,7 +402,7 @@ async fn forward(
     body: Bytes,
     order_id: &str,
 ) -> axum::response::Response {
-    let order_id = crate::text::clipped_code(order_id);
+    let order_id = crate::text::clip(order_id, crate::text::CODE_MAX);
     let Some(url) = rx.inner.settings.forward_url.clone() else {
         tracing::info!(order_id = %order_id, "authenticity POST for a transaction this daemon did not start; acknowledged (no forward_url)");
         return StatusCode::OK.into_response();
@@ -429,7 +429,7 @@ async fn forward(
                 "authenticity POST forwarded; the store's endpoint did not answer 200 (Carat is answered 200)");
         }
         Err(e) => {
-            tracing::warn!(order_id = %order_id, error = %crate::text::clipped_code(&e.without_url().to_string()),
+            tracing::warn!(order_id = %order_id, error = %crate::text::clip(&e.without_url().to_string(), crate::text::CODE_MAX),
                 "forwarding an authenticity POST failed (Carat is answered 200)");
         }
     }

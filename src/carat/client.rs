@@ -630,13 +630,13 @@ fn esitef_message(body: &[u8]) -> Option<Outside> {
     let e = obj.get("esitef")?;
     // A code is short (as on a 200 answer).
     let code = e.get("code").map(|c| match c.as_str() {
-        Some(s) => crate::text::clipped(s, crate::text::CODE_MAX),
-        None => crate::text::clipped(&c.to_string(), crate::text::CODE_MAX),
+        Some(s) => crate::text::clip(s, crate::text::CODE_MAX),
+        None => crate::text::clip(&c.to_string(), crate::text::CODE_MAX),
     });
     let msg = e
         .get("message")
         .and_then(|m| m.as_str())
-        .map(crate::text::outside);
+        .map(|s| crate::text::clip(s, crate::text::TEXT_MAX));
     Some(match (code, msg) {
         (Some(c), Some(m)) => Outside::joined(&["esitef code ", &c, ": ", &m]),
         (None, Some(m)) => Outside::joined(&[&m]),

@@ -27,8 +27,9 @@ use super::wire;
 use crate::catalog::{
     AmountRange, Branch, BranchCode, BranchData, BranchDataAnswer, Category, Dealer, DealerCode, DealerList,
     Extras, FieldError, FieldWarning, FixedAmount, GeneralHash, MAX_AMOUNT_CENTAVOS, Question, Validity,
-    clip, is_digits, parse_validity,
+    is_digits, parse_validity,
 };
+use crate::text::{CODE_MAX, clip};
 
 fn required<'a>(v: &'a Option<String>, path: &str) -> Result<&'a str, FieldError> {
     match v.as_deref() {
@@ -139,14 +140,14 @@ pub enum NumberError {
 fn parse_uint(s: &str, max: i64) -> Result<i64, NumberError> {
     let t = s.trim();
     if t.starts_with('-') {
-        return Err(NumberError::Negative(clip(s)));
+        return Err(NumberError::Negative(clip(s, CODE_MAX)));
     }
     if !is_digits(t) {
-        return Err(NumberError::NotInteger(clip(s)));
+        return Err(NumberError::NotInteger(clip(s, CODE_MAX)));
     }
     match t.parse::<i64>() {
         Ok(v) if v <= max => Ok(v),
-        _ => Err(NumberError::TooLarge(clip(s), max)),
+        _ => Err(NumberError::TooLarge(clip(s, CODE_MAX), max)),
     }
 }
 
@@ -181,7 +182,10 @@ fn validity(v: &Option<String>, path: &str, w: &mut Vec<FieldWarning>) -> (Optio
         None => {
             w.push(FieldWarning::new(
                 path,
-                format!("neither a day count nor a date: {:?}; kept as text only", clip(s)),
+                format!(
+                    "neither a day count nor a date: {:?}; kept as text only",
+                    clip(s, CODE_MAX)
+                ),
             ));
             (None, None)
         }
@@ -199,17 +203,11 @@ pub fn esitef_failure(e: &Option<wire::Esitef>) -> Option<(String, String)> {
             if code.is_empty() {
                 "(none)".to_owned()
             } else {
-                crate::text::clipped_code(code)
+                crate::text::clip(code, crate::text::CODE_MAX)
             },
-            clip_message(e.message.as_deref().unwrap_or("")),
+            crate::text::clip(e.message.as_deref().unwrap_or(""), crate::text::TEXT_MAX),
         ))
     }
-}
-
-/// Carat's messages are at most 500 characters; on their way to a log or
-/// a run record they are bounded and neutralised ([`crate::text::outside`]).
-pub fn clip_message(s: &str) -> String {
-    crate::text::outside(s)
 }
 
 /// Whether `rule` is one the documents list (`0` to `7`).
@@ -236,14 +234,14 @@ fn question(q: &wire::Question, path: &str, w: &mut Vec<FieldWarning>) -> Result
             format!("{path}.rule"),
             format!(
                 "unknown rule {:?} (documented: 0 to 7); kept as received",
-                clip(r)
+                clip(r, CODE_MAX)
             ),
         ));
     }
     if let Some(t) = q.kind.as_deref().filter(|t| !known_question_type(t)) {
         w.push(FieldWarning::new(
             format!("{path}.type"),
-            format!("unknown type {:?}; kept as received", clip(t)),
+            format!("unknown type {:?}; kept as received", clip(t, CODE_MAX)),
         ));
     }
     Ok(Question {
@@ -570,8 +568,8 @@ mod tests {
 
     #[test]
     fn clip_bounds_and_neutralises_control_characters() {
-        assert_eq!(clip("\u{1b}[31m12"), "\u{FFFD}[31m12");
-        let long = clip(&"x".repeat(2000));
+        assert_eq!(clip("\u{1b}[31m12", CODE_MAX), "\u{FFFD}[31m12");
+        let long = clip(&"x".repeat(2000), CODE_MAX);
         assert!(long.len() < 80 && long.ends_with("(2000 chars)"), "{long}");
         let e = esitef_failure(&Some(wire::Esitef {
             code: Some("\u{1b}[31m12".into()),

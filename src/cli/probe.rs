@@ -21,10 +21,10 @@ use crate::carat::client::{Exchange, Tap};
 use crate::carat::compat::{self, Compat, OthersTarget};
 use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
 use crate::catalog::{
-    BranchDataAnswer, Dealer, DealerList, FieldWarning, GeneralHash, RechargeType, Validity, clip,
-    parse_validity,
+    BranchDataAnswer, Dealer, DealerList, FieldWarning, GeneralHash, RechargeType, Validity, parse_validity,
 };
 use crate::run::SessionIds;
+use crate::text::{CODE_MAX, clip};
 
 /// How a finding bears on the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -763,14 +763,15 @@ impl Prober {
                 continue;
             };
             let (verdict, text) = match parse_validity(first) {
-                Some(Validity::Days(_)) => {
-                    (Verdict::Held, format!("{field} is a day count: {}", clip(first)))
-                }
+                Some(Validity::Days(_)) => (
+                    Verdict::Held,
+                    format!("{field} is a day count: {}", clip(first, CODE_MAX)),
+                ),
                 Some(Validity::Date(d)) => (
                     Verdict::Differs,
                     format!(
                         "{field} is not a day count: {} (a date, served as {} = {d})",
-                        clip(first),
+                        clip(first, CODE_MAX),
                         field.replace("_date", "_on")
                     ),
                 ),
@@ -778,7 +779,7 @@ impl Prober {
                     Verdict::Differs,
                     format!(
                         "{field} is neither a day count nor a date: {} (served as Carat's text only)",
-                        clip(first)
+                        clip(first, CODE_MAX)
                     ),
                 ),
             };

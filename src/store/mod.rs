@@ -688,7 +688,7 @@ pub fn is_write_failure(e: &StoreError) -> bool {
 fn health(state: StoreState, e: &StoreError) -> StoreHealth {
     StoreHealth {
         state,
-        reason: crate::text::outside(&e.to_string()),
+        reason: crate::text::clip(&e.to_string(), crate::text::TEXT_MAX),
         since: fmt_time(Utc::now()),
     }
 }
