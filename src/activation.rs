@@ -11,6 +11,7 @@
 //! unlinked, chmod'ed or chown'ed. Binding a socket that was not passed is
 //! `crate::api::socket`; choosing between the two is `crate::daemon`.
 
+use crate::mutex::lock;
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -108,7 +109,7 @@ pub unsafe fn read_env() {
         .map_err(ActivationError::Env)
         .and_then(|fds| named(fds.collect(), names.as_deref()))
         .and_then(from_fds);
-    *FOUND.lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
+    *lock(&FOUND) = Some(found);
 }
 
 /// Pairs each descriptor with its name (`LISTEN_FDNAMES`, colon-separated;
@@ -133,11 +134,7 @@ fn named(fds: Vec<RawFd>, names: Option<&str>) -> Result<Vec<(RawFd, String)>, A
 /// The sockets [`read_env`] found (once; empty when it was not called or
 /// found none), or why they cannot be used.
 pub fn take() -> Result<Inherited, ActivationError> {
-    FOUND
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-        .unwrap_or_else(|| Ok(Inherited::default()))
+    lock(&FOUND).take().unwrap_or_else(|| Ok(Inherited::default()))
 }
 
 /// Checks and names the descriptors `sd_notify` listed (already

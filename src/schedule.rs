@@ -23,6 +23,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 
 use crate::catalog::RechargeType;
 use crate::lifecycle::Heartbeat;
+use crate::mutex::lock;
 use crate::run::{Outcome, Trigger, TypeResult};
 use crate::state::Shared;
 use crate::store::StoreHandle;
@@ -131,7 +132,7 @@ struct Commits {
 
 impl CommitUnderWay {
     fn lock(&self) -> std::sync::MutexGuard<'_, Commits> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.0)
     }
     fn get(&self) -> Option<(RechargeType, i64)> {
         self.lock().under_way
@@ -589,7 +590,7 @@ mod clock_tests {
     fn fake_wall() -> (Arc<Mutex<DateTime<Utc>>>, impl Fn() -> DateTime<Utc>) {
         let t = Arc::new(Mutex::new(Utc::now()));
         let t2 = t.clone();
-        (t, move || *t2.lock().unwrap_or_else(|e| e.into_inner()))
+        (t, move || *lock(&t2))
     }
 
     #[tokio::test]
@@ -605,9 +606,9 @@ mod clock_tests {
                 for _ in 0..10 {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     let real = chrono::Duration::from_std(t0.elapsed()).unwrap_or_default();
-                    *t.lock().unwrap_or_else(|e| e.into_inner()) = base + real;
+                    *lock(&t) = base + real;
                 }
-                *t.lock().unwrap_or_else(|e| e.into_inner()) += chrono::Duration::hours(1);
+                *lock(&t) += chrono::Duration::hours(1);
             })
         };
         steady.await.expect("task");
@@ -618,7 +619,7 @@ mod clock_tests {
             "a steady or forward clock was taken for one going back"
         );
         // An hour back.
-        *t.lock().unwrap_or_else(|e| e.into_inner()) -= chrono::Duration::hours(1);
+        *lock(&t) -= chrono::Duration::hours(1);
         let back = tokio::time::timeout(Duration::from_secs(2), w.gone_back())
             .await
             .expect("a jump back must be noticed");

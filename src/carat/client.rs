@@ -22,6 +22,7 @@ use super::{CaratError, Endpoint};
 use crate::catalog::{
     BranchDataAnswer, Ddd, DealerCode, DealerList, FieldError, GeneralHash, InvalidValue, Nit, RechargeType,
 };
+use crate::mutex::lock;
 use crate::run::SessionIds;
 use crate::secret::Secret;
 use crate::state::CaratRequests;
@@ -443,7 +444,7 @@ impl CaratClient {
         ids: &SessionIds,
         ep: Endpoint,
     ) -> Result<RequestBuilder, CaratError> {
-        let mut current = token.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut current = lock(&token.current);
         if let Some((t, signed)) = current.as_ref()
             && signed.elapsed() < self.settings.token_max_age
         {

@@ -23,6 +23,7 @@ use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
 use crate::catalog::{
     BranchDataAnswer, Dealer, DealerList, FieldWarning, GeneralHash, RechargeType, Validity, parse_validity,
 };
+use crate::mutex::lock;
 use crate::run::SessionIds;
 use crate::text::{CODE_MAX, clip};
 
@@ -125,7 +126,7 @@ impl Redactor {
         if nit.is_empty() {
             return;
         }
-        let mut l = self.literals.lock().unwrap_or_else(|e| e.into_inner());
+        let mut l = lock(&self.literals);
         if !l.iter().any(|(s, _)| s == nit) {
             l.push((nit.to_owned(), "<NIT>"));
         }
@@ -135,7 +136,7 @@ impl Redactor {
     /// spell the key in another case).
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for (lit, placeholder) in self.literals.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (lit, placeholder) in lock(&self.literals).iter() {
             if !lit.is_empty() {
                 out = replace_ignoring_ascii_case(&out, lit, placeholder);
             }
@@ -184,18 +185,18 @@ struct Recorder {
 impl Recorder {
     /// Names the next files (`03-normal-dealercode-trimmed.http`).
     fn label(&self, l: String) {
-        *self.label.lock().unwrap_or_else(|e| e.into_inner()) = l;
+        *lock(&self.label) = l;
     }
 
     fn take_last(&self) -> Option<Vec<u8>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).take()
+        lock(&self.last).take()
     }
 
     fn write(&self, x: &Exchange<'_>) -> std::io::Result<()> {
         let Some(dir) = &self.dir else { return Ok(()) };
         let r = &self.redactor;
         let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let label = self.label.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let label = lock(&self.label).clone();
         let mut o = String::new();
         let path = match x.url.query() {
             Some(q) => format!("{}?{q}", x.url.path()),
@@ -245,15 +246,12 @@ impl Tap for Recorder {
             {
                 self.redactor.add_nit(nit);
             }
-            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.body.clone());
+            *lock(&self.last) = Some(a.body.clone());
         } else {
-            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            *lock(&self.last) = None;
         }
         if let Err(e) = self.write(x) {
-            self.write_errors
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(e.to_string());
+            lock(&self.write_errors).push(e.to_string());
         }
     }
 }
@@ -305,11 +303,7 @@ pub async fn run(client: CaratClient, opts: ProbeOptions<'_>) -> Result<Report, 
     }
     let report = p.report.into_inner().unwrap_or_else(|e| e.into_inner());
     if let Some(dir) = &opts.record {
-        let errors = recorder
-            .write_errors
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let errors = lock(&recorder.write_errors).clone();
         if let Some(e) = errors.first() {
             return Err(ProbeError::Record {
                 path: dir.display().to_string(),
@@ -362,15 +356,11 @@ struct Prober {
 impl Prober {
     fn say(&self, rt: RechargeType, verdict: Verdict, text: impl Into<String>) {
         let text = self.recorder.redactor.redact(&text.into());
-        self.report
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .findings
-            .push(Finding {
-                recharge_type: rt,
-                verdict,
-                text,
-            });
+        lock(&self.report).findings.push(Finding {
+            recharge_type: rt,
+            verdict,
+            text,
+        });
     }
 
     fn label(&self, rt: RechargeType, what: &str) {

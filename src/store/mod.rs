@@ -21,6 +21,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde::Serialize;
 
 use crate::catalog::{Catalog, Ddd, GeneralHash, RechargeType};
+use crate::mutex::lock;
 use crate::run::{Outcome, SessionIds, StoreHealth, StoreState};
 use crate::time::fmt_time;
 
@@ -765,8 +766,8 @@ impl StoreHandle {
     /// Marks the store unreadable (`e` says why): reading its catalog
     /// failed. It is opened again before the next sync.
     pub fn mark_unreadable(&self, e: &StoreError) {
-        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        *lock(&self.inner) = None;
+        *lock(&self.interrupter) = None;
         self.set_health(Some(health(StoreState::Unavailable, e)));
     }
 
@@ -775,12 +776,7 @@ impl StoreHandle {
         let Some(was) = self.health() else {
             return true;
         };
-        let writable = self
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|s| !s.read_only);
+        let writable = lock(&self.inner).as_ref().is_some_and(|s| !s.read_only);
         if writable && was.state == StoreState::ReadOnly {
             // Open for writing all along (a write failed): the next write says.
             return false;
@@ -788,8 +784,8 @@ impl StoreHandle {
         let path = self.path.clone();
         match tokio::task::spawn_blocking(move || Store::open(&path)).await {
             Ok(Ok(store)) => {
-                *self.interrupter.lock().unwrap_or_else(|e| e.into_inner()) = Some(Interrupter::of(&store));
-                *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some(store);
+                *lock(&self.interrupter) = Some(Interrupter::of(&store));
+                *lock(&self.inner) = Some(store);
                 self.set_health(None);
                 true
             }
@@ -809,12 +805,7 @@ impl StoreHandle {
     /// started later runs, so a caller that means it calls this until its
     /// job returns. For the shutdown's deadline only.
     pub fn interrupt(&self) {
-        if let Some(i) = self
-            .interrupter
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
+        if let Some(i) = lock(&self.interrupter).as_ref() {
             i.flag.store(true, std::sync::atomic::Ordering::Relaxed);
             i.sqlite.interrupt();
         }
@@ -830,7 +821,7 @@ impl StoreHandle {
         let path = self.path.clone();
         let reason = self.health().map(|h| h.reason);
         tokio::task::spawn_blocking(move || {
-            let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
+            let mut guard = lock(&inner);
             match guard.as_mut() {
                 Some(store) => f(store),
                 None => Err(StoreError::Unavailable {
