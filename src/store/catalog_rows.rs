@@ -391,59 +391,52 @@ fn load_categories(c: &Connection, t: &str, by_id: &mut ById) -> Result<Category
 }
 
 /// Value ranges and fixed values, into their categories.
-fn load_amounts(
+fn load_amounts(c: &Connection, t: &str, cat_owner: &CategoryOwners, by_id: &mut ById) -> Result<(), StoreError> {
+    let range = |r: &rusqlite::Row<'_>| {
+        Ok(AmountRange {
+            amount_key: r.get(1)?,
+            min_amount: r.get(2)?,
+            max_amount: r.get(3)?,
+            extras: read_extras(r, 4)?,
+        })
+    };
+    let fixed = |r: &rusqlite::Row<'_>| {
+        Ok(FixedAmount {
+            amount_key: r.get(1)?,
+            amount: r.get(2)?,
+            extras: read_extras(r, 3)?,
+        })
+    };
+    let ranges = ("amount_range", "amount_key, min_amount, max_amount");
+    load_into_categories(c, t, ranges, range, cat_owner, by_id, |c| &mut c.amount_ranges)?;
+    let fixed_values = ("fixed_amount", "amount_key, amount");
+    load_into_categories(c, t, fixed_values, fixed, cat_owner, by_id, |c| &mut c.fixed_amounts)
+}
+
+/// The rows of `table` (its `columns`, then the extras) in their order,
+/// each read by `read` and pushed onto its category's list (`list`).
+fn load_into_categories<T>(
     c: &Connection,
     t: &str,
+    (table, columns): (&str, &str),
+    read: impl Fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     cat_owner: &CategoryOwners,
     by_id: &mut ById,
+    list: fn(&mut Category) -> &mut Vec<T>,
 ) -> Result<(), StoreError> {
     let mut st = c.prepare_cached(&format!(
-        "SELECT a.category_id, a.amount_key, a.min_amount, a.max_amount, {EXTRAS}
-             FROM amount_range a JOIN category c ON c.id = a.category_id
+        "SELECT x.category_id, {columns}, {EXTRAS}
+             FROM {table} x JOIN category c ON c.id = x.category_id
              JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
-             ORDER BY a.category_id, a.position"
+             ORDER BY x.category_id, x.position"
     ))?;
-    let rows = st.query_map(params![t], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            AmountRange {
-                amount_key: r.get(1)?,
-                min_amount: r.get(2)?,
-                max_amount: r.get(3)?,
-                extras: read_extras(r, 4)?,
-            },
-        ))
-    })?;
+    let rows = st.query_map(params![t], |r| Ok((r.get::<_, i64>(0)?, read(r)?)))?;
     for row in rows {
-        let (cid, a) = row?;
+        let (cid, item) = row?;
         if let Some((bid, idx)) = cat_owner.get(&cid)
             && let Some((_, d)) = by_id.get_mut(bid)
         {
-            d.categories[*idx].amount_ranges.push(a);
-        }
-    }
-    let mut st = c.prepare_cached(&format!(
-        "SELECT f.category_id, f.amount_key, f.amount, {EXTRAS}
-             FROM fixed_amount f JOIN category c ON c.id = f.category_id
-             JOIN branch_data b ON b.id = c.branch_data_id WHERE b.recharge_type = ?1
-             ORDER BY f.category_id, f.position"
-    ))?;
-    let rows = st.query_map(params![t], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            FixedAmount {
-                amount_key: r.get(1)?,
-                amount: r.get(2)?,
-                extras: read_extras(r, 3)?,
-            },
-        ))
-    })?;
-    for row in rows {
-        let (cid, f) = row?;
-        if let Some((bid, idx)) = cat_owner.get(&cid)
-            && let Some((_, d)) = by_id.get_mut(bid)
-        {
-            d.categories[*idx].fixed_amounts.push(f);
+            list(&mut d.categories[*idx]).push(item);
         }
     }
     Ok(())

@@ -61,8 +61,9 @@ pub enum StoreError {
     Unavailable { path: PathBuf, reason: String },
 }
 
-/// Reads a time of the store (RFC 3339 UTC).
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
+/// A time the store wrote ([`crate::time::parse_time`]); one it cannot
+/// parse means the file is corrupt.
+fn stored_time(s: &str) -> Result<DateTime<Utc>, StoreError> {
     crate::time::parse_time(s).ok_or_else(|| StoreError::Corrupt(format!("bad time {s:?}")))
 }
 
@@ -359,8 +360,8 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(format!("catalog_version.general_hash: {e}")))?,
                 gate_hash: GeneralHash::parse(&g)
                     .map_err(|e| StoreError::Corrupt(format!("catalog_version.gate_hash: {e}")))?,
-                synced_at: parse_time(&s)?,
-                checked_at: parse_time(&c)?,
+                synced_at: stored_time(&s)?,
+                checked_at: stored_time(&c)?,
             })),
         }
     }
@@ -588,7 +589,7 @@ impl Store {
             .optional()?;
         match row {
             Some((u, reason)) => {
-                let until = parse_time(&u)?;
+                let until = stored_time(&u)?;
                 Ok((until > now).then_some((until, reason)))
             }
             None => Ok(None),
