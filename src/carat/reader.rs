@@ -322,44 +322,9 @@ pub fn dealer_list(r: &wire::ListDealersResponse, with_branches: bool) -> Result
     })
 }
 
-/// The optional fields ranges and fixed amounts share on the wire.
-trait WireExtras {
-    /// message, bonus, bonus_in_percentage, payment_amount, bonus_category,
-    /// expiry_date, bonus_expiry_date
-    fn extra_fields(&self) -> [&Option<String>; 7];
-}
-
-impl WireExtras for wire::AmountRange {
-    fn extra_fields(&self) -> [&Option<String>; 7] {
-        [
-            &self.message,
-            &self.bonus,
-            &self.bonus_in_percentage,
-            &self.payment_amount,
-            &self.bonus_category,
-            &self.expiry_date,
-            &self.bonus_expiry_date,
-        ]
-    }
-}
-
-impl WireExtras for wire::FixedAmount {
-    fn extra_fields(&self) -> [&Option<String>; 7] {
-        [
-            &self.message,
-            &self.bonus,
-            &self.bonus_in_percentage,
-            &self.payment_amount,
-            &self.bonus_category,
-            &self.expiry_date,
-            &self.bonus_expiry_date,
-        ]
-    }
-}
-
 /// Every field here only describes the offer: none can fail the answer.
-fn extras(path: &str, x: &impl WireExtras, w: &mut Vec<FieldWarning>) -> Extras {
-    let [
+fn extras(path: &str, x: &wire::Extras, w: &mut Vec<FieldWarning>) -> Extras {
+    let wire::Extras {
         message,
         bonus,
         bonus_in_percentage,
@@ -367,7 +332,7 @@ fn extras(path: &str, x: &impl WireExtras, w: &mut Vec<FieldWarning>) -> Extras 
         bonus_category,
         expiry_date,
         bonus_expiry_date,
-    ] = x.extra_fields();
+    } = x;
     let (expiry_days, expiry_on) = validity(expiry_date, &format!("{path}.expiry_date"), w);
     let (bonus_expiry_days, bonus_expiry_on) =
         validity(bonus_expiry_date, &format!("{path}.bonus_expiry_date"), w);
@@ -430,7 +395,7 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
                 amount_key: code_text(&a.amount_key, &format!("{p}.amount_key"), 40, &mut w)?,
                 min_amount,
                 max_amount,
-                extras: extras(&p, a, &mut w),
+                extras: extras(&p, &a.extras, &mut w),
             });
         }
         let mut fixed_amounts = Vec::new();
@@ -439,7 +404,7 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
             fixed_amounts.push(FixedAmount {
                 amount_key: code_text(&a.amount_key, &format!("{p}.amount_key"), 40, &mut w)?,
                 amount: amount(&a.amount, &format!("{p}.amount"))?,
-                extras: extras(&p, a, &mut w),
+                extras: extras(&p, &a.extras, &mut w),
             });
         }
         categories.push(Category {

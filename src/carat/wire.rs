@@ -72,8 +72,10 @@ pub fn opt_messages<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<Genera
     })
 }
 
+/// A wire struct: every field optional, omitted when absent; `with extras`
+/// flattens the shared [`Extras`] in.
 macro_rules! wire_struct {
-    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$m:meta])* pub struct $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? } $(with $extras:ident)?) => {
         $(#[$m])*
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
         pub struct $name {
@@ -82,55 +84,52 @@ macro_rules! wire_struct {
                 #[serde(default, skip_serializing_if = "Option::is_none")]
                 pub $field: $ty,
             )*
+            $(
+                #[serde(flatten)]
+                pub $extras: Extras,
+            )?
         }
-    };
-}
-
-/// Marks a string field as lenient (see [`opt_str`]).
-macro_rules! s {
-    () => {
-        Option<String>
     };
 }
 
 wire_struct! {
     /// `esitef{code,message}`: Carat's own result; `"0"` is success.
     pub struct Esitef {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_text")] message: s!(),
+        #[serde(deserialize_with = "opt_str")] code: Option<String>,
+        #[serde(deserialize_with = "opt_text")] message: Option<String>,
     }
 }
 
 wire_struct! {
     /// `authorizer{code,message}`: the authoriser's answer, informational.
     pub struct Authorizer {
-        #[serde(deserialize_with = "opt_text")] code: s!(),
-        #[serde(deserialize_with = "opt_text")] message: s!(),
+        #[serde(deserialize_with = "opt_text")] code: Option<String>,
+        #[serde(deserialize_with = "opt_text")] message: Option<String>,
     }
 }
 
 wire_struct! {
     /// `sitef{code}` in branch-data responses, informational.
     pub struct Sitef {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] code: Option<String>,
     }
 }
 
 wire_struct! {
     /// `hashes{general}`: the catalog version this answer was built from.
     pub struct Hashes {
-        #[serde(deserialize_with = "opt_str")] general: s!(),
+        #[serde(deserialize_with = "opt_str")] general: Option<String>,
     }
 }
 
 wire_struct! {
     /// `POST /v3/recharge` body, inside `begin_recharge_request`.
     pub struct BeginRechargeRequest {
-        #[serde(deserialize_with = "opt_str")] merchant_key: s!(),
-        #[serde(deserialize_with = "opt_str")] merchant_usn: s!(),
-        #[serde(deserialize_with = "opt_str")] order_id: s!(),
-        #[serde(deserialize_with = "opt_str")] general_hash: s!(),
-        #[serde(deserialize_with = "opt_str")] recharge_type: s!(),
+        #[serde(deserialize_with = "opt_str")] merchant_key: Option<String>,
+        #[serde(deserialize_with = "opt_str")] merchant_usn: Option<String>,
+        #[serde(deserialize_with = "opt_str")] order_id: Option<String>,
+        #[serde(deserialize_with = "opt_str")] general_hash: Option<String>,
+        #[serde(deserialize_with = "opt_str")] recharge_type: Option<String>,
     }
 }
 
@@ -144,11 +143,11 @@ wire_struct! {
     /// Answer of `POST /v3/recharge`. In authenticity-POST mode only `esitef`.
     pub struct BeginRechargeResponse {
         esitef: Option<Esitef>,
-        #[serde(deserialize_with = "opt_str")] nit: s!(),
-        #[serde(deserialize_with = "opt_str")] merchant_id: s!(),
-        #[serde(deserialize_with = "opt_str")] order_id: s!(),
-        #[serde(deserialize_with = "opt_str")] merchant_usn: s!(),
-        #[serde(deserialize_with = "opt_str")] general_hash: s!(),
+        #[serde(deserialize_with = "opt_str")] nit: Option<String>,
+        #[serde(deserialize_with = "opt_str")] merchant_id: Option<String>,
+        #[serde(deserialize_with = "opt_str")] order_id: Option<String>,
+        #[serde(deserialize_with = "opt_str")] merchant_usn: Option<String>,
+        #[serde(deserialize_with = "opt_str")] general_hash: Option<String>,
     }
 }
 
@@ -161,8 +160,8 @@ wire_struct! {
 wire_struct! {
     /// `dealers[].branches[]`.
     pub struct Branch {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_text")] name: s!(),
+        #[serde(deserialize_with = "opt_str")] code: Option<String>,
+        #[serde(deserialize_with = "opt_text")] name: Option<String>,
     }
 }
 
@@ -170,32 +169,32 @@ wire_struct! {
     /// `dealers[]`: an operator; `branches`, `type_code`, `type_name` for
     /// `others` and `invoice`.
     pub struct Dealer {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_text")] name: s!(),
+        #[serde(deserialize_with = "opt_str")] code: Option<String>,
+        #[serde(deserialize_with = "opt_text")] name: Option<String>,
         branches: Option<Vec<Branch>>,
-        #[serde(deserialize_with = "opt_str")] type_code: s!(),
-        #[serde(deserialize_with = "opt_text")] type_name: s!(),
+        #[serde(deserialize_with = "opt_str")] type_code: Option<String>,
+        #[serde(deserialize_with = "opt_text")] type_name: Option<String>,
     }
 }
 
 wire_struct! {
     /// `questions[]`: positive-confirmation questions.
     pub struct Question {
-        #[serde(deserialize_with = "opt_str")] id: s!(),
-        #[serde(deserialize_with = "opt_text")] display: s!(),
-        #[serde(deserialize_with = "opt_text")] rule: s!(),
-        #[serde(deserialize_with = "opt_text")] min: s!(),
-        #[serde(deserialize_with = "opt_text")] max: s!(),
-        #[serde(rename = "type", deserialize_with = "opt_text")] kind: s!(),
-        #[serde(deserialize_with = "opt_text")] min_value: s!(),
-        #[serde(deserialize_with = "opt_text")] max_value: s!(),
+        #[serde(deserialize_with = "opt_str")] id: Option<String>,
+        #[serde(deserialize_with = "opt_text")] display: Option<String>,
+        #[serde(deserialize_with = "opt_text")] rule: Option<String>,
+        #[serde(deserialize_with = "opt_text")] min: Option<String>,
+        #[serde(deserialize_with = "opt_text")] max: Option<String>,
+        #[serde(rename = "type", deserialize_with = "opt_text")] kind: Option<String>,
+        #[serde(deserialize_with = "opt_text")] min_value: Option<String>,
+        #[serde(deserialize_with = "opt_text")] max_value: Option<String>,
     }
 }
 
 wire_struct! {
     /// Answer of `GET /v3/rechargedealers`, inside `list_dealers_response`.
     pub struct ListDealersResponse {
-        #[serde(deserialize_with = "opt_str")] status: s!(),
+        #[serde(deserialize_with = "opt_str")] status: Option<String>,
         esitef: Option<Esitef>,
         authorizer: Option<Authorizer>,
         hashes: Option<Hashes>,
@@ -213,46 +212,46 @@ wire_struct! {
 wire_struct! {
     /// `general[]{message}`: messages to show.
     pub struct GeneralMessage {
-        #[serde(deserialize_with = "opt_text")] message: s!(),
+        #[serde(deserialize_with = "opt_text")] message: Option<String>,
     }
 }
 
 wire_struct! {
     /// `categories[].amount_ranges[]`: a value range in centavos.
     pub struct AmountRange {
-        #[serde(deserialize_with = "opt_text")] message: s!(),
-        #[serde(deserialize_with = "opt_str")] amount_key: s!(),
-        #[serde(deserialize_with = "opt_str")] min_amount: s!(),
-        #[serde(deserialize_with = "opt_str")] max_amount: s!(),
-        #[serde(deserialize_with = "opt_text")] bonus: s!(),
-        #[serde(deserialize_with = "opt_text")] bonus_in_percentage: s!(),
-        #[serde(deserialize_with = "opt_text")] payment_amount: s!(),
-        #[serde(deserialize_with = "opt_text")] bonus_category: s!(),
-        #[serde(deserialize_with = "opt_text")] expiry_date: s!(),
-        #[serde(deserialize_with = "opt_text")] bonus_expiry_date: s!(),
-    }
+        #[serde(deserialize_with = "opt_str")] amount_key: Option<String>,
+        #[serde(deserialize_with = "opt_str")] min_amount: Option<String>,
+        #[serde(deserialize_with = "opt_str")] max_amount: Option<String>,
+    } with extras
 }
 
 wire_struct! {
     /// `categories[].fixed_amounts[]` (inferred): a fixed value in centavos.
     pub struct FixedAmount {
-        #[serde(deserialize_with = "opt_text")] message: s!(),
-        #[serde(deserialize_with = "opt_str")] amount_key: s!(),
-        #[serde(deserialize_with = "opt_str")] amount: s!(),
-        #[serde(deserialize_with = "opt_text")] bonus: s!(),
-        #[serde(deserialize_with = "opt_text")] bonus_in_percentage: s!(),
-        #[serde(deserialize_with = "opt_text")] payment_amount: s!(),
-        #[serde(deserialize_with = "opt_text")] bonus_category: s!(),
-        #[serde(deserialize_with = "opt_text")] expiry_date: s!(),
-        #[serde(deserialize_with = "opt_text")] bonus_expiry_date: s!(),
+        #[serde(deserialize_with = "opt_str")] amount_key: Option<String>,
+        #[serde(deserialize_with = "opt_str")] amount: Option<String>,
+    } with extras
+}
+
+wire_struct! {
+    /// The fields value ranges and fixed values share: each only describes
+    /// the offer.
+    pub struct Extras {
+        #[serde(deserialize_with = "opt_text")] message: Option<String>,
+        #[serde(deserialize_with = "opt_text")] bonus: Option<String>,
+        #[serde(deserialize_with = "opt_text")] bonus_in_percentage: Option<String>,
+        #[serde(deserialize_with = "opt_text")] payment_amount: Option<String>,
+        #[serde(deserialize_with = "opt_text")] bonus_category: Option<String>,
+        #[serde(deserialize_with = "opt_text")] expiry_date: Option<String>,
+        #[serde(deserialize_with = "opt_text")] bonus_expiry_date: Option<String>,
     }
 }
 
 wire_struct! {
     /// `categories[]`.
     pub struct Category {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_text")] description: s!(),
+        #[serde(deserialize_with = "opt_str")] code: Option<String>,
+        #[serde(deserialize_with = "opt_text")] description: Option<String>,
         amount_ranges: Option<Vec<AmountRange>>,
         fixed_amounts: Option<Vec<FixedAmount>>,
     }
@@ -262,7 +261,7 @@ wire_struct! {
     /// Answer of `GET /v3/rechargebranches` and `PUT /v3/rechargebranches/{nit}`,
     /// inside `list_branch_data_response`.
     pub struct ListBranchDataResponse {
-        #[serde(deserialize_with = "opt_str")] status: s!(),
+        #[serde(deserialize_with = "opt_str")] status: Option<String>,
         esitef: Option<Esitef>,
         sitef: Option<Sitef>,
         hashes: Option<Hashes>,
@@ -283,23 +282,23 @@ wire_struct! {
     /// customer's answers (invoice; the shape of the public docs'
     /// `do_recharge_request`).
     pub struct Answer {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_str")] description: s!(),
+        #[serde(deserialize_with = "opt_str")] code: Option<String>,
+        #[serde(deserialize_with = "opt_str")] description: Option<String>,
     }
 }
 
 wire_struct! {
     /// `branch{code}` inside a nested request's `dealer`.
     pub struct BranchRef {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
+        #[serde(deserialize_with = "opt_str")] code: Option<String>,
     }
 }
 
 wire_struct! {
     /// `dealer{code, type_code, branch{code}}` of a nested request.
     pub struct DealerRef {
-        #[serde(deserialize_with = "opt_str")] code: s!(),
-        #[serde(deserialize_with = "opt_str")] type_code: s!(),
+        #[serde(deserialize_with = "opt_str")] code: Option<String>,
+        #[serde(deserialize_with = "opt_str")] type_code: Option<String>,
         branch: Option<BranchRef>,
     }
 }
@@ -316,9 +315,9 @@ wire_struct! {
     pub struct ListBranchDataRequest {
         hashes: Option<Hashes>,
         dealer: Option<DealerRef>,
-        #[serde(deserialize_with = "opt_str")] dealer_code: s!(),
-        #[serde(deserialize_with = "opt_str")] branch_code: s!(),
-        #[serde(deserialize_with = "opt_str")] general_hash: s!(),
+        #[serde(deserialize_with = "opt_str")] dealer_code: Option<String>,
+        #[serde(deserialize_with = "opt_str")] branch_code: Option<String>,
+        #[serde(deserialize_with = "opt_str")] general_hash: Option<String>,
         answers: Option<Vec<Answer>>,
     }
 }

@@ -103,20 +103,22 @@ fn normal_branch_data(dealer: usize, ddd: usize, ranges: usize, version: u64) ->
             let max = min + 5_000 * (k + 1) + 10 * ((dealer + ddd) % 10);
             let with_bonus = k % 2 == 0;
             wire::AmountRange {
-                message: if with_bonus {
-                    s(format!("MSG_FAIXA_{}", k + 1))
-                } else {
-                    None
-                },
                 amount_key: s(k + 1),
                 min_amount: s(min),
                 max_amount: s(max),
-                bonus: if with_bonus { s(50 * (k + 1)) } else { None },
-                bonus_in_percentage: if with_bonus { s(100) } else { None },
-                payment_amount: if with_bonus { s(min + 200) } else { None },
-                bonus_category: if with_bonus { s(1) } else { None },
-                expiry_date: s(30),
-                bonus_expiry_date: if with_bonus { s(15) } else { None },
+                extras: wire::Extras {
+                    message: if with_bonus {
+                        s(format!("MSG_FAIXA_{}", k + 1))
+                    } else {
+                        None
+                    },
+                    bonus: if with_bonus { s(50 * (k + 1)) } else { None },
+                    bonus_in_percentage: if with_bonus { s(100) } else { None },
+                    payment_amount: if with_bonus { s(min + 200) } else { None },
+                    bonus_category: if with_bonus { s(1) } else { None },
+                    expiry_date: s(30),
+                    bonus_expiry_date: if with_bonus { s(15) } else { None },
+                },
             }
         })
         .collect();
@@ -126,8 +128,10 @@ fn normal_branch_data(dealer: usize, ddd: usize, ranges: usize, version: u64) ->
         .map(|(i, a)| wire::FixedAmount {
             amount_key: s(100 + i),
             amount: s(a + 10 * (v % 5)),
-            expiry_date: s(30),
-            ..Default::default()
+            extras: wire::Extras {
+                expiry_date: s(30),
+                ..Default::default()
+            },
         })
         .collect();
     SimBranchData {
@@ -258,8 +262,10 @@ fn generate_others(version: u64) -> SimTypeCatalog {
                 .map(|k| wire::FixedAmount {
                     amount_key: s(format!("{}{}", j + 1, k + 1)),
                     amount: s(1000 * (k + 1) * (i + 1) + 10 * (version as usize % 9)),
-                    message: if k == 0 { s("VALOR PROMOCIONAL") } else { None },
-                    ..Default::default()
+                    extras: wire::Extras {
+                        message: if k == 0 { s("VALOR PROMOCIONAL") } else { None },
+                        ..Default::default()
+                    },
                 })
                 .collect();
             per_branch.insert(

@@ -391,7 +391,12 @@ fn load_categories(c: &Connection, t: &str, by_id: &mut ById) -> Result<Category
 }
 
 /// Value ranges and fixed values, into their categories.
-fn load_amounts(c: &Connection, t: &str, cat_owner: &CategoryOwners, by_id: &mut ById) -> Result<(), StoreError> {
+fn load_amounts(
+    c: &Connection,
+    t: &str,
+    cat_owner: &CategoryOwners,
+    by_id: &mut ById,
+) -> Result<(), StoreError> {
     let range = |r: &rusqlite::Row<'_>| {
         Ok(AmountRange {
             amount_key: r.get(1)?,
@@ -410,7 +415,9 @@ fn load_amounts(c: &Connection, t: &str, cat_owner: &CategoryOwners, by_id: &mut
     let ranges = ("amount_range", "amount_key, min_amount, max_amount");
     load_into_categories(c, t, ranges, range, cat_owner, by_id, |c| &mut c.amount_ranges)?;
     let fixed_values = ("fixed_amount", "amount_key, amount");
-    load_into_categories(c, t, fixed_values, fixed, cat_owner, by_id, |c| &mut c.fixed_amounts)
+    load_into_categories(c, t, fixed_values, fixed, cat_owner, by_id, |c| {
+        &mut c.fixed_amounts
+    })
 }
 
 /// The rows of `table` (its `columns`, then the extras) in their order,

@@ -561,26 +561,20 @@ pub fn expected_catalog(
         max_value: int(&q.max_value),
     };
     // The simulator's validity texts are day counts, its bonuses integers.
-    let extras = |message: &Option<String>,
-                  bonus: &Option<String>,
-                  pct: &Option<String>,
-                  pay: &Option<String>,
-                  cat: &Option<String>,
-                  exp: &Option<String>,
-                  bexp: &Option<String>| Extras {
-        bonus: int(bonus),
-        bonus_in_percentage: pct.clone(),
-        payment_amount: int(pay),
-        bonus_category: cat.clone(),
-        expiry_days: int(exp),
-        bonus_expiry_days: int(bexp),
-        message: message.clone(),
-        expiry_date: exp.clone(),
-        bonus_expiry_date: bexp.clone(),
+    let extras = |e: &carat_catalogd::carat::wire::Extras| Extras {
+        bonus: int(&e.bonus),
+        bonus_in_percentage: e.bonus_in_percentage.clone(),
+        payment_amount: int(&e.payment_amount),
+        bonus_category: e.bonus_category.clone(),
+        expiry_days: int(&e.expiry_date),
+        bonus_expiry_days: int(&e.bonus_expiry_date),
+        message: e.message.clone(),
+        expiry_date: e.expiry_date.clone(),
+        bonus_expiry_date: e.bonus_expiry_date.clone(),
         expiry_on: None,
         bonus_expiry_on: None,
-        bonus_text: bonus.clone(),
-        payment_amount_text: pay.clone(),
+        bonus_text: e.bonus.clone(),
+        payment_amount_text: e.payment_amount.clone(),
     };
     let data = |d: &carat_catalogd::sim::catalog::SimBranchData| BranchData {
         messages: d.messages.clone(),
@@ -599,15 +593,7 @@ pub fn expected_catalog(
                         amount_key: text(&a.amount_key),
                         min_amount: int(&a.min_amount).unwrap(),
                         max_amount: int(&a.max_amount).unwrap(),
-                        extras: extras(
-                            &a.message,
-                            &a.bonus,
-                            &a.bonus_in_percentage,
-                            &a.payment_amount,
-                            &a.bonus_category,
-                            &a.expiry_date,
-                            &a.bonus_expiry_date,
-                        ),
+                        extras: extras(&a.extras),
                     })
                     .collect(),
                 fixed_amounts: c
@@ -617,15 +603,7 @@ pub fn expected_catalog(
                     .map(|f| FixedAmount {
                         amount_key: text(&f.amount_key),
                         amount: int(&f.amount).unwrap(),
-                        extras: extras(
-                            &f.message,
-                            &f.bonus,
-                            &f.bonus_in_percentage,
-                            &f.payment_amount,
-                            &f.bonus_category,
-                            &f.expiry_date,
-                            &f.bonus_expiry_date,
-                        ),
+                        extras: extras(&f.extras),
                     })
                     .collect(),
             })
