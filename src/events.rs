@@ -5,7 +5,8 @@
 //! once with an `id` that grows for the daemon's life. Publishers: the
 //! snapshot swap (`catalog`), the worker's results (`status`:
 //! `sync_failed`), the staleness watcher (`status`: `stale`,
-//! [`watch_staleness`]), the swap after a reload (`status`: `served`) and
+//! `crate::state::watch_staleness`, which reads the shared state this
+//! module never names), the swap after a reload (`status`: `served`) and
 //! the store (`status`: `store`, through
 //! [`Feed::store_degraded`] / [`Feed::store_writable`]).
 //!
@@ -251,41 +252,6 @@ pub fn sleep_for(now: DateTime<Utc>, at: Option<DateTime<Utc>>) -> Duration {
         .and_then(|at| (at - now).to_std().ok())
         .map_or(RECHECK, |d| d + Duration::from_millis(1));
     until.min(RECHECK)
-}
-
-/// Publishes `status` `stale` events: watches every served type's stale
-/// flag, waking at the next deadline (`checked_at` + `stale_after`, or the
-/// end of a future `checked_at`'s doubt) and after every swap, until
-/// `shutdown`. A type's first appearance is not a flip.
-pub async fn watch_staleness(
-    shared: std::sync::Arc<crate::state::Shared>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut swaps = shared.feed.swaps();
-    let mut last: std::collections::BTreeMap<RechargeType, bool> = Default::default();
-    loop {
-        swaps.borrow_and_update();
-        let now = Utc::now();
-        let stale_after = shared.settings.load().stale_after;
-        let snap = shared.snapshot.load_full();
-        let mut next: Option<DateTime<Utc>> = None;
-        last.retain(|rt, _| snap.types.contains_key(rt));
-        for (rt, t) in &snap.types {
-            let stale = t.is_stale(now, stale_after);
-            if last.insert(*rt, stale).is_some_and(|was| was != stale) {
-                tracing::info!(recharge_type = %rt, stale, "the served catalog's stale flag flipped");
-                shared.feed.stale_flipped(*rt, stale);
-            }
-            if let Some(at) = t.stale_changes_at(now, stale_after) {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
-        }
-        tokio::select! {
-            _ = crate::state::stopped(&mut shutdown) => return,
-            _ = swaps.changed() => {}
-            _ = tokio::time::sleep(sleep_for(now, next)) => {}
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! What the running daemon shares between the sync worker (the only writer)
 //! and the socket API (readers): the current snapshot, the status board,
 //! the metrics and the change feed (`crate::events`: long-polls and
-//! `/v1/events` wait on it; the swap and the results publish to it). Locks here are std mutexes held for a few field updates,
-//! never across an `.await`.
+//! `/v1/events` wait on it; the swap, the results and the staleness
+//! watcher, [`watch_staleness`], publish to it). The feed never names this
+//! module: it knows no snapshot. Locks here are std mutexes held for a few
+//! field updates, never across an `.await`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::catalog::{Ddd, RechargeType};
-use crate::events::Feed;
+use crate::events::{self, Feed};
 use crate::run::{Outcome, TypeResult};
 use crate::snapshot::{self, Snapshot};
 use crate::store::{StoreError, StoreHandle};
@@ -252,6 +254,38 @@ fn publish_changes(feed: &Feed, before: &Snapshot, next: &Snapshot, committed: &
             previous,
             t.version.synced_at,
         );
+    }
+}
+
+/// Publishes `status` `stale` events to the feed: watches every served
+/// type's stale flag, waking at the next deadline (`checked_at` +
+/// `stale_after`, or the end of a future `checked_at`'s doubt) and after
+/// every swap, until `shutdown`. A type's first appearance is not a flip.
+pub async fn watch_staleness(shared: Arc<Shared>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut swaps = shared.feed.swaps();
+    let mut last: BTreeMap<RechargeType, bool> = BTreeMap::new();
+    loop {
+        swaps.borrow_and_update();
+        let now = Utc::now();
+        let stale_after = shared.settings.load().stale_after;
+        let snap = shared.snapshot.load_full();
+        let mut next: Option<DateTime<Utc>> = None;
+        last.retain(|rt, _| snap.types.contains_key(rt));
+        for (rt, t) in &snap.types {
+            let stale = t.is_stale(now, stale_after);
+            if last.insert(*rt, stale).is_some_and(|was| was != stale) {
+                tracing::info!(recharge_type = %rt, stale, "the served catalog's stale flag flipped");
+                shared.feed.stale_flipped(*rt, stale);
+            }
+            if let Some(at) = t.stale_changes_at(now, stale_after) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        tokio::select! {
+            _ = stopped(&mut shutdown) => return,
+            _ = swaps.changed() => {}
+            _ = tokio::time::sleep(events::sleep_for(now, next)) => {}
+        }
     }
 }
 

@@ -3,9 +3,11 @@
 //! `GET /v1/events`. Both are futures on the API's runtime, no thread
 //! each, woken by `crate::events::Feed` (a swap, an event) or a stale
 //! deadline, and both end at once on shutdown (a long-poll answers `304`,
-//! the stream ends). A request that does not wait never comes here: it is
-//! answered synchronously by `routes`. Reads the snapshot only through
-//! `routes`; never calls Carat, never touches the store.
+//! the stream ends). `routes` marks the answers that wait
+//! ([`routes::LongPoll`], [`routes::EventStream`]) and never names this
+//! module. A request that does not wait never comes here: it is answered
+//! synchronously by `routes`. Reads the snapshot only through `routes`;
+//! never calls Carat, never touches the store.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,17 +23,8 @@ use chrono::Utc;
 use tokio::sync::{broadcast, watch};
 
 use super::Api;
-use super::routes::{self, Response};
-use crate::catalog::RechargeType;
+use super::routes::{self, ApiBody, EventStream, LongPoll, Response};
 use crate::events;
-
-/// Put on a `304` by a catalog route asked to wait: the request waits
-/// (for at most `wait`) instead of being answered.
-#[derive(Debug, Clone, Copy)]
-pub struct LongPoll {
-    pub rt: RechargeType,
-    pub wait: Duration,
-}
 
 /// The service's future: answered at once (the hot path: no allocation)
 /// or waiting.
@@ -55,10 +48,18 @@ impl Future for Answer {
     }
 }
 
-/// Answers `req`: at once, or, when a catalog route said [`LongPoll`], by
-/// a future that waits.
+/// Answers `req`: at once (`/v1/events`: with the [`event_stream`]), or,
+/// when a catalog route said [`LongPoll`], by a future that waits.
 pub fn answer<B>(api: &Arc<Api>, req: Request<B>) -> Answer {
-    let (route, resp) = routes::respond(api, &req);
+    let (route, mut resp) = routes::respond(api, &req);
+    if resp.extensions().get::<EventStream>().is_some() {
+        let stream = event_stream(
+            api.shared.feed.subscribe(),
+            api.shutdown.clone(),
+            events::KEEP_ALIVE,
+        );
+        *resp.body_mut() = ApiBody::Stream(Box::pin(stream));
+    }
     match resp.extensions().get::<LongPoll>().copied() {
         None => {
             api.counters.count(route, resp.status().as_u16());
@@ -192,6 +193,7 @@ pub fn event_stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::RechargeType;
     use futures_util::StreamExt;
 
     #[tokio::test]

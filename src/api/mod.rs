@@ -47,7 +47,7 @@ pub async fn serve(
     shutdown: watch::Receiver<bool>,
 ) {
     let api = Arc::new(Api::new(shared.clone(), shutdown.clone()));
-    let staleness = tokio::spawn(crate::events::watch_staleness(shared, shutdown.clone()));
+    let staleness = tokio::spawn(crate::state::watch_staleness(shared, shutdown.clone()));
     let make_service = move |_| {
         let api = api.clone();
         hyper::service::service_fn(move |req| feed::answer(&api, req))

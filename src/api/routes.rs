@@ -6,6 +6,8 @@
 //! the settings: a DDD outside them is 404, one not fetched yet 503.
 //! `?wait=` on a catalog route turns its 304 into a long-poll, and
 //! `/v1/events` answers with the event stream: both wait in `super::feed`.
+//! This module only marks such an answer ([`LongPoll`], [`EventStream`]);
+//! `feed` waits on it, and calls this module, never the other way.
 //!
 //! Every route is declared once, in [`ROUTES`]: its pattern, its metrics
 //! label and its handler. A request is matched against the table segment by
@@ -34,9 +36,21 @@ use crate::state::ApiSettings;
 use crate::time::fmt_time;
 
 use super::Api;
-use super::feed::LongPoll;
 
 pub type Response = axum::http::Response<ApiBody>;
+
+/// Put on a `304` by a catalog route asked to wait: the request waits
+/// (for at most `wait`) instead of being answered (`super::feed`).
+#[derive(Debug, Clone, Copy)]
+pub struct LongPoll {
+    pub rt: RechargeType,
+    pub wait: Duration,
+}
+
+/// Put on the `200` of `GET /v1/events`, whose body `super::feed` fills
+/// with the event stream: until then the body is empty.
+#[derive(Debug, Clone, Copy)]
+pub struct EventStream;
 
 /// A JSON error: `{"error":{"code":..,"message":..}}`.
 pub struct ApiError {
@@ -510,14 +524,11 @@ fn wait_param(query: Option<&str>) -> Result<Option<Duration>, ApiError> {
     Ok(wait)
 }
 
-/// `GET /v1/events`: server-sent events from now on (see `super::feed`).
-fn events(api: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
-    let stream = super::feed::event_stream(
-        api.shared.feed.subscribe(),
-        api.shutdown.clone(),
-        crate::events::KEEP_ALIVE,
-    );
-    let mut r = Response::new(ApiBody::Stream(Box::pin(stream)));
+/// `GET /v1/events`: server-sent events from now on; the stream itself is
+/// `super::feed`'s ([`EventStream`]).
+fn events(_: &Api, _: &Req<'_>) -> Result<Response, ApiError> {
+    let mut r = Response::new(ApiBody::Empty);
+    r.extensions_mut().insert(EventStream);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/event-stream"),
