@@ -24,6 +24,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, watch};
 
 use crate::catalog::RechargeType;
+use crate::mutex::lock;
 use crate::time::fmt_time;
 
 /// How often an idle event stream carries a `: keep-alive` comment.
@@ -146,7 +147,7 @@ impl Feed {
     /// Publishes `event` to every subscriber; its id.
     pub fn publish(&self, event: FeedEvent) -> u64 {
         let data = serde_json::to_string(&event).unwrap_or_default();
-        let mut next = self.next_id.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = lock(&self.next_id);
         let id = *next;
         *next += 1;
         let frame = format!("id: {id}\nevent: {}\ndata: {data}\n\n", event.name());

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::catalog::{Ddd, RechargeType};
 use crate::events::{self, Feed};
+use crate::mutex::lock;
 use crate::run::{Outcome, TypeResult};
 use crate::snapshot::{self, Snapshot};
 use crate::store::{StoreError, StoreHandle};
@@ -136,7 +137,7 @@ impl Shared {
     }
 
     pub fn with_status<R>(&self, f: impl FnOnce(&mut StatusBoard) -> R) -> R {
-        let mut g = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut g = lock(&self.status);
         f(&mut g)
     }
 
