@@ -152,18 +152,23 @@ pub fn status(v: &Value) -> String {
     out
 }
 
-pub fn dealers(v: &Value) -> String {
-    let mut out = format!(
-        "{} catalog {} (checked {}{})\n\n",
-        s(&v["recharge_type"]),
+/// The line above a catalog's table: what it is, its version, when Carat
+/// last confirmed it, and whether it is stale.
+fn catalog_header(what: &str, v: &Value) -> String {
+    let stale = if v["stale"] == Value::Bool(true) {
+        ", STALE"
+    } else {
+        ""
+    };
+    format!(
+        "{what} catalog {} (checked {}{stale})\n\n",
         s(&v["general_hash"]),
-        s(&v["checked_at"]),
-        if v["stale"] == Value::Bool(true) {
-            ", STALE"
-        } else {
-            ""
-        }
-    );
+        s(&v["checked_at"])
+    )
+}
+
+pub fn dealers(v: &Value) -> String {
+    let mut out = catalog_header(&s(&v["recharge_type"]), v);
     let mut rows = vec![vec![
         "CODE".into(),
         "NAME".into(),
@@ -236,17 +241,7 @@ fn bonus(item: &Value) -> String {
 }
 
 pub fn offers(v: &Value) -> String {
-    let mut out = format!(
-        "DDD {} · normal catalog {} (checked {}{})\n\n",
-        s(&v["ddd"]),
-        s(&v["general_hash"]),
-        s(&v["checked_at"]),
-        if v["stale"] == Value::Bool(true) {
-            ", STALE"
-        } else {
-            ""
-        }
-    );
+    let mut out = catalog_header(&format!("DDD {} · normal", s(&v["ddd"])), v);
     let mut rows = vec![vec![
         "DEALER".into(),
         "CATEGORY".into(),
