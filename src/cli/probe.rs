@@ -27,6 +27,16 @@ use crate::mutex::lock;
 use crate::run::SessionIds;
 use crate::text::{CODE_MAX, clip};
 
+/// One wire form `probe` tries (a `[carat.compat]` switch's value).
+struct WireForm<F> {
+    value: F,
+    compat: Compat,
+    /// Names the recorded exchange.
+    label: String,
+    /// How the findings name it.
+    shown: String,
+}
+
 /// How a finding bears on the daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -510,65 +520,85 @@ impl Prober {
             return;
         };
         let configured = self.client.compat();
-        let mut sample: Option<BranchDataAnswer> = None;
-        let mut raw_one_ddd = None;
-        let mut worked = None;
-        for form in [configured.dealer_code, configured.dealer_code.other()] {
-            let c = self.client.with_compat(Compat {
+        let forms = [configured.dealer_code, configured.dealer_code.other()].map(|form| WireForm {
+            value: form,
+            compat: Compat {
                 dealer_code: form,
                 ..configured
-            });
-            let param = compat::dealer_code_param(&dealer.code, form);
-            self.label(RT, &format!("dealercode-{form}"));
-            let in_force = form == configured.dealer_code;
-            match c
-                .branch_data_normal(session, &dealer.code, &ddd, &GeneralHash::zero())
+            },
+            label: format!("dealercode-{form}"),
+            shown: format!("dealercode={}", compat::dealer_code_param(&dealer.code, form)),
+        });
+        let target = format!("dealer {}, DDD {ddd}", dealer.code);
+        let ask = async |c: &CaratClient, s: &Session| {
+            c.branch_data_normal(s, &dealer.code, &ddd, &GeneralHash::zero())
                 .await
-            {
+        };
+        let worked = self
+            .try_each_form(RT, session, "dealer_code", forms, &target, ask)
+            .await;
+        if let Some((_, a, raw)) = &worked {
+            self.branch_data_findings(RT, &dealers.hash, a, raw.as_ref());
+        }
+        let form = worked
+            .as_ref()
+            .map_or(configured.dealer_code, |(form, _, _)| *form);
+        let sample = worked.as_ref().map(|(_, a, _)| a);
+        self.probe_ddd_zero(session, dealer, form, sample).await;
+    }
+
+    /// Asks for branch data in each wire form (the one in force first) and
+    /// says which Carat takes; the first form that worked, with its answer
+    /// and raw body.
+    async fn try_each_form<F: Copy + PartialEq + std::fmt::Display>(
+        &self,
+        rt: RechargeType,
+        session: &mut Session,
+        key: &str,
+        forms: [WireForm<F>; 2],
+        target: &str,
+        ask: impl AsyncFn(&CaratClient, &Session) -> Result<BranchDataAnswer, CaratError>,
+    ) -> Option<(F, BranchDataAnswer, Option<Vec<u8>>)> {
+        let in_force = forms[0].value;
+        let mut worked: Option<(F, BranchDataAnswer, Option<Vec<u8>>)> = None;
+        for form in forms {
+            self.label(rt, &form.label);
+            let is_in_force = form.value == in_force;
+            let value = form.value;
+            match ask(&self.client.with_compat(form.compat), session).await {
                 Ok(a) => {
-                    self.say(
-                        RT,
-                        if in_force { Verdict::Held } else { Verdict::Info },
-                        format!(
-                            "dealercode={param} accepted (dealer {}, DDD {ddd}){}",
-                            dealer.code,
-                            if in_force {
-                                format!(" — carat.compat.dealer_code = \"{form}\", in force")
-                            } else if worked.is_none() {
-                                format!(" — carat.compat.dealer_code = \"{form}\" works")
-                            } else {
-                                format!(" — carat.compat.dealer_code = \"{form}\" would work too")
-                            }
-                        ),
-                    );
-                    if sample.is_none() {
-                        raw_one_ddd = self.recorder.take_last();
-                        sample = Some(a);
-                        worked = Some(form);
+                    let how = if is_in_force {
+                        format!("carat.compat.{key} = \"{value}\", in force")
+                    } else if worked.is_none() {
+                        format!("carat.compat.{key} = \"{value}\" works")
+                    } else {
+                        format!("carat.compat.{key} = \"{value}\" would work too")
+                    };
+                    let verdict = if is_in_force { Verdict::Held } else { Verdict::Info };
+                    self.say(rt, verdict, format!("{} accepted ({target}) — {how}", form.shown));
+                    if worked.is_none() {
+                        worked = Some((value, a, self.recorder.take_last()));
                     }
                 }
                 Err(e) => {
-                    self.say(
-                        RT,
-                        if in_force { Verdict::Failed } else { Verdict::Info },
-                        format!("dealercode={param} refused: {e}"),
-                    );
-                    self.renew_if_dead(RT, session, &e).await;
+                    let verdict = if is_in_force {
+                        Verdict::Failed
+                    } else {
+                        Verdict::Info
+                    };
+                    self.say(rt, verdict, format!("{} refused: {e}", form.shown));
+                    self.renew_if_dead(rt, session, &e).await;
                 }
             }
         }
-        if let Some(form) = worked.filter(|f| *f != configured.dealer_code) {
+        if let Some((value, _, _)) = worked.as_ref().filter(|(v, _, _)| *v != in_force) {
             self.say(
-                RT,
+                rt,
                 Verdict::Info,
-                format!("set carat.compat.dealer_code = \"{form}\" and reload"),
+                format!("set carat.compat.{key} = \"{value}\" and reload"),
             );
         }
-        if let Some(a) = &sample {
-            self.branch_data_findings(RT, &dealers.hash, a, raw_one_ddd.as_ref());
-        }
-        let form = worked.unwrap_or(configured.dealer_code);
-        self.probe_ddd_zero(session, dealer, form, sample.as_ref()).await;
+        worked
     }
 
     async fn probe_ddd_zero(
@@ -629,61 +659,28 @@ impl Prober {
             return;
         };
         let configured = self.client.compat();
-        let mut sample: Option<(BranchDataAnswer, Option<Vec<u8>>)> = None;
-        let mut worked = None;
-        for shape in [configured.others_request, configured.others_request.other()] {
-            let c = self.client.with_compat(Compat {
+        let forms = [configured.others_request, configured.others_request.other()].map(|shape| WireForm {
+            value: shape,
+            compat: Compat {
                 others_request: shape,
                 ..configured
-            });
-            self.label(RT, &format!("body-{shape}"));
-            let in_force = shape == configured.others_request;
+            },
+            label: format!("body-{shape}"),
+            shown: format!("{shape} body"),
+        });
+        let target = format!("dealer {}, branch {}", dealer.code, branch.code);
+        let ask = async |c: &CaratClient, s: &Session| {
             let target = OthersTarget {
                 dealer: &dealer.code,
                 type_code: dealer.type_code.as_deref(),
                 branch: &branch.code,
             };
-            match c.branch_data_others(session, target, &GeneralHash::zero()).await {
-                Ok(a) => {
-                    self.say(
-                        RT,
-                        if in_force { Verdict::Held } else { Verdict::Info },
-                        format!(
-                            "{shape} body accepted (dealer {}, branch {}){}",
-                            dealer.code,
-                            branch.code,
-                            if in_force {
-                                format!(" — carat.compat.others_request = \"{shape}\", in force")
-                            } else if worked.is_none() {
-                                format!(" — carat.compat.others_request = \"{shape}\" works")
-                            } else {
-                                format!(" — carat.compat.others_request = \"{shape}\" would work too")
-                            }
-                        ),
-                    );
-                    if sample.is_none() {
-                        sample = Some((a, self.recorder.take_last()));
-                        worked = Some(shape);
-                    }
-                }
-                Err(e) => {
-                    self.say(
-                        RT,
-                        if in_force { Verdict::Failed } else { Verdict::Info },
-                        format!("{shape} body refused: {e}"),
-                    );
-                    self.renew_if_dead(RT, session, &e).await;
-                }
-            }
-        }
-        if let Some(shape) = worked.filter(|s| *s != configured.others_request) {
-            self.say(
-                RT,
-                Verdict::Info,
-                format!("set carat.compat.others_request = \"{shape}\" and reload"),
-            );
-        }
-        if let Some((a, raw)) = &sample {
+            c.branch_data_others(s, target, &GeneralHash::zero()).await
+        };
+        let worked = self
+            .try_each_form(RT, session, "others_request", forms, &target, ask)
+            .await;
+        if let Some((_, a, raw)) = &worked {
             self.branch_data_findings(RT, &dealers.hash, a, raw.as_ref());
         }
     }
