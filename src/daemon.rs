@@ -289,6 +289,7 @@ impl Daemon {
     /// on SIGHUP, then shuts down gracefully.
     pub async fn run_until_stopped(mut self, stop: watch::Receiver<bool>) -> Result<(), DaemonError> {
         let mut signals = Signals::new(stop).map_err(DaemonError::Signals)?;
+        #[cfg(debug_assertions)]
         crate::testhooks::spawn_wedge_trigger();
         let mut running = match self.start().await {
             Ok(r) => r,
@@ -303,7 +304,11 @@ impl Daemon {
             "carat-catalogd ready");
         let liveness = running.liveness.clone();
         let watchdog = lifecycle::spawn_watchdog(move |limit| liveness.check(limit));
-        let mut clock = schedule::ClockWatch::new(crate::testhooks::wall_clock, Duration::from_secs(5));
+        #[cfg(debug_assertions)]
+        let wall_clock = crate::testhooks::wall_clock;
+        #[cfg(not(debug_assertions))]
+        let wall_clock = chrono::Utc::now;
+        let mut clock = schedule::ClockWatch::new(wall_clock, Duration::from_secs(5));
         loop {
             let event = tokio::select! {
                 e = signals.next() => e,

@@ -19,11 +19,13 @@ pub mod net;
 pub mod run;
 pub mod schedule;
 pub mod secret;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod sync;
+#[cfg(debug_assertions)]
 pub mod testhooks;
 pub mod text;
 pub mod time;

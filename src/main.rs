@@ -1,7 +1,7 @@
 //! The `carat-catalogd` command line: parses the arguments, sets up the
 //! logs and dispatches to `carat_catalogd::cli`. Nothing else.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -42,6 +42,23 @@ struct SyncArgs {
 
 #[derive(Subcommand)]
 enum Command {
+    #[command(flatten)]
+    Operate(Operate),
+    /// Run everything against the built-in Carat simulator on loopback (no root, no network).
+    #[cfg(feature = "sim")]
+    Demo {
+        /// Directory for keys, config, store and sockets (default: a fresh temporary one).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A catalog for the simulator (JSON; see carat-sim --help).
+        #[arg(long)]
+        catalog: Option<PathBuf>,
+    },
+}
+
+/// Every command but the demo: they share the logs set-up.
+#[derive(Subcommand)]
+enum Operate {
     /// Run the daemon: serve the catalog, sync on schedule and on demand.
     Run,
     /// Ask the running daemon to sync now (control socket), with progress.
@@ -74,15 +91,6 @@ enum Command {
     },
     /// Print the effective configuration (secrets redacted); exit non-zero on any error.
     CheckConfig,
-    /// Run everything against the built-in Carat simulator on loopback (no root, no network).
-    Demo {
-        /// Directory for keys, config, store and sockets (default: a fresh temporary one).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        /// A catalog for the simulator (JSON; see carat-sim --help).
-        #[arg(long)]
-        catalog: Option<PathBuf>,
-    },
     /// Sync once from the command line, without the daemon.
     Sync(SyncArgs),
     /// Ask the configured Carat which guesses about its wire shapes hold
@@ -123,46 +131,16 @@ fn init_logging() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Run = cli.command {
-        // SAFETY: the process still has one thread: no runtime, no logger.
-        unsafe { carat_catalogd::activation::read_env() };
-    }
-    if let Command::Demo { dir, catalog } = cli.command {
-        return demo(dir, catalog);
-    }
-    init_logging();
     let result = match cli.command {
-        Command::Demo { .. } => unreachable!("handled above"),
-        Command::Run => runtime().and_then(|rt| rt.block_on(run(&cli.config))),
-        Command::Resync(SyncArgs { force, types, json }) => {
-            runtime().and_then(|rt| rt.block_on(resync(&cli.config, force, types, json)))
-        }
-        Command::Status { json } => {
-            runtime().and_then(|rt| rt.block_on(read(&cli.config, "/v1/status".into(), json, render::status)))
-        }
-        Command::Dealers { recharge_type, json } => runtime().and_then(|rt| {
-            rt.block_on(read(
-                &cli.config,
-                format!("/v1/catalogs/{recharge_type}/dealers"),
-                json,
-                render::dealers,
-            ))
-        }),
-        Command::Offers { ddd, json } => runtime().and_then(|rt| {
-            rt.block_on(read(
-                &cli.config,
-                format!("/v1/catalogs/normal/ddds/{ddd}"),
-                json,
-                render::offers,
-            ))
-        }),
-        Command::Watch { json } => runtime().and_then(|rt| rt.block_on(watch(&cli.config, json))),
-        Command::CheckConfig => check_config(&cli.config),
-        Command::Sync(SyncArgs { force, types, json }) => {
-            runtime().and_then(|rt| rt.block_on(sync(&cli.config, force, types, json)))
-        }
-        Command::Probe { types, record } => {
-            runtime().and_then(|rt| rt.block_on(probe(&cli.config, types, record)))
+        #[cfg(feature = "sim")]
+        Command::Demo { dir, catalog } => demo(dir, catalog),
+        Command::Operate(command) => {
+            if let Operate::Run = command {
+                // SAFETY: the process still has one thread: no runtime, no logger.
+                unsafe { carat_catalogd::activation::read_env() };
+            }
+            init_logging();
+            runtime().and_then(|rt| rt.block_on(operate(&cli.config, command)))
         }
     };
     match result {
@@ -174,8 +152,34 @@ fn main() -> ExitCode {
     }
 }
 
+async fn operate(config: &Path, command: Operate) -> anyhow::Result<ExitCode> {
+    match command {
+        Operate::Run => run(config).await,
+        Operate::Resync(SyncArgs { force, types, json }) => resync(config, force, types, json).await,
+        Operate::Sync(SyncArgs { force, types, json }) => sync(config, force, types, json).await,
+        Operate::Status { json } => read(config, "/v1/status".into(), json, render::status).await,
+        Operate::Dealers { recharge_type, json } => {
+            let path = format!("/v1/catalogs/{recharge_type}/dealers");
+            read(config, path, json, render::dealers).await
+        }
+        Operate::Offers { ddd, json } => {
+            read(
+                config,
+                format!("/v1/catalogs/normal/ddds/{ddd}"),
+                json,
+                render::offers,
+            )
+            .await
+        }
+        Operate::Watch { json } => watch(config, json).await,
+        Operate::Probe { types, record } => probe(config, types, record).await,
+        Operate::CheckConfig => check_config(config),
+    }
+}
+
 /// The demo: quiet logs while the progress bar runs, then `info`.
-fn demo(dir: Option<PathBuf>, catalog: Option<PathBuf>) -> ExitCode {
+#[cfg(feature = "sim")]
+fn demo(dir: Option<PathBuf>, catalog: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let quiet = || tracing_subscriber::EnvFilter::new("warn");
@@ -197,13 +201,8 @@ fn demo(dir: Option<PathBuf>, catalog: Option<PathBuf>) -> ExitCode {
             let _ = handle.reload(wanted);
         }),
     };
-    match runtime().and_then(|rt| rt.block_on(carat_catalogd::cli::demo::run(opts))) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
+    runtime()?.block_on(carat_catalogd::cli::demo::run(opts))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

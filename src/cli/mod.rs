@@ -6,6 +6,7 @@
 
 pub mod client;
 pub mod commands;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod probe;
 pub mod render;

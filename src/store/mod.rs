@@ -421,6 +421,7 @@ impl Store {
             ],
         )?;
         finish_run_in(&tx, run_id, Outcome::Updated, end, at)?;
+        #[cfg(debug_assertions)]
         if !crate::testhooks::commit_delay_wait(&self.interrupted) {
             return Err(StoreError::Sql(rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERRUPT),

@@ -18,7 +18,7 @@ mod fetch;
 pub mod gate;
 mod record;
 mod retry;
-#[cfg(test)]
+#[cfg(all(test, feature = "sim"))]
 mod tests;
 
 use std::sync::Arc;
