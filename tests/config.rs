@@ -593,3 +593,41 @@ fn an_environment_variable_that_names_no_key_is_named() {
     let c = Config::load_with_env(&env.config("", ""), vars).unwrap();
     assert_eq!(c.sync.ddds.len(), 1);
 }
+
+/// What `check-config` prints is a configuration: loaded back, it gives
+/// the same settings (the secrets, being `[redacted]`, are in files here).
+#[test]
+fn check_config_prints_a_config_that_loads_back() {
+    let env = Env::new();
+    let p = env.config(
+        "concurrency = 3",
+        "[sync]\nddds = [21, \"11\"]\n[api]\nthreads = 2",
+    );
+    let out = Command::new(bin())
+        .args(["--config", p.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("private key: RSA, 2048 bits"));
+    let printed = write(
+        env.dir.path(),
+        "printed.toml",
+        &String::from_utf8_lossy(&out.stdout),
+        0o640,
+    );
+    let (a, b) = (load(&p).unwrap(), load(&printed).unwrap());
+    assert_eq!(a.settings, b.settings);
+    assert_eq!(b.settings.carat.concurrency, 3);
+    assert_eq!(b.settings.api.threads, 2);
+}
+
+/// A value of the wrong type from the environment names its key and the
+/// variable that set it.
+#[test]
+fn a_wrongly_typed_environment_value_names_its_key_and_variable() {
+    let env = Env::new();
+    let vars = HashMap::from([("CARAT_CATALOGD_CARAT__CONCURRENCY".to_owned(), "many".to_owned())]);
+    let e = Config::load_with_env(&env.config("", ""), vars).expect_err("refused");
+    assert!(e.mentions("carat.concurrency"), "{e}");
+    assert!(e.to_string().contains("CARAT_CATALOGD_CARAT__CONCURRENCY"), "{e}");
+}

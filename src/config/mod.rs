@@ -1,18 +1,17 @@
 //! Settings: a TOML file overridden by `CARAT_CATALOGD_<SECTION>__<KEY>`
-//! environment variables, layered by the `config` crate into the serde
-//! structs below, where each key is declared once with its type and its
-//! default. Each section is then checked (`validate.rs`); every problem
-//! names its key (`carat.base_url: ...`) and all are reported at once.
-//! `[carat]` and `[sync]` resolve into what the Carat client and the syncer
-//! take: the merchant key and the CA are read, the private key is loaded.
-//! Secrets are [`Secret`]s and print as `[redacted]`, `check-config`'s
-//! TOML included.
+//! environment variables, layered by the `config` crate (`read.rs`) into
+//! the serde structs below, where each key is declared once with its type
+//! and its default. Each section is then checked (`validate.rs`); every
+//! problem names its key (`carat.base_url: ...`) and all are reported at
+//! once. `[carat]` and `[sync]` resolve into what the Carat client and the
+//! syncer take: the merchant key and the CA are read, the private key is
+//! loaded. Secrets are [`Secret`]s and print as `[redacted]`, in
+//! `check-config`'s TOML too.
 //!
 //! Owns parsing and validation; opens no socket and no database.
 
+mod read;
 mod validate;
-
-use validate::Problems;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -22,13 +21,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
-use serde::de::{DeserializeOwned, Error as _};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::carat::auth::{JwtSigner, ReceiverSettings};
 use crate::carat::client::{ClientSettings, DEFAULT_MAX_BODY};
 use crate::catalog::{Ddd, RechargeType};
 use crate::secret::Secret;
+use read::{layered, list_or_csv, read_text, url_redacted, url_unquoted};
+use validate::Problems;
 
 pub use validate::{
     BaseUrlError, CronError, MerchantKeyError, check_base_url, check_merchant_key, parse_cron,
@@ -49,7 +49,11 @@ pub const HOMOLOGATION_URL: &str = "https://esitef-homologacao.softwareexpress.c
 /// key written once as `key: Type = default` (a missing key, or a missing
 /// section, takes the default).
 macro_rules! section {
-    ($(#[$meta:meta])* pub struct $name:ident { $($(#[$kmeta:meta])* pub $key:ident: $ty:ty = $default:expr,)* }) => {
+    (
+        $(#[$meta:meta])* pub struct $name:ident {
+            $($(#[$kmeta:meta])* pub $key:ident: $ty:ty = $default:expr,)*
+        }
+    ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
         #[serde(deny_unknown_fields, default)]
@@ -251,10 +255,17 @@ pub struct Problem {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid configuration {}:{}", source_path.display(), problems.iter().map(|p| format!("\n  {}: {}", p.key, p.problem)).collect::<String>())]
+#[error("invalid configuration {}:{}", source_path.display(), lines(problems))]
 pub struct ConfigError {
     pub source_path: PathBuf,
     pub problems: Vec<Problem>,
+}
+
+/// Each problem on a line of its own.
+fn lines(problems: &[Problem]) -> String {
+    (problems.iter())
+        .map(|p| format!("\n  {}: {}", p.key, p.problem))
+        .collect()
 }
 
 impl ConfigError {
@@ -342,187 +353,5 @@ impl Config {
     /// the settings serialised.
     pub fn redacted_toml(&self) -> String {
         toml::to_string_pretty(&self.settings).unwrap_or_else(|e| format!("# not printable as TOML: {e}\n"))
-    }
-}
-
-/// The file's text, read once: what `config` parses, so that an edit
-/// meanwhile cannot give two views of it.
-fn read_text(path: &Path) -> Result<String, ConfigError> {
-    let problem = match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => "is not a regular file".to_owned(),
-        Ok(_) => match std::fs::read_to_string(path) {
-            Ok(text) => return Ok(text),
-            Err(e) => format!("cannot read it: {e}"),
-        },
-        Err(e) => format!("cannot read it: {e}"),
-    };
-    Err(ConfigError::one(path, "(file)", problem))
-}
-
-/// Keys whose values are secrets: never quoted in an error.
-const SECRET_KEYS: &[&str] = &["carat.merchant_key"];
-
-/// The file's `text` with the environment over it, deserialised as `T`;
-/// and whether the file itself sets `carat.merchant_key` (not only the
-/// environment), for the world-readable warning.
-fn layered<T: DeserializeOwned>(
-    path: &Path,
-    text: &str,
-    env: &HashMap<String, String>,
-) -> Result<(T, bool), ConfigError> {
-    let file = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .build()
-        .map_err(|e| ConfigError::one(path, "(file)", parse_problem(text, &e)))?;
-    let file_holds_key = file.get::<config::Value>("carat.merchant_key").is_ok();
-    let env: config::Map<String, String> = env
-        .iter()
-        .filter(|(k, _)| *k != CONFIG_PATH_ENV)
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    // Both separators: without prefix_separator("_") and separator("__"),
-    // CARAT_CATALOGD_CARAT__MERCHANT_KEY would be silently ignored.
-    let environment = config::Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("_")
-        .separator("__")
-        .source(Some(env.clone()));
-    let layered = config::Config::builder()
-        .add_source(file)
-        .add_source(environment)
-        .build()
-        .map_err(|e| ConfigError::one(path, "(environment)", e))?;
-    let value = serde_path_to_error::deserialize(layered).map_err(|e| {
-        // The key from the error's path (never its text), up to a list index.
-        let key = (e.path().iter())
-            .map_while(|s| match s {
-                serde_path_to_error::Segment::Map { key } => Some(key.as_str()),
-                _ => None,
-            })
-            .collect::<Vec<_>>()
-            .join(".");
-        let key = if key.is_empty() { "(file)".to_owned() } else { key };
-        let problem = match innermost(e.inner()) {
-            _ if SECRET_KEYS.contains(&key.as_str()) => {
-                "has the wrong type (a string is expected; the value is not shown: it is a secret)".to_owned()
-            }
-            config::ConfigError::Type {
-                unexpected, expected, ..
-            } => format!("invalid type: {unexpected}, expected {expected}"),
-            e => e.to_string(),
-        };
-        let mut vars: Vec<&str> = (env.keys())
-            .filter(|var| {
-                let set = env_key(var);
-                set == key || set.starts_with(&format!("{key}."))
-            })
-            .map(String::as_str)
-            .collect();
-        vars.sort();
-        match innermost(e.inner()) {
-            _ if vars.is_empty() => ConfigError::one(path, &key, problem),
-            config::ConfigError::Type { .. } => {
-                ConfigError::one(path, &key, format!("{problem} (from {})", vars.join(", ")))
-            }
-            // A variable that names no key (CARAT_CATALOGD_SYNC_DDDS, one
-            // underscore) is blamed on the environment, not on the file.
-            _ => ConfigError::one(
-                path,
-                "(environment)",
-                format!(
-                    "{problem}; check the {ENV_PREFIX}_* variables ({}): a section and its key are joined by \
-                     two underscores, as in {ENV_PREFIX}_SYNC__DDDS",
-                    vars.join(", ")
-                ),
-            ),
-        }
-    })?;
-    Ok((value, file_holds_key))
-}
-
-/// The key a variable sets, as the `config` crate reads it
-/// (`CARAT_CATALOGD_SYNC__DDDS` → `sync.ddds`).
-fn env_key(var: &str) -> String {
-    let var = var.to_lowercase();
-    let prefix = format!("{}_", ENV_PREFIX.to_lowercase());
-    var.strip_prefix(&prefix).unwrap_or(&var).replace("__", ".")
-}
-
-/// The error under the `config` crate's "for key" wrappers: the problem
-/// names the key already.
-fn innermost(e: &config::ConfigError) -> &config::ConfigError {
-    match e {
-        config::ConfigError::At { error, .. } => innermost(error),
-        e => e,
-    }
-}
-
-/// Where and why the file is not TOML, from the parser's span and message:
-/// never the error's Display, which quotes the line (it may hold the
-/// merchant key).
-fn parse_problem(text: &str, e: &config::ConfigError) -> String {
-    let config::ConfigError::FileParse { cause, .. } = e else {
-        return "cannot be read as TOML".to_owned();
-    };
-    let Some(e) = cause.downcast_ref::<toml::de::Error>() else {
-        return "not valid TOML".to_owned();
-    };
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-            format!(
-                "not valid TOML at line {line}, column {column}: {} (the line is not shown: it may hold a secret)",
-                e.message().trim()
-            )
-        }
-        None => format!("not valid TOML: {}", e.message().trim()),
-    }
-}
-
-/// A list, or a comma-separated string (how an environment variable such as
-/// `CARAT_CATALOGD_SYNC__DDDS=11,21` arrives); numbers (`ddds = [11, 21]`)
-/// are taken as their text.
-fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Item {
-        Text(String),
-        Number(i64),
-    }
-    #[derive(Deserialize)]
-    #[serde(untagged, expecting = "a list, or a comma-separated string")]
-    enum ListOrCsv {
-        List(Vec<Item>),
-        Csv(String),
-    }
-    Ok(match ListOrCsv::deserialize(d)? {
-        ListOrCsv::List(items) => (items.into_iter())
-            .map(|i| match i {
-                Item::Text(s) => s,
-                Item::Number(n) => n.to_string(),
-            })
-            .collect(),
-        ListOrCsv::Csv(s) if s.trim().is_empty() => vec![],
-        ListOrCsv::Csv(s) => s.split(',').map(|x| x.trim().to_owned()).collect(),
-    })
-}
-
-/// A URL whose parse error never quotes it: it may carry a password.
-fn url_unquoted<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Url>, D::Error> {
-    let text = String::deserialize(d)?;
-    Url::parse(&text)
-        .map(Some)
-        .map_err(|e| D::Error::custom(format!("not a URL: {e}")))
-}
-
-/// A URL printed with its password, if any, as `[redacted]`.
-fn url_redacted<S: Serializer>(url: &Option<Url>, s: S) -> Result<S::Ok, S::Error> {
-    match url {
-        Some(u) => match u.password() {
-            Some(pw) => s.serialize_str(&u.as_str().replacen(&format!(":{pw}@"), ":[redacted]@", 1)),
-            None => s.serialize_str(u.as_str()),
-        },
-        None => s.serialize_none(),
     }
 }

@@ -46,12 +46,6 @@ impl Problems {
         None
     }
 
-    fn range(&mut self, key: &str, v: u64, lo: u64, hi: u64) {
-        if !(lo..=hi).contains(&v) {
-            self.add(key, format!("{v} is out of range ({lo} to {hi})"));
-        }
-    }
-
     /// The file at `path` (named by `key`).
     fn read(&mut self, key: &str, path: &Path) -> Option<Vec<u8>> {
         let read = std::fs::read(path);
@@ -88,9 +82,12 @@ impl Problems {
 /// Each `key: lowest..=highest` of a section out of its range is a problem
 /// under `section.key`.
 macro_rules! ranges {
-    ($p:expr, $name:literal, $section:expr, { $($key:ident: $lo:tt..=$hi:expr,)* }) => {
-        $($p.range(concat!($name, ".", stringify!($key)), $section.$key as u64, $lo, $hi);)*
-    };
+    ($p:expr, $name:literal, $section:expr, { $($key:ident: $lo:tt..=$hi:expr,)* }) => {$(
+        let (v, lo, hi): (u64, u64, u64) = ($section.$key as u64, $lo, $hi);
+        if !(lo..=hi).contains(&v) {
+            $p.add(concat!($name, ".", stringify!($key)), format!("{v} is out of range ({lo} to {hi})"));
+        }
+    )*};
 }
 
 impl CaratConfig {
@@ -267,16 +264,12 @@ impl AuthPostConfig {
                 format!("scheme {:?} is not http or https", url.scheme()),
             );
         }
-        let mut allow_from = vec![];
-        for c in &self.allow_from {
-            match Cidr::parse(c) {
-                Some(n) => allow_from.push(n),
-                None => {
-                    let problem = format!("{c:?} is not an address or network such as 203.0.113.0/24");
-                    p.add(&format!("{K}.allow_from"), problem);
-                }
-            }
-        }
+        let allow_from = (self.allow_from.iter())
+            .filter_map(|c| {
+                let problem = format!("{c:?} is not an address or network such as 203.0.113.0/24");
+                Cidr::parse(c).or_else(|| p.fail(&format!("{K}.allow_from"), problem))
+            })
+            .collect();
         Some(ReceiverSettings {
             merchant_id: merchant_id?.to_owned(),
             path: self.path.clone(),
@@ -289,23 +282,20 @@ impl AuthPostConfig {
 impl CompatConfig {
     fn resolve(&self, p: &mut Problems) -> Compat {
         let (dealer_code, others_request) = (&self.dealer_code, &self.others_request);
-        let dealer_code = DealerCodeForm::parse(dealer_code.trim()).unwrap_or_else(|| {
-            let expected = "expected \"trimmed\" (1 for dealer 001, the default) or \"padded\" (001)";
-            p.add("carat.compat.dealer_code", format!("{dealer_code:?}: {expected}"));
-            DealerCodeForm::default()
-        });
-        let others_request = OthersRequest::parse(others_request.trim()).unwrap_or_else(|| {
-            let expected = "expected \"nested\" (hashes/dealer/branch, the default) or \"flat\" \
-                            (dealer_code/branch_code/general_hash)";
-            p.add(
+        let expected = "expected \"trimmed\" (1 for dealer 001, the default) or \"padded\" (001)";
+        let dealer_code = DealerCodeForm::parse(dealer_code.trim())
+            .or_else(|| p.fail("carat.compat.dealer_code", format!("{dealer_code:?}: {expected}")));
+        let expected = "expected \"nested\" (hashes/dealer/branch, the default) or \"flat\" \
+                        (dealer_code/branch_code/general_hash)";
+        let others_request = OthersRequest::parse(others_request.trim()).or_else(|| {
+            p.fail(
                 "carat.compat.others_request",
                 format!("{others_request:?}: {expected}"),
-            );
-            OthersRequest::default()
+            )
         });
         Compat {
-            dealer_code,
-            others_request,
+            dealer_code: dealer_code.unwrap_or_default(),
+            others_request: others_request.unwrap_or_default(),
         }
     }
 }
@@ -344,16 +334,13 @@ impl SyncSettings {
                 }
             }
         }
-        let mut ddds = BTreeSet::new();
-        for d in &self.ddds {
-            match Ddd::parse(d.trim()) {
-                Ok(d) => _ = ddds.insert(d),
-                Err(_) => p.add("sync.ddds", format!("{d:?} is not a Brazilian DDD")),
-            }
-        }
-        if ddds.is_empty() {
-            ddds = ALL_DDDS.iter().filter_map(|d| Ddd::parse(d).ok()).collect();
-        }
+        let ddds: BTreeSet<Ddd> = (self.ddds.iter())
+            .filter_map(|d| {
+                Ddd::parse(d.trim())
+                    .map_err(|_| p.add("sync.ddds", format!("{d:?} is not a Brazilian DDD")))
+                    .ok()
+            })
+            .collect();
         ranges!(p, "sync", self, {
             jitter_seconds: 0..=3600,
             stale_after_seconds: 1..=30 * 86400,
@@ -367,7 +354,11 @@ impl SyncSettings {
             schedule: schedule.clone(),
             jitter: Duration::from_secs(self.jitter_seconds),
             recharge_types,
-            ddds: ddds.into_iter().collect(),
+            // None listed (or none valid, a problem already): all of them.
+            ddds: match ddds.is_empty() {
+                true => ALL_DDDS.iter().filter_map(|d| Ddd::parse(d).ok()).collect(),
+                false => ddds.into_iter().collect(),
+            },
             stale_after: Duration::from_secs(self.stale_after_seconds),
             retries: self.retries,
             backoff_initial: Duration::from_millis(self.backoff_initial_ms),
