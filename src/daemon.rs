@@ -299,7 +299,8 @@ impl Daemon {
         };
         self.sync_what_is_due(&running.handle).await;
         lifecycle::ready("serving the catalog");
-        tracing::info!(socket = %self.cfg.settings.api.socket.display(), control = %self.cfg.settings.api.control_socket.display(),
+        let api = &self.cfg.settings.api;
+        tracing::info!(socket = %api.socket.display(), control = %api.control_socket.display(),
             "carat-catalogd ready");
         let liveness = running.liveness.clone();
         let watchdog = lifecycle::spawn_watchdog(move |limit| liveness.check(limit));
