@@ -302,7 +302,7 @@ impl Config {
         let text = read_text(path)?;
         let (mut settings, file_holds_key) = layered::<Settings>(path, &text, &env)?;
         let mut p = Problems::default();
-        let carat = settings.carat.resolve(path, file_holds_key, &mut p);
+        let carat = (settings.carat).resolve(file_holds_key.then_some(path), &mut p);
         let sync = settings.sync.resolve(&mut p);
         settings.api.validate(&mut p);
         let ((client, auth), warnings) = p.done(path, carat)?;

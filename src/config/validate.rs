@@ -92,14 +92,9 @@ macro_rules! ranges {
 
 impl CaratConfig {
     /// Checks `[carat]` and reads what it names: the merchant key, the CA
-    /// and, in signature mode, the private key. `file_holds_key`: whether
-    /// the file at `source`, not only the environment, sets `merchant_key`.
-    pub(super) fn resolve(
-        &self,
-        source: &Path,
-        file_holds_key: bool,
-        p: &mut Problems,
-    ) -> Option<(ClientSettings, Auth)> {
+    /// and, in signature mode, the private key. `key_in`: the config file,
+    /// when it sets `merchant_key` itself (not only the environment).
+    pub(super) fn resolve(&self, key_in: Option<&Path>, p: &mut Problems) -> Option<(ClientSettings, Auth)> {
         let base_url = match &self.base_url {
             None => p.fail(
                 "carat.base_url",
@@ -115,7 +110,7 @@ impl CaratConfig {
             ),
             Some(m) => Some(m.clone()),
         };
-        let merchant_key = self.merchant_key(source, file_holds_key, p);
+        let merchant_key = self.merchant_key(key_in, p);
         let auth = self.auth(merchant_id.as_deref(), merchant_key.as_ref(), p);
         let extra_ca_pem = self.ca_file.as_ref().and_then(|f| {
             let pem = p.read("carat.ca_file", f)?;
@@ -166,8 +161,10 @@ impl CaratConfig {
         Some((client, auth?))
     }
 
-    /// The merchant key, inline or from its file, checked.
-    fn merchant_key(&self, source: &Path, file_holds_key: bool, p: &mut Problems) -> Option<Secret> {
+    /// The merchant key, inline or from its file, checked. The file that
+    /// holds it (its own, or the config file when that sets it) gets a
+    /// warning when every user may read it.
+    fn merchant_key(&self, key_in: Option<&Path>, p: &mut Problems) -> Option<Secret> {
         let (key, file) = match (&self.merchant_key, &self.merchant_key_file) {
             (Some(_), Some(_)) => {
                 return p.fail(
@@ -187,9 +184,7 @@ impl CaratConfig {
             (Err(e), None) => p.fail("carat.merchant_key", e),
             (Err(e), Some(f)) => p.fail("carat.merchant_key_file", format!("{}: the key {e}", f.display())),
             (Ok(()), file) => {
-                // The config file itself only when it holds the key (not
-                // when it came from the environment).
-                if let Some(f) = file.map(|f| f.as_path()).or(file_holds_key.then_some(source)) {
+                if let Some(f) = file.map(|f| f.as_path()).or(key_in) {
                     p.warn_if_world_readable(f, "the merchant key");
                 }
                 Some(Secret::new(key.to_owned()))
@@ -198,19 +193,14 @@ impl CaratConfig {
     }
 
     /// `carat.auth` and what its mode needs (the signer, the receiver).
-    fn auth(
-        &self,
-        merchant_id: Option<&str>,
-        merchant_key: Option<&Secret>,
-        p: &mut Problems,
-    ) -> Option<Auth> {
+    fn auth(&self, merchant_id: Option<&str>, key: Option<&Secret>, p: &mut Problems) -> Option<Auth> {
         match self.auth.as_str() {
             "signature" => {
                 let Some(f) = &self.private_key_file else {
                     return p.fail("carat.private_key_file", "is required with auth = \"signature\"");
                 };
                 // Loaded once the merchant id and key are known good.
-                let signer = JwtSigner::from_file(f, merchant_id?, merchant_key?.clone());
+                let signer = JwtSigner::from_file(f, merchant_id?, key?.clone());
                 let signer = signer.map_err(|e| p.add("carat.private_key_file", e)).ok()?;
                 p.warn_if_world_readable(f, "the private key");
                 Some(Auth::Signature(Arc::new(signer)))
