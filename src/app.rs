@@ -7,9 +7,9 @@ use std::future::Future;
 use std::path::Path;
 
 use crate::carat::CaratClient;
-use crate::carat::auth::{AuthenticityReceiver, ReceiverSettings};
-use crate::carat::client::{AuthMode, ClientBuildError, ClientSettings};
-use crate::config::{AuthConfig, Config};
+use crate::carat::auth::AuthenticityReceiver;
+use crate::carat::client::{AuthMode, ClientBuildError};
+use crate::config::{Auth, Config};
 use crate::store::StoreHandle;
 use crate::store::{Store, StoreError};
 use crate::sync::Syncer;
@@ -46,38 +46,19 @@ pub fn build_client(
     cfg: &Config,
     existing: Option<AuthenticityReceiver>,
 ) -> Result<(CaratClient, Option<AuthenticityReceiver>), AppError> {
-    let c = &cfg.carat;
-    let settings = ClientSettings {
-        base_url: c.base_url.clone(),
-        merchant_id: c.merchant_id.clone(),
-        merchant_key: c.merchant_key.clone(),
-        connect_timeout: c.connect_timeout,
-        request_timeout: c.request_timeout,
-        extra_ca_pem: c.ca_pem.clone(),
-        max_body: c.max_body_bytes,
-        pool_size: c.concurrency,
-        compat: c.compat,
-        token_max_age: crate::carat::client::TOKEN_MAX_AGE,
-    };
-    match &c.auth {
-        AuthConfig::Signature { signer, .. } => Ok((
+    let settings = cfg.client.clone();
+    match &cfg.auth {
+        Auth::Signature(signer) => Ok((
             CaratClient::new(settings, AuthMode::Signature(signer.clone()))?,
             None,
         )),
-        AuthConfig::AuthenticityPost(a) => {
-            let receiver = existing.unwrap_or_else(|| {
-                AuthenticityReceiver::new(ReceiverSettings {
-                    merchant_id: c.merchant_id.clone(),
-                    path: a.path.clone(),
-                    forward_url: a.forward_url.clone(),
-                    allow_from: a.allow_from.clone(),
-                })
-            });
+        Auth::AuthenticityPost(a, r) => {
+            let receiver = existing.unwrap_or_else(|| AuthenticityReceiver::new(r.clone()));
             let client = CaratClient::new(
                 settings,
                 AuthMode::AuthenticityPost {
                     receiver: receiver.clone(),
-                    wait: a.wait,
+                    wait: a.wait(),
                 },
             )?;
             Ok((client, Some(receiver)))
@@ -95,18 +76,18 @@ pub struct BoundReceiver {
 
 /// Binds the authenticity-POST receiver (`carat.authenticity_post`).
 pub async fn bind_receiver(cfg: &Config, receiver: &AuthenticityReceiver) -> Result<BoundReceiver, AppError> {
-    let AuthConfig::AuthenticityPost(a) = &cfg.carat.auth else {
+    let Auth::AuthenticityPost(a, r) = &cfg.auth else {
         return Err(AppError::NotAuthenticityPost);
     };
-    let tls = match &a.tls {
-        Some((cert, key)) => {
+    let tls = match (&a.tls_cert_file, &a.tls_key_file) {
+        (Some(cert), Some(key)) => {
             let file = |key: &'static str, p: &Path| {
                 std::fs::read(p).map_err(|source| AppError::TlsFile { key, source })
             };
             let (cert, key) = (file("tls_cert_file", cert)?, file("tls_key_file", key)?);
             Some(crate::net::tls_acceptor(&cert, &key).map_err(AppError::Tls)?)
         }
-        None => None,
+        _ => None,
     };
     let listener = tokio::net::TcpListener::bind(a.listen)
         .await
@@ -119,7 +100,7 @@ pub async fn bind_receiver(cfg: &Config, receiver: &AuthenticityReceiver) -> Res
         listener,
         tls,
         router: receiver.router(),
-        allow_from: a.allow_from.clone(),
+        allow_from: r.allow_from.clone(),
     })
 }
 
@@ -210,9 +191,9 @@ pub fn syncer(cfg: &Config, client: CaratClient, store: StoreHandle) -> Syncer {
         client,
         store,
         sync: cfg.sync.clone(),
-        order_id_prefix: cfg.carat.order_id_prefix.clone(),
-        concurrency: cfg.carat.concurrency,
-        max_catalog_bytes: cfg.carat.max_catalog_bytes,
+        order_id_prefix: cfg.settings.carat.order_id_prefix.clone(),
+        concurrency: cfg.settings.carat.concurrency,
+        max_catalog_bytes: cfg.settings.carat.max_catalog_bytes,
         memory: Default::default(),
     }
 }

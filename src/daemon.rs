@@ -18,7 +18,7 @@ use crate::api::{self, socket};
 use crate::app;
 use crate::carat::CaratClient;
 use crate::carat::auth::AuthenticityReceiver;
-use crate::config::{AuthConfig, Config};
+use crate::config::{Auth, AuthPostConfig, Config};
 use crate::lifecycle::{self, Event, Heartbeat, Signals};
 use crate::net;
 use crate::run::Trigger;
@@ -244,8 +244,8 @@ impl Daemon {
     /// request is answered and Carat is not contacted until
     /// [`Daemon::run_until_stopped`].
     pub async fn build(config_path: &Path, cfg: Config) -> Result<Daemon, DaemonError> {
-        raise_fd_limit(cfg.api.max_connections);
-        let store = app::open_store_degraded(&cfg.store.path)?;
+        raise_fd_limit(cfg.settings.api.max_connections);
+        let store = app::open_store_degraded(&cfg.settings.store.path)?;
         match store.write(|s| s.close_interrupted_runs(Utc::now())).await {
             Ok(0) => {}
             Ok(closed) => tracing::warn!(
@@ -300,7 +300,8 @@ impl Daemon {
         };
         self.sync_what_is_due(&running.handle).await;
         lifecycle::ready("serving the catalog");
-        tracing::info!(socket = %self.cfg.api.socket.display(), control = %self.cfg.api.control_socket.display(),
+        let api = &self.cfg.settings.api;
+        tracing::info!(socket = %api.socket.display(), control = %api.control_socket.display(),
             "carat-catalogd ready");
         let liveness = running.liveness.clone();
         let watchdog = lifecycle::spawn_watchdog(move |limit| liveness.check(limit));
@@ -379,9 +380,9 @@ impl Daemon {
             receiver,
         } = std::mem::replace(&mut self.sockets, Sockets::taken());
         let limits = net::Limits {
-            max_connections: cfg.api.max_connections,
-            header_timeout: cfg.api.idle_timeout,
-            write_timeout: cfg.api.write_timeout,
+            max_connections: cfg.settings.api.max_connections,
+            header_timeout: cfg.settings.api.idle_timeout(),
+            write_timeout: cfg.settings.api.write_timeout(),
             ..Default::default()
         };
         let beat_every = lifecycle::beat_every(lifecycle::watchdog_interval());
@@ -391,7 +392,7 @@ impl Daemon {
             self.shared.clone(),
             limits,
             shutdown_rx.clone(),
-            cfg.api.threads,
+            cfg.settings.api.threads,
             (api_beat.clone(), beat_every),
         )?;
         let (msg_tx, msg_rx) = mpsc::channel(64);
@@ -425,7 +426,7 @@ impl Daemon {
             shared: self.shared.clone(),
             store: self.store.clone(),
             syncer: app::syncer(cfg, self.client.clone(), self.store.clone()),
-            store_path: cfg.store.path.clone(),
+            store_path: cfg.settings.store.path.clone(),
             shutdown: shutdown_rx,
             commit_budget: COMMIT_BUDGET,
             heartbeat: worker_beat.clone(),
@@ -533,28 +534,20 @@ impl Daemon {
         }
         let old = &self.cfg;
         let mut restart_needed = vec![];
-        if new.store.path != old.store.path {
+        if new.settings.store.path != old.settings.store.path {
             restart_needed.push("store.path");
         }
-        if new.api.socket != old.api.socket
-            || new.api.control_socket != old.api.control_socket
-            || new.api.socket_group != old.api.socket_group
-            || new.api.max_connections != old.api.max_connections
-            || new.api.threads != old.api.threads
-            || new.api.write_timeout != old.api.write_timeout
-            || new.api.idle_timeout != old.api.idle_timeout
-        {
+        if new.settings.api != old.settings.api {
             restart_needed.push("[api]");
         }
-        let auth_changed = match (&old.carat.auth, &new.carat.auth) {
-            (AuthConfig::Signature { .. }, AuthConfig::Signature { .. }) => false,
-            (AuthConfig::AuthenticityPost(a), AuthConfig::AuthenticityPost(b)) => {
-                a.listen != b.listen
-                    || a.path != b.path
-                    || a.tls != b.tls
-                    || a.forward_url != b.forward_url
-                    || a.allow_from != b.allow_from
-            }
+        // The receiver keeps running: only its wait (the new client's) may change.
+        let receiver = |a: &AuthPostConfig| AuthPostConfig {
+            wait_seconds: 0,
+            ..a.clone()
+        };
+        let auth_changed = match (&old.auth, &new.auth) {
+            (Auth::Signature(_), Auth::Signature(_)) => false,
+            (Auth::AuthenticityPost(a, _), Auth::AuthenticityPost(b, _)) => receiver(a) != receiver(b),
             _ => true,
         };
         if auth_changed {
@@ -630,15 +623,18 @@ async fn bind_sockets(
     let mut made = vec![];
     let catalog = inherit_or_bind(
         &mut inherited,
-        (crate::activation::CATALOG, &cfg.api.socket),
-        (0o660, cfg.api.socket_group.as_deref()),
+        (crate::activation::CATALOG, &cfg.settings.api.socket),
+        (
+            0o660,
+            cfg.settings.api.socket_group.as_deref().filter(|g| !g.is_empty()),
+        ),
         &mut made,
     )
     .await
     .map_err(DaemonError::Socket)?;
     let control = match inherit_or_bind(
         &mut inherited,
-        (crate::activation::CONTROL, &cfg.api.control_socket),
+        (crate::activation::CONTROL, &cfg.settings.api.control_socket),
         (0o600, None),
         &mut made,
     )

@@ -1,7 +1,7 @@
 //! A wrapper for values that must never be printed: the merchant key, the
-//! private key and signed tokens. `Debug` and `Display` print `[redacted]`;
-//! the value is reachable only through `expose()`, which makes every use
-//! visible in review. [`mask_tokens`] blanks what looks like a NIT, a key or
+//! private key and signed tokens. `Debug`, `Display` and `Serialize` print
+//! `[redacted]`; the value is reachable only through `expose()`, which makes
+//! every use visible in review. [`mask_tokens`] blanks what looks like a NIT, a key or
 //! a token in text from outside before it is logged. Owns nothing else.
 
 use std::fmt;
@@ -28,6 +28,20 @@ impl<T> fmt::Debug for Secret<T> {
 impl<T> fmt::Display for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// Serialised (`check-config`'s TOML) as `[redacted]` too.
+impl<T> serde::Serialize for Secret<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
+    }
+}
+
+/// Read as the value it wraps (a configuration key).
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        T::deserialize(d).map(Secret)
     }
 }
 
@@ -77,6 +91,7 @@ mod tests {
         let s = Secret::new("F19DE00177C301DF".to_owned());
         assert_eq!(format!("{s} {s:?} {s:#?}"), "[redacted] [redacted] [redacted]");
         assert_eq!(s.expose(), "F19DE00177C301DF");
+        assert_eq!(serde_json::to_string(&s).unwrap(), "\"[redacted]\"");
     }
 
     #[test]

@@ -65,11 +65,11 @@ fn with_line(env: &Env, old: &str, new: &str) -> PathBuf {
 fn a_valid_config_loads_with_defaults() {
     let env = Env::new();
     let c = load(&env.config("", "")).unwrap();
-    assert_eq!(c.carat.merchant_key.expose(), MERCHANT_KEY);
-    assert_eq!(c.carat.concurrency, 8);
+    assert_eq!(c.client.merchant_key.expose(), MERCHANT_KEY);
+    assert_eq!(c.settings.carat.concurrency, 8);
     assert_eq!(c.sync.ddds.len(), 67, "empty ddds means all 67");
     assert_eq!(c.sync.recharge_types.len(), 3);
-    assert_eq!(c.carat.order_id_prefix, "CATSYNC");
+    assert_eq!(c.settings.carat.order_id_prefix, "CATSYNC");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
 
@@ -264,12 +264,12 @@ fn environment_overrides_the_file() {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     let c = Config::load_with_env(&p, vars).unwrap();
-    assert_eq!(c.carat.concurrency, 3);
+    assert_eq!(c.settings.carat.concurrency, 3);
     assert_eq!(c.sync.recharge_types.len(), 2);
     let ddds: Vec<_> = c.sync.ddds.iter().map(|d| d.as_str()).collect();
     assert_eq!(ddds, ["11", "21"]);
-    assert_eq!(c.store.path, PathBuf::from("/tmp/elsewhere.db"));
-    assert_eq!(c.carat.merchant_id, "007LOJA", "leading zeros survive");
+    assert_eq!(c.settings.store.path, PathBuf::from("/tmp/elsewhere.db"));
+    assert_eq!(c.client.merchant_id, "007LOJA", "leading zeros survive");
 }
 
 #[test]
@@ -347,8 +347,8 @@ fn carat_compat_defaults_to_the_public_examples_is_switchable_and_shown() {
     use carat_catalogd::carat::compat::{DealerCodeForm, OthersRequest};
     let env = Env::new();
     let c = load(&env.config("", "")).unwrap();
-    assert_eq!(c.carat.compat.dealer_code, DealerCodeForm::Trimmed);
-    assert_eq!(c.carat.compat.others_request, OthersRequest::Nested);
+    assert_eq!(c.client.compat.dealer_code, DealerCodeForm::Trimmed);
+    assert_eq!(c.client.compat.others_request, OthersRequest::Nested);
 
     let p = env.p("compat.toml");
     std::fs::rename(
@@ -360,8 +360,8 @@ fn carat_compat_defaults_to_the_public_examples_is_switchable_and_shown() {
     )
     .unwrap();
     let c = load(&p).unwrap();
-    assert_eq!(c.carat.compat.dealer_code, DealerCodeForm::Padded);
-    assert_eq!(c.carat.compat.others_request, OthersRequest::Flat);
+    assert_eq!(c.client.compat.dealer_code, DealerCodeForm::Padded);
+    assert_eq!(c.client.compat.others_request, OthersRequest::Flat);
 
     // The environment reaches the nested table too.
     let vars: HashMap<String, String> = [("CARAT_CATALOGD_CARAT__COMPAT__DEALER_CODE", "padded")]
@@ -369,7 +369,7 @@ fn carat_compat_defaults_to_the_public_examples_is_switchable_and_shown() {
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
     let c = Config::load_with_env(&env.config("", ""), vars).unwrap();
-    assert_eq!(c.carat.compat.dealer_code, DealerCodeForm::Padded);
+    assert_eq!(c.client.compat.dealer_code, DealerCodeForm::Padded);
 
     let e = err_for(
         &env.config("[carat.compat]\ndealer_code = \"zeros\"", ""),
@@ -415,7 +415,7 @@ fn the_example_config_is_valid() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/config.toml");
     let c = Config::load_with_env(&example, vars).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        c.carat.compat,
+        c.client.compat,
         Default::default(),
         "the example shows the defaults"
     );
@@ -425,11 +425,11 @@ fn the_example_config_is_valid() {
 fn api_timeouts_default_to_ten_seconds_and_are_bounded() {
     let env = Env::new();
     let c = load(&env.config("", "")).unwrap();
-    assert_eq!(c.api.write_timeout, std::time::Duration::from_secs(10));
-    assert_eq!(c.api.idle_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(c.settings.api.write_timeout(), std::time::Duration::from_secs(10));
+    assert_eq!(c.settings.api.idle_timeout(), std::time::Duration::from_secs(10));
     let c = load(&env.config("", "[api]\nwrite_timeout_seconds = 3\nidle_timeout_seconds = 120")).unwrap();
-    assert_eq!(c.api.write_timeout, std::time::Duration::from_secs(3));
-    assert_eq!(c.api.idle_timeout, std::time::Duration::from_secs(120));
+    assert_eq!(c.settings.api.write_timeout(), std::time::Duration::from_secs(3));
+    assert_eq!(c.settings.api.idle_timeout(), std::time::Duration::from_secs(120));
     err_for(
         &env.config("", "[api]\nwrite_timeout_seconds = 0"),
         "api.write_timeout_seconds",
@@ -445,7 +445,7 @@ fn shrink_and_size_guards_have_defaults_and_bounds() {
     let env = Env::new();
     let c = load(&env.config("", "")).unwrap();
     assert_eq!(c.sync.min_keep_percent, 50);
-    assert_eq!(c.carat.max_catalog_bytes, 128 * 1024 * 1024);
+    assert_eq!(c.settings.carat.max_catalog_bytes, 128 * 1024 * 1024);
     err_for(
         &env.config("", "[sync]\nmin_keep_percent = 101"),
         "sync.min_keep_percent",
@@ -592,4 +592,42 @@ fn an_environment_variable_that_names_no_key_is_named() {
     let vars = HashMap::from([("CARAT_CATALOGD_SYNC__DDDS".to_owned(), "11".to_owned())]);
     let c = Config::load_with_env(&env.config("", ""), vars).unwrap();
     assert_eq!(c.sync.ddds.len(), 1);
+}
+
+/// What `check-config` prints is a configuration: loaded back, it gives
+/// the same settings (the secrets, being `[redacted]`, are in files here).
+#[test]
+fn check_config_prints_a_config_that_loads_back() {
+    let env = Env::new();
+    let p = env.config(
+        "concurrency = 3",
+        "[sync]\nddds = [21, \"11\"]\n[api]\nthreads = 2",
+    );
+    let out = Command::new(bin())
+        .args(["--config", p.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("private key: RSA, 2048 bits"));
+    let printed = write(
+        env.dir.path(),
+        "printed.toml",
+        &String::from_utf8_lossy(&out.stdout),
+        0o640,
+    );
+    let (a, b) = (load(&p).unwrap(), load(&printed).unwrap());
+    assert_eq!(a.settings, b.settings);
+    assert_eq!(b.settings.carat.concurrency, 3);
+    assert_eq!(b.settings.api.threads, 2);
+}
+
+/// A value of the wrong type from the environment names its key and the
+/// variable that set it.
+#[test]
+fn a_wrongly_typed_environment_value_names_its_key_and_variable() {
+    let env = Env::new();
+    let vars = HashMap::from([("CARAT_CATALOGD_CARAT__CONCURRENCY".to_owned(), "many".to_owned())]);
+    let e = Config::load_with_env(&env.config("", ""), vars).expect_err("refused");
+    assert!(e.mentions("carat.concurrency"), "{e}");
+    assert!(e.to_string().contains("CARAT_CATALOGD_CARAT__CONCURRENCY"), "{e}");
 }

@@ -12,7 +12,7 @@ use super::report::{HumanProgress, summary};
 use super::{client, probe as probe_mod};
 use crate::app;
 use crate::catalog::RechargeType;
-use crate::config::{AuthConfig, Config};
+use crate::config::{Auth, Config};
 use crate::daemon;
 use crate::run::{Outcome, Trigger, TypeResult};
 use crate::store::{self, StoreHandle};
@@ -33,6 +33,9 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             for w in &cfg.warnings {
                 eprintln!("warning: {w}");
             }
+            if let Auth::Signature(signer) = &cfg.auth {
+                eprintln!("private key: RSA, {} bits", signer.key_bits());
+            }
             eprintln!("configuration {} is valid", path.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -52,9 +55,10 @@ pub async fn sync(
     let cfg = load(path)?;
     // Before the lock, whose file is in that directory: "does not exist"
     // says more than the lock file's "cannot open".
-    app::check_store_dir(&cfg.store.path)?;
-    let _lock = store::lock::acquire(&cfg.store.path, "carat-catalogd sync (one-shot)")?;
-    let store = app::open_store(&cfg.store.path)?;
+    let store_path = &cfg.settings.store.path;
+    app::check_store_dir(store_path)?;
+    let _lock = store::lock::acquire(store_path, "carat-catalogd sync (one-shot)")?;
+    let store = app::open_store(store_path)?;
     let store = StoreHandle::new(store);
     store
         .run(|s| s.close_interrupted_runs(chrono::Utc::now()))
@@ -105,16 +109,10 @@ pub async fn probe(
     } else {
         types
     };
-    let c = &cfg.carat;
+    let c = &cfg.client;
     println!(
         "probing {} ({}); carat.compat: dealer_code = \"{}\", others_request = \"{}\"",
-        c.base_url,
-        match c.auth {
-            AuthConfig::Signature { .. } => "signature",
-            AuthConfig::AuthenticityPost(_) => "authenticity_post",
-        },
-        c.compat.dealer_code,
-        c.compat.others_request
+        c.base_url, cfg.settings.carat.auth, c.compat.dealer_code, c.compat.others_request
     );
     if let Some(dir) = &record {
         println!("{}", probe_mod::describe_record(dir));

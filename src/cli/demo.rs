@@ -49,7 +49,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let serving = tokio::spawn(daemon.run_until_stopped(stop_rx));
     // Wait for the socket before telling anyone to use it.
     for _ in 0..100 {
-        if crate::cli::client::get(&cfg.api.socket, "/v1/health")
+        if crate::cli::client::get(&cfg.settings.api.socket, "/v1/health")
             .await
             .is_ok()
         {
@@ -161,8 +161,8 @@ control_socket = "{d}/control.sock"
 
 /// The first full sync, in front of the user, with progress bars.
 async fn first_sync(cfg: &Config) -> anyhow::Result<()> {
-    let _lock = crate::store::lock::acquire(&cfg.store.path, "carat-catalogd demo")?;
-    let store = StoreHandle::new(crate::app::open_store(&cfg.store.path)?);
+    let _lock = crate::store::lock::acquire(&cfg.settings.store.path, "carat-catalogd demo")?;
+    let store = StoreHandle::new(crate::app::open_store(&cfg.settings.store.path)?);
     let (client, _) = crate::app::build_client(cfg, None)?;
     let syncer = crate::app::syncer(cfg, client, store);
     let progress = HumanProgress::new();
@@ -201,7 +201,7 @@ fn banner(shared: &crate::state::Shared, cfg: &Config, config_path: &Path, dir: 
             c.fixed_amounts
         ));
     }
-    let sock = cfg.api.socket.display();
+    let sock = cfg.settings.api.socket.display();
     let cfgp = config_path.display();
     out.push_str(&format!(
         r#"
