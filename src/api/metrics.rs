@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use super::Api;
 use crate::catalog::RechargeType;
+use crate::run::Outcome;
 use crate::state::Shared;
 
 fn esc(s: &str) -> String {
@@ -17,7 +18,9 @@ fn esc(s: &str) -> String {
 pub fn render(api: &Api) -> String {
     let mut o = String::new();
     sync_metrics(&mut o, &api.shared);
+    last_outcome_metrics(&mut o, &api.shared);
     carat_metrics(&mut o, &api.shared);
+    cooldown_metrics(&mut o, &api.shared);
     catalog_metrics(&mut o, &api.shared);
     api_metrics(&mut o, api);
     feed_metrics(&mut o, api);
@@ -93,6 +96,49 @@ fn sync_metrics(o: &mut String, sh: &Shared) {
             );
         }
     }
+}
+
+/// The outcome of each type's last run, from the status board: 1 for that
+/// outcome, 0 for the others (no sample for a type that has not run yet).
+fn last_outcome_metrics(o: &mut String, sh: &Shared) {
+    o.push_str("# HELP carat_catalogd_sync_last_outcome 1 for the outcome of the recharge type's last sync run (unchanged, updated or failed).\n");
+    o.push_str("# TYPE carat_catalogd_sync_last_outcome gauge\n");
+    let last: Vec<(RechargeType, Outcome)> = sh.with_status(|s| {
+        s.per_type
+            .iter()
+            .filter_map(|(rt, t)| Some((*rt, t.last_outcome?)))
+            .collect()
+    });
+    for (rt, outcome) in last {
+        for name in [Outcome::Unchanged, Outcome::Updated, Outcome::Failed].map(Outcome::as_str) {
+            let _ = writeln!(
+                o,
+                "carat_catalogd_sync_last_outcome{{recharge_type=\"{rt}\",outcome=\"{name}\"}} {}",
+                u8::from(name == outcome.as_str())
+            );
+        }
+    }
+}
+
+/// Seconds until the cool-down Carat asked for (`Retry-After`) ends, as the
+/// last run learned it (its failed results carry the wait; the status board
+/// holds them); 0 when none is in force.
+fn cooldown_metrics(o: &mut String, sh: &Shared) {
+    let now = Utc::now();
+    let ends = sh.with_status(|s| {
+        let run = s.last_run.as_ref()?;
+        let finished = crate::time::parse_time(&run.finished_at)?;
+        run.results
+            .iter()
+            .filter(|r| r.outcome == Outcome::Failed)
+            .filter_map(|r| chrono::Duration::from_std(r.retry_after?).ok())
+            .map(|wait| finished + wait)
+            .max()
+    });
+    let left = ends.map_or(0, |end| (end - now).num_seconds().max(0));
+    o.push_str("# HELP carat_catalogd_carat_cooldown_seconds Seconds until the cool-down Carat asked for (Retry-After) ends; 0 when none is in force.\n");
+    o.push_str("# TYPE carat_catalogd_carat_cooldown_seconds gauge\n");
+    let _ = writeln!(o, "carat_catalogd_carat_cooldown_seconds {left}");
 }
 
 /// Requests to Carat by endpoint and result.
