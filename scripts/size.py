@@ -31,6 +31,11 @@ def strip_strings(line):
     return "".join(out)
 
 
+def is_test_cfg(line):
+    """`#[cfg(test)]`, or a cfg that holds only in tests (`all(test, ...)`)."""
+    return line == "#[cfg(test)]" or (line.startswith("#[cfg(all(test") and line.endswith(")]"))
+
+
 def production_lines(text):
     lines = text.split("\n")
     count, i, in_block = 0, 0, False
@@ -45,7 +50,7 @@ def production_lines(text):
             in_block = "*/" not in t
             i += 1
             continue
-        if t == "#[cfg(test)]":
+        if is_test_cfg(t):
             # Skip the item this attribute gates: to its `;` or its closing brace.
             depth, j, opened = 0, i + 1, False
             while j < len(lines):
@@ -74,7 +79,7 @@ def test_only_files(sizes_root):
             here = d if f in ("mod.rs", "lib.rs", "main.rs") else os.path.join(d, f[:-3])
             for a, b in zip(lines, lines[1:]):
                 b = b.strip()
-                if a.strip() == "#[cfg(test)]" and b.startswith("mod ") and b.endswith(";"):
+                if is_test_cfg(a.strip()) and b.startswith("mod ") and b.endswith(";"):
                     name = b[4:-1].strip()
                     for cand in (os.path.join(here, name + ".rs"), os.path.join(here, name, "mod.rs")):
                         out.add(os.path.relpath(cand, sizes_root))
@@ -105,6 +110,7 @@ def main():
     if "--all" in sys.argv:
         for f, n in sorted(sizes.items(), key=lambda x: -x[1]):
             print(f"{n:6} {f}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":
