@@ -91,7 +91,7 @@ async fn no_secret_reaches_logs_store_api_or_errors() {
 
     // A one-shot sync at trace level, refused (the daemon holds the store),
     // and then, with the daemon stopped, a real one that fails on auth.
-    let refused = std::process::Command::new(bin())
+    let refused = bin_command()
         .args(["--config", d.config.to_str().unwrap(), "sync"])
         .env("RUST_LOG", "trace")
         .output()
@@ -107,7 +107,7 @@ async fn no_secret_reaches_logs_store_api_or_errors() {
             retry_after: None,
         },
     ));
-    let failed = std::process::Command::new(bin())
+    let failed = bin_command()
         .args(["--config", d.config.to_str().unwrap(), "sync", "--force"])
         .env("RUST_LOG", "trace")
         .output()
