@@ -303,7 +303,7 @@ impl Daemon {
             "carat-catalogd ready");
         let liveness = running.liveness.clone();
         let watchdog = lifecycle::spawn_watchdog(move |limit| liveness.check(limit));
-        let mut clock = schedule::ClockWatch::new(crate::testhooks::wall_clock, Duration::from_secs(5));
+        let mut clock = schedule::ClockWatch::new(Utc::now, Duration::from_secs(5));
         loop {
             let event = tokio::select! {
                 e = signals.next() => e,
