@@ -305,11 +305,7 @@ impl Daemon {
             "carat-catalogd ready");
         let liveness = running.liveness.clone();
         let watchdog = lifecycle::spawn_watchdog(move |limit| liveness.check(limit));
-        #[cfg(debug_assertions)]
-        let wall_clock = crate::testhooks::wall_clock;
-        #[cfg(not(debug_assertions))]
-        let wall_clock = chrono::Utc::now;
-        let mut clock = schedule::ClockWatch::new(wall_clock, Duration::from_secs(5));
+        let mut clock = schedule::ClockWatch::new(Utc::now, Duration::from_secs(5));
         loop {
             let event = tokio::select! {
                 e = signals.next() => e,

@@ -626,19 +626,29 @@ mod clock_tests {
         assert!(back >= Duration::from_secs(3590), "{back:?}");
     }
 
+    /// A worker handle of its own, with its receivers: ticks sent to it
+    /// come from the one job it was given to, and no other.
+    fn own_worker() -> (WorkerHandle, mpsc::Receiver<WorkerMsg>, mpsc::Receiver<()>) {
+        let (msgs, msgs_rx) = mpsc::channel(8);
+        let (ticks, ticks_rx) = mpsc::channel(64);
+        (WorkerHandle { msgs, ticks }, msgs_rx, ticks_rx)
+    }
+
     /// The re-armed job fires on the schedule, and the old one no longer.
+    /// Each job is given its own worker handle, so a tick says which job
+    /// sent it: the new job's cannot be the old one's, and the old one is
+    /// seen to fall silent.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_rearmed_cron_job_fires_and_replaces_the_old_one() {
-        let (msgs, _msgs_rx) = mpsc::channel(8);
-        let (ticks, mut ticks_rx) = mpsc::channel(64);
-        let worker = WorkerHandle { msgs, ticks };
-        let (mut sched, id) = start_cron("* * * * * *", Duration::ZERO, worker.clone())
+        let (old_worker, _old_msgs, mut old_ticks) = own_worker();
+        let (new_worker, _new_msgs, mut new_ticks) = own_worker();
+        let (mut sched, id) = start_cron("* * * * * *", Duration::ZERO, old_worker)
             .await
             .expect("cron");
-        tokio::time::timeout(Duration::from_secs(3), ticks_rx.recv())
+        tokio::time::timeout(Duration::from_secs(3), old_ticks.recv())
             .await
             .expect("the first job ticks");
-        let id2 = rearm_cron_job(&sched, id, "* * * * * *", Duration::ZERO, worker)
+        let id2 = rearm_cron_job(&sched, id, "* * * * * *", Duration::ZERO, new_worker)
             .await
             .expect("re-armed");
         assert_ne!(id, id2);
@@ -653,9 +663,20 @@ mod clock_tests {
             .flatten()
             .expect("next tick");
         assert!(next - Utc::now() <= chrono::Duration::seconds(2), "{next}");
-        while ticks_rx.try_recv().is_ok() {}
-        tokio::time::timeout(Duration::from_secs(3), ticks_rx.recv())
-            .await
-            .expect("the re-armed job ticks");
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(3), new_ticks.recv())
+                .await
+                .expect("the re-armed job ticks"),
+            Some(()),
+            "the re-armed job's handle was dropped"
+        );
+        // A tick the old job sent before its removal may still be queued;
+        // after it, nothing for more than two of its periods (or its
+        // handle dropped with it: the channel closed).
+        while old_ticks.try_recv().is_ok() {}
+        if let Ok(Some(())) = tokio::time::timeout(Duration::from_millis(2500), old_ticks.recv()).await {
+            panic!("the old job still ticks after the re-arm");
+        }
+        let _ = sched.shutdown().await;
     }
 }

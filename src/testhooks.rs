@@ -15,11 +15,6 @@
 //! - `CARAT_TEST_ONLY_WEDGE_ON_SIGUSR2=api|worker`: on SIGUSR2, the next
 //!   heartbeat of that part ([`crate::lifecycle::Heartbeat::beat`]) blocks
 //!   its thread for good, as a blocking call stuck in it would.
-//! - `CARAT_TEST_ONLY_WALL_SHIFT_FILE=PATH`: the wall clock the daemon's
-//!   clock watch looks at ([`wall_clock`]) is the real one plus the whole
-//!   seconds written in PATH (read at every look; none or unreadable: 0),
-//!   so a test can make the wall clock go back without changing the
-//!   machine's. Only the watch sees it (the scheduler keeps real time).
 //!
 //! Owns nothing of the daemon's; reads only its own variables.
 
@@ -29,7 +24,6 @@ use std::time::Duration;
 
 pub const COMMIT_DELAY_ENV: &str = "CARAT_TEST_ONLY_COMMIT_DELAY_MS";
 pub const WEDGE_ENV: &str = "CARAT_TEST_ONLY_WEDGE_ON_SIGUSR2";
-pub const WALL_SHIFT_ENV: &str = "CARAT_TEST_ONLY_WALL_SHIFT_FILE";
 
 /// The test-only pause before a catalog transaction's `COMMIT`, if set.
 pub fn commit_delay() -> Option<Duration> {
@@ -103,25 +97,4 @@ pub fn maybe_wedge(part: &str) {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
-}
-
-/// The wall clock for the daemon's clock watch: `Utc::now()`, shifted by
-/// the test-only `CARAT_TEST_ONLY_WALL_SHIFT_FILE` when that is set.
-pub fn wall_clock() -> chrono::DateTime<chrono::Utc> {
-    static FILE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
-    let now = chrono::Utc::now();
-    let Some(path) = FILE.get_or_init(|| {
-        let p = std::env::var_os(WALL_SHIFT_ENV)?;
-        tracing::warn!(
-            "{WALL_SHIFT_ENV} is set: the clock watch sees a shifted wall clock (a test-only hook)"
-        );
-        Some(p.into())
-    }) else {
-        return now;
-    };
-    let shift = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .unwrap_or(0);
-    now + chrono::Duration::seconds(shift)
 }

@@ -263,19 +263,15 @@ async fn sockets_passed_to_another_pid_are_ignored() {
     );
 }
 
-/// systemd's own `systemd-socket-activate` (package systemd) sets the
-/// variables the way the service manager does; skipped, saying so, where
-/// it is not installed. It listens, waits for the first connection, then
-/// execs the daemon, which must answer that waiting connection.
+/// systemd's own `systemd-socket-activate` (package systemd, required:
+/// `.ci/run` installs it; missing, the test fails) sets the variables the
+/// way the service manager does. It listens, waits for the first
+/// connection, then execs the daemon, which must answer that waiting
+/// connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemds_socket_activate_tool_hands_over_the_catalog_socket() {
-    let Some(tool) = ["/usr/bin/systemd-socket-activate", "/bin/systemd-socket-activate"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-    else {
-        eprintln!("skipped: systemd-socket-activate is not installed (apt-get install systemd)");
-        return;
-    };
+    let tool = require_tool("systemd-socket-activate", "systemd");
+    let tool = tool.to_str().unwrap();
     let sim = sim().await;
     let mut d = daemon_unstarted(&sim, &opts());
     let listen = d.socket.to_str().unwrap().to_owned();
@@ -329,7 +325,7 @@ async fn the_cli_gives_up_on_a_socket_nobody_answers() {
         .map(|cmd| {
             let config = d.config.clone();
             let run = tokio::task::spawn_blocking(move || {
-                let out = std::process::Command::new(bin())
+                let out = bin_command()
                     .arg("--config")
                     .arg(config)
                     .arg(cmd)

@@ -657,13 +657,36 @@ async fn the_daemon_receiver_refuses_a_flood_with_503() {
     assert!(got.contains("\"overloaded\""), "{got}");
 }
 
+/// Connects to `addr` from the loopback address `from` (any 127.x.y.z is
+/// this machine's), so one test has a peer inside `allow_from` and one
+/// outside.
+async fn connect_from(from: [u8; 4], addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind((std::net::Ipv4Addr::from(from), 0).into()).unwrap();
+    s.connect(addr).await.unwrap()
+}
+
+/// What the receiver sends on `c` until it closes (5 s at most; `None`:
+/// still open then).
+async fn until_closed(c: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = vec![];
+    match tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut got)).await {
+        Ok(_) => Some(got),
+        Err(_) => None,
+    }
+}
+
 /// A peer outside `allow_from` is closed at accept: it never holds one of
 /// the receiver's connection slots (a flood from outside cannot lock
-/// Carat's POST out), even when it sends nothing.
+/// Carat's POST out), even when it sends nothing; a peer inside is served.
+/// `allow_from` is 127.0.0.2 alone: 127.0.0.1 is outside.
 #[tokio::test]
 async fn peers_outside_allow_from_are_closed_before_taking_a_slot() {
     use carat_catalogd::carat::auth::{AuthenticityReceiver, ReceiverSettings};
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const INSIDE: [u8; 4] = [127, 0, 0, 2];
+    const OUTSIDE: [u8; 4] = [127, 0, 0, 1];
     let rx = AuthenticityReceiver::new(ReceiverSettings {
         merchant_id: MERCHANT_ID.into(),
         path: "/carat/authenticity".into(),
@@ -681,18 +704,88 @@ async fn peers_outside_allow_from_are_closed_before_taking_a_slot() {
         None,
         rx.router(),
         limits,
-        vec![carat_catalogd::net::Cidr::parse("10.0.0.0/8").unwrap()],
+        vec![carat_catalogd::net::Cidr::parse("127.0.0.2/32").unwrap()],
         std::future::pending(),
     ));
-    let mut idle = vec![];
-    for _ in 0..5 {
-        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut b = [0u8; 64];
-        let r = tokio::time::timeout(Duration::from_secs(2), c.read(&mut b)).await;
-        assert!(
-            matches!(r, Ok(Ok(0)) | Ok(Err(_))),
-            "a peer outside allow_from was kept open (it would hold a slot for the head timeout)"
-        );
-        idle.push(c);
+
+    // Both slots held by idle peers from inside: a peer from outside is
+    // closed without a byte. Had it been given a slot first (and closed
+    // after), there would be none for it: it would get the 503 of a full
+    // receiver instead.
+    let mut held = vec![];
+    for _ in 0..2 {
+        held.push(connect_from(INSIDE, addr).await);
     }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut over = connect_from(INSIDE, addr).await;
+    let got = until_closed(&mut over)
+        .await
+        .expect("a full receiver answers at once");
+    assert!(
+        got.starts_with(b"HTTP/1.1 503"),
+        "the slots are taken: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let mut outside = connect_from(OUTSIDE, addr).await;
+    let got = until_closed(&mut outside)
+        .await
+        .expect("a peer outside allow_from was kept open (it would hold a slot for the head timeout)");
+    assert!(
+        got.is_empty(),
+        "a peer outside allow_from went through the slot count: {}",
+        String::from_utf8_lossy(&got)
+    );
+    drop(held);
+
+    // A flood from outside, its connections kept open on this side: each
+    // is closed at once, and meanwhile a peer inside is served (its POST
+    // answered 200 and handed to the waiting session).
+    let mut flood = vec![];
+    for _ in 0..20 {
+        let mut c = connect_from(OUTSIDE, addr).await;
+        let mut b = [0u8; 64];
+        match tokio::time::timeout(Duration::from_secs(2), c.read(&mut b)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {}
+            Ok(Ok(n)) => panic!(
+                "a peer outside allow_from got an answer, not a close: {}",
+                String::from_utf8_lossy(&b[..n])
+            ),
+            Err(_) => {
+                panic!("a peer outside allow_from was kept open (it would hold a slot for the head timeout)")
+            }
+        }
+        flood.push(c);
+    }
+    let order = carat_catalogd::run::SessionIds::random_order_id("CATSYNC");
+    let pending = rx.register(&order, "91");
+    let body = format!(
+        "merchantUSN=91&merchantId={MERCHANT_ID}&orderId={order}&nit={}&generalHash=85E791AD85E791AD",
+        "e".repeat(64)
+    );
+    let mut inside = connect_from(INSIDE, addr).await;
+    inside
+        .write_all(
+            format!(
+                "POST /carat/authenticity HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\
+                 content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let got = until_closed(&mut inside)
+        .await
+        .expect("the allowed peer's answer");
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "a peer inside allow_from, during a flood from outside: {}",
+        String::from_utf8_lossy(&got)
+    );
+    let grant = pending
+        .wait(Duration::from_secs(1))
+        .await
+        .expect("the allowed peer's POST reached the waiting session");
+    assert_eq!(grant.nit, "e".repeat(64));
+    drop(flood);
 }

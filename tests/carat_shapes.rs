@@ -435,7 +435,7 @@ async fn one_token_per_session_and_a_fresh_one_when_it_is_old() {
 }
 
 fn run_probe(config: &Path, record: Option<&Path>) -> (Option<i32>, String) {
-    let mut cmd = std::process::Command::new(bin());
+    let mut cmd = bin_command();
     cmd.args(["--config", config.to_str().unwrap(), "probe"]);
     if let Some(r) = record {
         cmd.arg("--record").arg(r);
@@ -633,7 +633,7 @@ async fn carat_sim_selects_every_shape_from_its_flags() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     let pubkey = write(dir.path(), "k.pub", &rsa_key().1, 0o644);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_carat-sim"))
+    let mut child = command(env!("CARGO_BIN_EXE_carat-sim"))
         .args([
             "--listen",
             "127.0.0.1:0",

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use carat_catalogd::config::{Config, ConfigError};
 use common::*;
@@ -140,7 +139,7 @@ fn a_broken_merchant_key_line_is_never_quoted() {
     assert!(msg.contains("line 4") && msg.contains("not valid TOML"), "{msg}");
     assert!(!msg.contains(secret), "the secret is quoted: {msg}");
     for args in [&["check-config"][..], &["run"][..]] {
-        let out = Command::new(bin())
+        let out = bin_command()
             .arg("--config")
             .arg(&unterminated)
             .args(args)
@@ -307,7 +306,7 @@ fn check_config_prints_redacted_and_fails_on_errors() {
     let inline = with_line(&env, &key_line, &format!("merchant_key = \"{MERCHANT_KEY}\""));
     let p = env.p("good.toml");
     std::fs::rename(&inline, &p).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+    let out = bin_command()
         .args(["--config", p.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();
@@ -320,7 +319,7 @@ fn check_config_prints_redacted_and_fails_on_errors() {
     assert!(!all.contains("PRIVATE KEY"), "key material leaked");
 
     let bad = env.config("", "[sync]\nrecharge_types = [\"gift\"]");
-    let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+    let out = bin_command()
         .args(["--config", bad.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();
@@ -332,7 +331,7 @@ fn check_config_prints_redacted_and_fails_on_errors() {
     );
 
     // The config path can come from the environment too.
-    let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+    let out = bin_command()
         .arg("check-config")
         .env("CARAT_CATALOGD_CONFIG", &p)
         .env("CARAT_CATALOGD_CARAT__CONCURRENCY", "5")
@@ -386,7 +385,7 @@ fn carat_compat_defaults_to_the_public_examples_is_switchable_and_shown() {
     assert!(e.contains("dealercode"), "an unknown switch is refused: {e}");
 
     // check-config shows the switches in force.
-    let out = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+    let out = bin_command()
         .args(["--config", p.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();
@@ -470,13 +469,13 @@ fn readers_fall_back_to_the_default_sockets_when_the_config_is_unreadable() {
     let as_root = rustix::process::geteuid().is_root();
     let mut cmd = if as_root {
         // Root reads anything: run as nobody, who cannot enter the temp dir.
-        let mut c = Command::new("setpriv");
+        let mut c = command("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(bin());
         c
     } else {
         std::fs::set_permissions(&cfg, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-        Command::new(bin())
+        bin_command()
     };
     let out = cmd
         .arg("--config")
@@ -507,7 +506,7 @@ fn a_forward_url_password_is_never_shown() {
             env.p("merchant_key").display()
         );
         let p = write(env.dir.path(), "post.toml", &body, 0o640);
-        let out = Command::new(bin())
+        let out = bin_command()
             .args(["--config", p.to_str().unwrap(), "check-config"])
             .output()
             .unwrap();
@@ -539,7 +538,7 @@ fn a_forward_url_password_is_never_shown() {
 fn a_sync_without_the_store_directory_says_so() {
     let env = Env::new();
     let cfg = env.config("", "[store]\npath = \"/nonexistent/carat-catalogd/catalog.db\"");
-    let out = Command::new(bin())
+    let out = bin_command()
         .args(["--config", cfg.to_str().unwrap(), "sync"])
         .output()
         .unwrap();
@@ -603,7 +602,7 @@ fn check_config_prints_a_config_that_loads_back() {
         "concurrency = 3",
         "[sync]\nddds = [21, \"11\"]\n[api]\nthreads = 2",
     );
-    let out = Command::new(bin())
+    let out = bin_command()
         .args(["--config", p.to_str().unwrap(), "check-config"])
         .output()
         .unwrap();

@@ -418,7 +418,7 @@ async fn sockets_have_their_modes_a_second_daemon_refuses_and_sigterm_cleans_up(
     assert_eq!(mode(&d.control), 0o600);
 
     // A second daemon on the same sockets refuses to start, clearly.
-    let out = std::process::Command::new(bin())
+    let out = bin_command()
         .args(["--config", d.config.to_str().unwrap(), "run"])
         .output()
         .unwrap();
@@ -489,10 +489,22 @@ async fn a_one_shot_sync_refuses_while_the_daemon_holds_the_store() {
     assert!(d.wait_exit(Duration::from_secs(15)).await.success());
     let syncs = |d: &DaemonProc| d.log().matches("sync started").count();
     let before = syncs(&d);
+    let begins = sim.count(SimEndpoint::Begin);
     d.spawn("info");
     d.wait_ready().await;
     refused(&d);
     assert_eq!(syncs(&d), before, "the restarted daemon ran no sync yet");
+    // Nor a moment later: a startup sync is asked for before the socket
+    // answers and starts at once, so 2 s is well past when one would have
+    // begun (the schedule fires once a year).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        (syncs(&d), sim.count(SimEndpoint::Begin)),
+        (before, begins),
+        "the restarted daemon synced at start:\n{}",
+        d.log()
+    );
+    refused(&d);
     let _ = std::fs::Permissions::from_mode(0o600);
 }
 
@@ -527,25 +539,58 @@ async fn scheduled_checks_never_overlap_and_ticks_are_coalesced() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_catalog_socket_gets_the_configured_group() {
-    use std::os::unix::fs::MetadataExt;
-    // A group other than this process's own, so the socket has it only if
-    // the daemon set it (root may use any group; others one of theirs).
+/// The test group [`a_group_not_our_own`] makes when it finds none.
+const TEST_GROUP: &str = "carat-catalogd-test";
+
+/// A group other than this process's own (its gid and name), so a socket
+/// has it only if the daemon set it. Root may give any group: an existing
+/// one, else `TEST_GROUP`, made with `groupadd` (package `passwd`). Any
+/// other user must be in a second group. Where none can be had the test
+/// fails, saying why: it never passes unchecked.
+fn a_group_not_our_own() -> (u32, String) {
+    use nix::unistd::{Gid, Group};
     let own = nix::unistd::getgid();
-    let candidates: Vec<nix::unistd::Gid> = if nix::unistd::geteuid().is_root() {
-        (1..1000).map(nix::unistd::Gid::from_raw).collect()
+    let root = nix::unistd::geteuid().is_root();
+    let candidates: Vec<Gid> = if root {
+        (1..1000).map(Gid::from_raw).collect()
     } else {
         nix::unistd::getgroups().unwrap_or_default()
     };
-    let Some((gid, name)) = candidates
+    let found = candidates
         .into_iter()
         .filter(|g| *g != own)
-        .find_map(|g| Some((g.as_raw(), nix::unistd::Group::from_gid(g).ok()??.name)))
-    else {
-        eprintln!("SKIPPED: this user has no group but its own to give the socket");
-        return;
-    };
+        .find_map(|g| Some((g.as_raw(), Group::from_gid(g).ok()??.name)));
+    if let Some(found) = found {
+        return found;
+    }
+    assert!(
+        root,
+        "this test needs a group to give the socket: run it as root (it makes one) \
+         or as a user in a second group"
+    );
+    if Group::from_name(TEST_GROUP).ok().flatten().is_none() {
+        let out = command(require_tool("groupadd", "passwd"))
+            .args(["--system", TEST_GROUP])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "groupadd {TEST_GROUP}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let g = Group::from_name(TEST_GROUP)
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| panic!("groupadd made no group {TEST_GROUP}"));
+    assert_ne!(g.gid, own, "{TEST_GROUP} is this process's own group");
+    (g.gid.as_raw(), g.name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_socket_gets_the_configured_group() {
+    use std::os::unix::fs::MetadataExt;
+    let (gid, name) = a_group_not_our_own();
     let extra_api: &'static str = Box::leak(format!("socket_group = \"{name}\"").into_boxed_str());
     let sim = sim().await;
     let d = DaemonProc::start(
@@ -570,7 +615,7 @@ async fn the_catalog_socket_gets_the_configured_group() {
             .replace("control.sock", "other-control.sock"),
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
+    let out = bin_command()
         .args(["--config", cfg.to_str().unwrap(), "run"])
         .output()
         .unwrap();

@@ -16,6 +16,8 @@ use common::*;
 use serde_json::Value;
 
 const NOBODY: u32 = 65534;
+/// The schedule of the recovery tests: a check every 2 s.
+const EVERY_2S: &str = "*/2 * * * * *";
 
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -129,6 +131,16 @@ async fn unwritable_store_recovers(how: Unwritable) {
     }))
     .await;
     let (mut d, before) = synced_then_stopped(&sim).await;
+    // Checks every 2 s, so that the daemon's own schedule (no resync from
+    // here) is what finds the store writable again.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    let yearly = format!("schedule = \"{}\"", DaemonOpts::default().schedule);
+    assert!(cfg.contains(&yearly), "{cfg}");
+    std::fs::write(
+        &d.config,
+        cfg.replace(&yearly, &format!("schedule = \"{EVERY_2S}\"")),
+    )
+    .unwrap();
     let store_dir = d.db.parent().unwrap().to_owned();
     for f in store_files(&d.db) {
         chmod(&f, 0o444);
@@ -157,9 +169,18 @@ async fn unwritable_store_recovers(how: Unwritable) {
             .contains("carat_catalogd_store_state{state=\"read_only\"} 1")
     );
 
-    // Writable again: the next check reopens it, syncs and says so, on the
-    // event stream too.
+    // Writable again: the next scheduled check reopens it by itself, syncs
+    // (Carat's hash is the one held: unchanged) and says so, on the event
+    // stream too.
     let mut events = EventStream::open(&d.socket).await;
+    // Until now every check failed (the store could not take even its
+    // `checked_at`), if one ran at all: a success below is the recovery.
+    let (_, st) = d.get("/v1/status").await;
+    let run = &st["sync"]["last_run"];
+    assert!(
+        run.is_null() || run["results"][0]["outcome"] == "failed",
+        "a check succeeded on an unwritable store: {st}"
+    );
     chmod(&store_dir, 0o755);
     // SQLite may have made the -wal and -shm files meanwhile, with the
     // database's mode.
@@ -167,19 +188,26 @@ async fn unwritable_store_recovers(how: Unwritable) {
         chmod(&f, 0o644);
     }
     let t0 = Instant::now();
-    loop {
-        let _ = d.cli(&["resync"]);
+    let st = loop {
         let (_, st) = d.get("/v1/status").await;
-        if st["store"]["state"] == "ok" && st["sync"]["last_run"]["results"][0]["outcome"] != "failed" {
-            break;
+        if st["store"]["state"] == "ok" && st["sync"]["last_run"]["results"][0]["outcome"] == "unchanged" {
+            break st;
         }
         assert!(
             t0.elapsed() < Duration::from_secs(20),
-            "never recovered: {st}\n{}",
+            "never recovered by itself: {st}\n{}",
             d.log()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let run = &st["sync"]["last_run"];
+    assert!(
+        ["schedule", "retry"].contains(&run["trigger"].as_str().unwrap_or_default()),
+        "the daemon's own check, not a manual one: {st}"
+    );
+    assert_eq!(run["results"][0]["recharge_type"], "normal", "{st}");
+    assert_eq!(run["results"][0]["outcome"], "unchanged", "{st}\n{}", d.log());
+    assert_eq!(run["results"][0]["error"], Value::Null, "{st}");
     assert!(
         metrics(&d)
             .await

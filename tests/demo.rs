@@ -1,15 +1,20 @@
 //! The newcomer's path: `carat-catalogd demo` syncs from the built-in
 //! simulator, prints a curl line that works, and stops cleanly on Ctrl-C.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use common::{bin_command, command, require_tool};
 
 #[test]
 fn demo_syncs_prints_a_working_curl_line_and_stops_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let demo_dir = dir.path().join("d");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_carat-catalogd"))
+    require_tool("curl", "curl");
+    let mut child = bin_command()
         .args(["demo", "--dir", demo_dir.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -43,33 +48,17 @@ fn demo_syncs_prints_a_working_curl_line_and_stops_on_ctrl_c() {
         .expect("a curl line")
         .trim()
         .to_owned();
-    // Run the printed line as printed (curl is on every machine we know;
-    // without it, the same request through our own socket client).
-    let body = if Command::new("curl").arg("--version").output().is_ok() {
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(format!("{curl} --silent --fail"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{curl}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    } else {
-        let socket = curl.split_whitespace().nth(2).unwrap().to_owned();
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let (status, body) = rt
-            .block_on(carat_catalogd::cli::client::get(
-                std::path::Path::new(&socket),
-                "/v1/catalogs/normal/ddds/11",
-            ))
-            .unwrap();
-        assert_eq!(status, 200);
-        body.to_vec()
-    };
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    // Run the printed line exactly as printed, by a shell, as a newcomer
+    // pastes it (curl is required: `.ci/run` installs it).
+    let out = command("sh").arg("-c").arg(&curl).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{curl}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body = out.stdout;
+    let v: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{curl} printed no JSON ({e}): {}", String::from_utf8_lossy(&body)));
     assert_eq!(v["ddd"], "11");
     assert_eq!(v["dealers"].as_array().unwrap().len(), 4);
     assert_eq!(v["stale"], false);

@@ -74,7 +74,7 @@ async fn resync(d: &DaemonProc, args: &[&str]) {
     let (bin, config) = (bin(), d.config.clone());
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(bin)
+        command(bin)
             .arg("--config")
             .arg(config)
             .arg("resync")
@@ -262,7 +262,7 @@ async fn a_catalog_event_follows_a_resync_and_watch_prints_it() {
     let sim = sim().await;
     let d = daemon(&sim, 3600, "").await;
     let spawn_watch = |args: &[&str]| {
-        std::process::Command::new(bin())
+        bin_command()
             .arg("--config")
             .arg(&d.config)
             .arg("watch")
@@ -374,7 +374,7 @@ async fn waiters_and_streams_end_promptly_on_shutdown_and_watch_says_so() {
         })
     };
     let mut events = EventStream::open(&d.socket).await;
-    let mut watch = std::process::Command::new(bin())
+    let mut watch = bin_command()
         .arg("--config")
         .arg(&d.config)
         .arg("watch")
@@ -525,6 +525,39 @@ async fn a_reload_that_changes_what_is_served_is_a_status_event() {
     assert_eq!(s, 200, "the event came with a new ETag");
     assert_ne!(e, etag);
     assert_eq!(d.get("/v1/catalogs/others").await.0, 404);
+    assert!(
+        !events.raw.contains("event: catalog"),
+        "no commit: {}",
+        events.raw
+    );
+    // Nor later: the reload's own check finds Carat's hash unchanged and
+    // commits nothing. Once it ended, a commit's event would follow within
+    // milliseconds (the swap comes right after the run): the stream is
+    // read for 2 s more and carries no catalog event.
+    let v = d
+        .wait_status("the reload's check", |v| {
+            v["sync"]["last_run"]["trigger"] == "reload"
+        })
+        .await;
+    assert_eq!(v["sync"]["last_run"]["results"][0]["outcome"], "unchanged", "{v}");
+    let quiet_until = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let left = quiet_until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match events.next(left).await {
+            Some(e) => assert_ne!(e.event, "catalog", "no commit: {:?}\n{}", e.data, events.raw),
+            None => {
+                assert!(
+                    tokio::time::Instant::now() >= quiet_until,
+                    "the event stream ended: {}",
+                    events.raw
+                );
+                break;
+            }
+        }
+    }
     assert!(
         !events.raw.contains("event: catalog"),
         "no commit: {}",

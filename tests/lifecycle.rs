@@ -11,13 +11,14 @@
 //! the API thread or the sync worker is wedged.
 //!
 //! The wall clock going back: the schedule is re-armed from the new time
-//! and goes on firing, and the status still names the next check.
+//! and goes on firing, and the status still names the next check. The
+//! daemon process's own wall clock is moved, with libfaketime (package
+//! `faketime`, required) preloaded into it; the machine's stays.
 //!
 //! A real commit takes well under a second even for a large catalog, and
 //! nothing real wedges a thread on demand: the daemon's test-only hooks
 //! (`src/testhooks.rs`, `CARAT_TEST_ONLY_*`) delay the commit before its
-//! `COMMIT`, wedge a part's thread on SIGUSR2, and shift the wall clock
-//! the daemon's clock watch sees.
+//! `COMMIT` and wedge a part's thread on SIGUSR2.
 
 mod common;
 
@@ -477,12 +478,47 @@ async fn watchdog_pings_through_a_long_sync_and_stop_when_the_worker_is_wedged()
     assert_eq!(d.get("/v1/health").await.0, 200);
 }
 
-/// The wall clock going back an hour (the test-only hook shifts what the
-/// daemon's clock watch sees; the machine's clock stays): the daemon says
-/// so, re-arms the schedule from the new time, `/v1/status` still names a
-/// next check ahead, and the scheduled checks go on.
+/// libfaketime's multi-threaded library (package `faketime`; the daemon
+/// has threads): where Debian and the upstream `make install` put it. A
+/// machine without it fails the test, naming the package.
+fn libfaketime() -> std::path::PathBuf {
+    let mut dirs = vec!["/usr/lib/faketime".into(), "/usr/local/lib/faketime".into()];
+    // Debian's multiarch directories (/usr/lib/x86_64-linux-gnu/faketime).
+    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
+        dirs.extend(entries.flatten().map(|e| e.path().join("faketime")));
+    }
+    dirs.into_iter()
+        .map(|d: std::path::PathBuf| d.join("libfaketimeMT.so.1"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("libfaketime is not installed, and this test needs it: apt-get install faketime (.ci/run does)")
+        })
+}
+
+/// Begin requests the simulator counts, once at least `n` more than
+/// `from` arrived (within `within`), or the count at the end of `within`.
+async fn begins_after(sim: &SimHandle, from: u64, n: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    while sim.count(SimEndpoint::Begin) < from + n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sim.count(SimEndpoint::Begin)
+}
+
+/// The wall clock going back an hour, for real as the daemon sees it: its
+/// process runs with libfaketime preloaded, reading its offset from a file
+/// at every look (`FAKETIME_NO_CACHE`), and the monotonic clock left
+/// alone (`FAKETIME_DONT_FAKE_MONOTONIC`: tokio's timers keep running).
+/// tokio-cron-scheduler computes a job's next tick from the wall clock
+/// (`chrono::Utc::now`) when it fires, and fires once the wall clock
+/// reaches it: after the jump that tick is an hour ahead, so the old job
+/// falls silent for an hour. Only the re-arm (a new job, its first tick
+/// computed from the new time) brings the checks back, which is what this
+/// asserts first; then the daemon's log says so, and `/v1/status` names a
+/// next check ahead on the daemon's clock, within one period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedule_is_rearmed_and_keeps_firing_after_the_wall_clock_goes_back() {
+    let lib = libfaketime();
     let sim = start_sim_signature(SimCatalog::generate(GenSpec::default())).await;
     let mut d = daemon_unstarted(
         &sim,
@@ -492,56 +528,70 @@ async fn the_schedule_is_rearmed_and_keeps_firing_after_the_wall_clock_goes_back
             ..Default::default()
         },
     );
-    let shift = d.dir.path().join("wall-shift");
+    let offset = d.dir.path().join("faketime-offset");
+    std::fs::write(&offset, "+0\n").unwrap();
     spawn_env(
         &mut d,
-        &[("CARAT_TEST_ONLY_WALL_SHIFT_FILE", shift.to_str().unwrap())],
+        &[
+            ("LD_PRELOAD", lib.to_str().unwrap()),
+            ("FAKETIME_TIMESTAMP_FILE", offset.to_str().unwrap()),
+            ("FAKETIME_NO_CACHE", "1"),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ],
         false,
     );
     d.wait_ready().await;
     d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    // The schedule fires (every 2 s) under libfaketime, before the jump.
+    let begins = sim.count(SimEndpoint::Begin);
+    let now = begins_after(&sim, begins, 2, Duration::from_secs(15)).await;
+    assert!(
+        now >= begins + 2,
+        "no scheduled checks before the jump:\n{}",
+        d.log()
+    );
     assert!(!d.log().contains("the wall clock went back"), "{}", d.log());
 
-    std::fs::write(&shift, "-3600").unwrap();
-    d.wait_log("the re-armed schedule", |l| {
-        l.contains("the wall clock went back; the schedule was re-armed from the new time")
-    })
-    .await;
+    // An hour back, in the daemon's process only.
+    std::fs::write(&offset, "-3600\n").unwrap();
+    let jumped = Instant::now();
+    let begins = sim.count(SimEndpoint::Begin);
+    // The checks go on: the clock watch looks every 5 s, then ticks every
+    // 2 s. (A check that was already under way at the jump may add one;
+    // without the re-arm nothing else comes for an hour.)
+    let now = begins_after(&sim, begins, 2, Duration::from_secs(20)).await;
+    assert!(
+        now >= begins + 2,
+        "{} scheduled checks in the {:?} after the wall clock went back an hour \
+         (the schedule was not re-armed?):\n{}",
+        now - begins,
+        jumped.elapsed(),
+        d.log()
+    );
     let log = d.log();
     let line = log
         .lines()
-        .find(|l| l.contains("the wall clock went back"))
-        .unwrap();
+        .find(|l| l.contains("the wall clock went back; the schedule was re-armed from the new time"))
+        .unwrap_or_else(|| panic!("the re-arm is not logged:\n{log}"));
     assert!(
         line.contains("back_s=3599") || line.contains("back_s=3600"),
         "{line}"
     );
     assert!(!log.contains("could not be re-armed"), "{log}");
 
-    // The re-armed schedule fires: checks every 2 s go on.
-    let begins = sim.count(SimEndpoint::Begin);
-    for _ in 0..200 {
-        if sim.count(SimEndpoint::Begin) >= begins + 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        sim.count(SimEndpoint::Begin) >= begins + 2,
-        "no scheduled check after the re-arm:\n{}",
-        d.log()
-    );
-    // And the status names the new job's next tick (the worker asks it,
-    // not the removed one), ahead and within one period.
+    // The status names the new job's next tick (the worker asks it, not
+    // the removed one's, an hour ahead), ahead and within one period, on
+    // the daemon's clock: an hour behind this process's.
     let (_, v) = d.get("/v1/status").await;
     let next: chrono::DateTime<chrono::Utc> = v["sync"]["next_check"]
         .as_str()
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("no next check after the re-arm: {v}"));
-    let now = chrono::Utc::now();
+    let daemon_now = chrono::Utc::now() - chrono::Duration::hours(1);
     assert!(
-        next > now - chrono::Duration::milliseconds(500) && next < now + chrono::Duration::seconds(3),
-        "next_check {next} is not the schedule's next tick (now {now})"
+        next > daemon_now - chrono::Duration::milliseconds(500)
+            && next < daemon_now + chrono::Duration::seconds(3),
+        "next_check {next} is not the schedule's next tick (the daemon's now {daemon_now})"
     );
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(15)).await.success());

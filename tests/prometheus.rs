@@ -11,7 +11,6 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use carat_catalogd::sim::{FaultKind, FaultRule, GenSpec, SimCatalog, SimEndpoint};
 use common::*;
@@ -24,16 +23,11 @@ const RULES: &str = "carat-catalogd.rules.yml";
 const TESTS: &str = "carat-catalogd.test.yml";
 
 fn promtool(args: &[&str]) -> String {
-    let out = Command::new("promtool")
+    let out = command(require_tool("promtool", "prometheus"))
         .args(args)
         .current_dir(rules_dir())
         .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "promtool cannot run ({e}): install the Debian package prometheus \
-                 (`apt-get install -y prometheus`, or .ci/install-test-deps.sh)"
-            )
-        });
+        .unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

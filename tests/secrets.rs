@@ -38,6 +38,17 @@ async fn no_secret_reaches_logs_store_api_or_errors() {
     d.wait_status("first sync", |v| all_synced(v, &["normal", "others", "invoice"]))
         .await;
 
+    // The command line at the most verbose level too.
+    let cli = |args: &[&str]| {
+        bin_command()
+            .arg("--config")
+            .arg(&d.config)
+            .args(args)
+            .env("RUST_LOG", "trace")
+            .output()
+            .unwrap()
+    };
+
     // Failing syncs of several kinds, through the control socket.
     let mut outputs = vec![];
     for kind in [
@@ -54,12 +65,12 @@ async fn no_secret_reaches_logs_store_api_or_errors() {
     ] {
         sim.clear_faults();
         sim.add_fault(FaultRule::new(Some(SimEndpoint::Dealers), kind));
-        let out = d.cli(&["resync", "--force", "--type", "normal"]);
+        let out = cli(&["resync", "--force", "--type", "normal"]);
         assert_eq!(out.status.code(), Some(1));
         outputs.push(out);
     }
     sim.clear_faults();
-    let ok = d.cli(&["resync", "--force"]);
+    let ok = cli(&["resync", "--force"]);
     assert!(ok.status.success());
     outputs.push(ok);
     for args in [
@@ -69,7 +80,7 @@ async fn no_secret_reaches_logs_store_api_or_errors() {
         &["offers", "--ddd", "11"],
         &["check-config"],
     ] {
-        outputs.push(d.cli(args));
+        outputs.push(cli(args));
     }
     for (i, o) in outputs.iter().enumerate() {
         assert_clean(&format!("CLI stdout #{i}"), &o.stdout);
@@ -91,7 +102,7 @@ async fn no_secret_reaches_logs_store_api_or_errors() {
 
     // A one-shot sync at trace level, refused (the daemon holds the store),
     // and then, with the daemon stopped, a real one that fails on auth.
-    let refused = std::process::Command::new(bin())
+    let refused = bin_command()
         .args(["--config", d.config.to_str().unwrap(), "sync"])
         .env("RUST_LOG", "trace")
         .output()
@@ -107,7 +118,7 @@ async fn no_secret_reaches_logs_store_api_or_errors() {
             retry_after: None,
         },
     ));
-    let failed = std::process::Command::new(bin())
+    let failed = bin_command()
         .args(["--config", d.config.to_str().unwrap(), "sync", "--force"])
         .env("RUST_LOG", "trace")
         .output()

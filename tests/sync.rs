@@ -85,9 +85,19 @@ async fn first_sync_fills_then_one_request_per_type_then_full_refetch() {
     }
     assert_eq!(dump_rows(&db), before);
 
-    // A new hash: a full refetch of that type only.
+    // A new hash: a full refetch of that type only. The run names the
+    // hash held before it as the previous one.
+    let held = Store::open_readonly(&db)
+        .unwrap()
+        .version(NORMAL)
+        .unwrap()
+        .unwrap()
+        .general_hash
+        .as_str()
+        .to_owned();
     sim.reset_stats();
     let new_hash = sim.bump("normal").unwrap();
+    assert_ne!(new_hash, held, "the bump changed the hash");
     let r = s.sync_type(NORMAL, false, Trigger::Schedule, &NoProgress).await;
     assert_eq!(r.outcome, Outcome::Updated);
     assert_eq!(r.general_hash.as_deref(), Some(new_hash.as_str()));
@@ -98,14 +108,12 @@ async fn first_sync_fills_then_one_request_per_type_then_full_refetch() {
     );
     let last = &runs(&db)[0];
     assert_eq!((last.outcome, last.requests), (Outcome::Updated, 2 + 3 * 67));
+    assert_eq!(r.previous_hash.as_deref(), Some(held.as_str()), "the result");
     assert_eq!(
         last.previous_hash.as_deref(),
-        Some(versions_hash(&r.previous_hash))
+        Some(held.as_str()),
+        "the run record"
     );
-}
-
-fn versions_hash(h: &Option<String>) -> &str {
-    h.as_deref().unwrap()
 }
 
 /// Every fault, injected for good in the middle of a refetch (or at its

@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(form) = serde_urlencoded::from_bytes::<AuthenticityPost>(data) else {
         return;
     };
+    common::reach("parsed");
     common::reach("form");
     // What `auth::receive` hands over: missing fields become "".
     let nit = form.nit.clone().unwrap_or_default();

@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(r) = env.begin_recharge_response else {
         return;
     };
+    common::reach("parsed");
     common::reach("inner");
     if r.nit
         .as_deref()

@@ -15,6 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(r) = env.list_branch_data_response else {
         return;
     };
+    common::reach("parsed");
     common::check_esitef(&r.esitef);
     common::reach("inner");
     match carat_catalogd::carat::reader::branch_data(&r) {

@@ -14,6 +14,7 @@ fuzz_target!(|data: &[u8]| {
     let Some(r) = env.list_dealers_response else {
         return;
     };
+    common::reach("parsed");
     common::check_esitef(&r.esitef);
     let n = r.dealers.as_ref().map_or(0, Vec::len);
     let plain = carat_catalogd::carat::reader::dealer_list(&r, false);

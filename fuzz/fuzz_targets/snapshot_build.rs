@@ -52,13 +52,18 @@ fuzz_target!(|data: &[u8]| {
     let Some(r) = env.list_dealers_response else {
         return;
     };
+    let branch = common::parse_checked::<ListBranchDataResponseEnvelope>(branch_body)
+        .and_then(|e| e.list_branch_data_response);
+    // Parsed: the dealers half, and the branch-data half when there is one.
+    if branch.is_some() || branch_body.is_empty() {
+        common::reach("parsed");
+    }
     let Ok(dealers) = carat_catalogd::carat::reader::dealer_list(&r, rt != RechargeType::Normal) else {
         return;
     };
     // An absent or invalid branch-data answer: use empty data (the dealer
     // half is still worth building).
-    let data: BranchData = common::parse_checked::<ListBranchDataResponseEnvelope>(branch_body)
-        .and_then(|e| e.list_branch_data_response)
+    let data: BranchData = branch
         .and_then(|r| carat_catalogd::carat::reader::branch_data(&r).ok())
         .map(|a| a.data)
         .unwrap_or_default();

@@ -508,22 +508,7 @@ impl CaratClient {
                 message: esitef_message(&answer.body),
             });
         }
-        let malformed = |detail: String| CaratError::Malformed {
-            endpoint: ep,
-            // serde quotes offending values: bounded and neutralised.
-            detail: detail.into(),
-        };
-        let mut de = serde_json::Deserializer::from_slice(&answer.body);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            malformed(if e.path().to_string() == "." {
-                e.inner().to_string()
-            } else {
-                format!("{}: {}", e.path(), e.inner())
-            })
-        })?;
-        // Trailing bytes after the JSON value are not an answer either.
-        de.end().map_err(|e| malformed(e.to_string()))?;
-        Ok(value)
+        parse_answer(ep, &answer.body)
     }
 
     /// Sends and reads the whole answer, at most `max_body` bytes.
@@ -647,6 +632,29 @@ fn esitef_message(body: &[u8]) -> Option<Outside> {
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date, capped.
+/// Parses a 200 answer's body as every call does: a `Malformed` error
+/// names the path of the problem (its detail bounded and neutralised), and
+/// bytes after the JSON value are refused. Public for the fuzz targets,
+/// which parse Carat's answers through it.
+pub fn parse_answer<T: DeserializeOwned>(ep: Endpoint, body: &[u8]) -> Result<T, CaratError> {
+    let malformed = |detail: String| CaratError::Malformed {
+        endpoint: ep,
+        // serde quotes offending values: bounded and neutralised.
+        detail: detail.into(),
+    };
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        malformed(if e.path().to_string() == "." {
+            e.inner().to_string()
+        } else {
+            format!("{}: {}", e.path(), e.inner())
+        })
+    })?;
+    // Trailing bytes after the JSON value are not an answer either.
+    de.end().map_err(|e| malformed(e.to_string()))?;
+    Ok(value)
+}
+
 pub fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
     let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let d = if let Ok(secs) = v.parse::<u64>() {

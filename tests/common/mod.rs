@@ -289,6 +289,55 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_carat-catalogd")
 }
 
+/// The prefixes of the variables the binary reads as configuration
+/// (`CARAT_CATALOGD_*`) or as test-only hooks (`CARAT_TEST_ONLY_*`).
+pub const CARAT_ENV_PREFIXES: [&str; 2] = ["CARAT_CATALOGD_", "CARAT_TEST_ONLY_"];
+
+/// `Command::new(program)` without any of this process's variables named
+/// in [`CARAT_ENV_PREFIXES`]: the caller's own overrides (a developer's
+/// shell, a CI runner) must not reach what the tests start. A test that
+/// wants one sets it on the command explicitly (that comes after, and
+/// wins). Every process the tests start that may run the binary (itself
+/// or through a wrapper: `sh`, `setpriv`, `faketime`...) is built here.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        if key
+            .to_str()
+            .is_some_and(|k| CARAT_ENV_PREFIXES.iter().any(|p| k.starts_with(p)))
+        {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// [`command`] for the daemon's binary.
+pub fn bin_command() -> std::process::Command {
+    command(bin())
+}
+
+/// The absolute path of `tool`, an external program a test runs. A tool
+/// that is missing fails the test, naming the Debian package to install
+/// (`.ci/run` installs them all before the tests): a test never passes
+/// by skipping what it exists to check.
+#[track_caller]
+pub fn require_tool(tool: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin".into(), "/sbin".into()])
+        .map(|dir| dir.join(tool))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{tool} is not installed, and this test needs it: apt-get install {package} (.ci/run does)"
+            )
+        })
+}
+
 impl DaemonProc {
     /// Starts the daemon and waits until its socket answers.
     pub async fn start(sim: &SimHandle, o: DaemonOpts) -> DaemonProc {
@@ -318,8 +367,9 @@ impl DaemonProc {
 
     /// `wrapper… carat-catalogd --config CONFIG run` (no wrapper: the
     /// binary itself), stdout discarded, stderr appended to `self.stderr`,
-    /// `RUST_LOG=info`, and none of this process's journal, notify or
-    /// watchdog variables. Every way the tests start the daemon builds on it.
+    /// `RUST_LOG=info`, and none of this process's journal, notify,
+    /// watchdog, `CARAT_CATALOGD_*` or `CARAT_TEST_ONLY_*` variables
+    /// ([`command`]). Every way the tests start the daemon builds on it.
     pub fn run_command(&self, wrapper: &[&str]) -> std::process::Command {
         let err = std::fs::OpenOptions::new()
             .create(true)
@@ -328,11 +378,11 @@ impl DaemonProc {
             .unwrap();
         let mut cmd = match wrapper.split_first() {
             Some((program, args)) => {
-                let mut c = std::process::Command::new(program);
+                let mut c = command(program);
                 c.args(args).arg(bin());
                 c
             }
-            None => std::process::Command::new(bin()),
+            None => bin_command(),
         };
         cmd.args(["--config", self.config.to_str().unwrap(), "run"])
             .env("RUST_LOG", "info")
@@ -430,7 +480,7 @@ impl DaemonProc {
 
     /// Runs the CLI against this daemon's config.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(bin())
+        bin_command()
             .arg("--config")
             .arg(&self.config)
             .args(args)
