@@ -377,6 +377,7 @@ impl Daemon {
         } = std::mem::replace(&mut self.sockets, Sockets::taken());
         let limits = net::Limits {
             max_connections: cfg.settings.api.max_connections,
+            max_per_uid: cfg.settings.api.per_uid_limit(),
             header_timeout: cfg.settings.api.idle_timeout(),
             write_timeout: cfg.settings.api.write_timeout(),
             ..Default::default()

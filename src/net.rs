@@ -143,6 +143,9 @@ pub fn tls_acceptor(cert_pem: &[u8], key_pem: &[u8]) -> Result<TlsAcceptor, NetE
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections one peer uid may hold on a Unix socket (`SO_PEERCRED`),
+    /// so one user cannot take every slot; over it, `503 overloaded`.
+    pub max_per_uid: usize,
     /// How long a connection may go without a complete request head: an
     /// idle keep-alive connection, or a client sending its head slowly
     /// (hyper runs one timer for both). Also bounds the TLS handshake.
@@ -158,6 +161,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_per_uid: usize::MAX,
             header_timeout: Duration::from_secs(10),
             write_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
@@ -165,49 +169,88 @@ impl Default for Limits {
     }
 }
 
-/// A stream whose writes fail with `TimedOut` once one has made no progress
-/// for `timeout`: the peer stopped taking bytes. Any progress re-arms it.
-/// It also notes when the client's first bytes were read (see
+/// How often a stalled write looks at its peer's progress.
+const PROGRESS_CHECK: Duration = Duration::from_secs(1);
+
+/// The bytes the socket `fd` holds that its peer has not taken yet
+/// (`SIOCOUTQ`); `None` where the kernel cannot say.
+fn unsent_bytes(fd: RawFd) -> Option<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: `fd` is the connection's socket, owned by the stream the
+    // caller wraps, so it is open for this call; TIOCOUTQ (the value of
+    // SIOCOUTQ on Linux) writes one c_int through the pointer, which
+    // points to `n`.
+    let r = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut n) };
+    (r == 0).then(|| usize::try_from(n).ok()).flatten()
+}
+
+/// A write waiting for the peer to make room.
+struct Stall {
+    /// Since when the peer took nothing.
+    since: tokio::time::Instant,
+    /// What the socket held for the peer then.
+    unsent: Option<usize>,
+    check: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// A stream whose writes fail with `TimedOut` once its peer took none of
+/// the bytes queued for it for `timeout`. A write that waits is not a sign
+/// of that: a Unix socket turns writable only once its queue drained to a
+/// quarter of its buffer, so a slow reader can wait longer than `timeout`
+/// while it reads. So a waiting write looks at the socket's queue every
+/// second, and any byte the peer took restarts the clock. It also notes
+/// when the client's first bytes were read (see
 /// [`ended_before_first_bytes`]).
 struct WriteDeadline<T> {
     inner: T,
+    fd: RawFd,
     timeout: Duration,
-    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    stall: Option<Stall>,
     read_any: Arc<AtomicBool>,
 }
 
 impl<T> WriteDeadline<T> {
-    fn new(inner: T, timeout: Duration, read_any: Arc<AtomicBool>) -> Self {
+    fn new(inner: T, fd: RawFd, timeout: Duration, read_any: Arc<AtomicBool>) -> Self {
         WriteDeadline {
             inner,
+            fd,
             timeout,
-            stalled: None,
+            stall: None,
             read_any,
         }
     }
 
-    /// Passes a write's result through, arming the deadline while the peer
-    /// takes nothing and failing the write once it passed.
+    /// Passes a write's result through; while it waits, fails it once the
+    /// peer took nothing for the whole timeout.
     fn watch<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
-        match r {
-            Poll::Pending => {
-                let timeout = self.timeout;
-                let sleep = self
-                    .stalled
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if sleep.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "the client took no response bytes within the write timeout",
-                    )));
-                }
-                Poll::Pending
-            }
-            ready => {
-                self.stalled = None;
-                ready
-            }
+        if r.is_ready() {
+            self.stall = None;
+            return r;
         }
+        let (fd, timeout) = (self.fd, self.timeout);
+        let stall = self.stall.get_or_insert_with(|| Stall {
+            since: tokio::time::Instant::now(),
+            unsent: unsent_bytes(fd),
+            check: Box::pin(tokio::time::sleep(PROGRESS_CHECK.min(timeout))),
+        });
+        while stall.check.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            let unsent = unsent_bytes(fd);
+            if let (Some(now_held), Some(held)) = (unsent, stall.unsent)
+                && now_held < held
+            {
+                stall.since = now;
+                stall.unsent = unsent;
+            }
+            if now.duration_since(stall.since) >= timeout {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client took no response bytes within the write timeout",
+                )));
+            }
+            stall.check.as_mut().reset(now + PROGRESS_CHECK.min(timeout));
+        }
+        Poll::Pending
     }
 }
 
@@ -274,14 +317,19 @@ static REFUSED_PEERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 
 /// An accepted connection, not yet ready for HTTP (TLS still to do).
 enum Accepted {
-    Unix(tokio::net::UnixStream),
+    /// With the peer's uid, when the kernel says it.
+    Unix(tokio::net::UnixStream, Option<u32>),
     Tcp(TcpStream, Option<TlsAcceptor>, std::net::SocketAddr),
 }
 
 impl Listener {
     async fn accept(&self) -> io::Result<Accepted> {
         match self {
-            Listener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
+            Listener::Unix(listener) => {
+                let (stream, _) = listener.accept().await?;
+                let uid = stream.peer_cred().ok().map(|c| c.uid());
+                Ok(Accepted::Unix(stream, uid))
+            }
             Listener::Tcp {
                 listener,
                 tls,
@@ -307,7 +355,7 @@ impl Listener {
 impl Accepted {
     fn info(&self) -> ConnInfo {
         match self {
-            Accepted::Unix(s) => ConnInfo {
+            Accepted::Unix(s, _) => ConnInfo {
                 fd: ConnFd(s.as_raw_fd()),
                 peer: PeerAddr(None),
             },
@@ -321,7 +369,7 @@ impl Accepted {
     /// The stream HTTP runs on: a TLS handshake first where configured.
     async fn ready(self, handshake_timeout: Duration) -> Option<Conn> {
         match self {
-            Accepted::Unix(s) => Some(Conn::Unix(ZcStream::new(s))),
+            Accepted::Unix(s, _) => Some(Conn::Unix(ZcStream::new(s))),
             Accepted::Tcp(s, None, _) => Some(Conn::Tcp(s)),
             Accepted::Tcp(s, Some(acceptor), _) => {
                 let peer = s.peer_addr().ok();
@@ -394,17 +442,71 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// What a connection over the limit gets before it is closed: the
-/// contract's JSON error.
-static OVERLOADED: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
-    let body = r#"{"error":{"code":"overloaded","message":"too many connections; retry shortly"}}"#;
-    format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n\
-         content-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-});
+/// Refusals (`503 overloaded`) answered at once; past them, new connections
+/// wait in the listener's backlog until one is done.
+const REFUSALS_IN_FLIGHT: usize = 64;
+
+/// How long a refused connection may take to send its request head.
+const REFUSAL_TIME: Duration = Duration::from_secs(2);
+
+/// Connections open per peer uid, for [`Limits::max_per_uid`].
+#[derive(Default)]
+struct PerUid(std::sync::Mutex<std::collections::HashMap<u32, usize>>);
+
+/// One connection counted for its uid, until dropped.
+struct UidSlot(Arc<PerUid>, u32);
+
+impl PerUid {
+    fn take(self: &Arc<Self>, uid: u32, max: usize) -> Option<UidSlot> {
+        let mut open = crate::mutex::lock(&self.0);
+        let n = open.entry(uid).or_default();
+        (*n < max).then(|| {
+            *n += 1;
+            UidSlot(self.clone(), uid)
+        })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut open = crate::mutex::lock(&(self.0).0);
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// Answers a connection over a limit: its request head is read first (a
+/// client whose request was never read sees a reset, not the answer), then
+/// the contract's JSON `503 overloaded`, and the connection is closed.
+async fn refuse(accepted: Accepted) {
+    let Some(io) = accepted.ready(REFUSAL_TIME).await else {
+        return;
+    };
+    let overloaded = hyper::service::service_fn(|_| async {
+        let body = r#"{"error":{"code":"overloaded","message":"too many connections; retry shortly"}}"#;
+        let mut r = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(
+            body.as_bytes(),
+        )));
+        *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        let headers = r.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers.insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        Ok::<_, Infallible>(r)
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSAL_TIME)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(io), overloaded);
+    let _ = tokio::time::timeout(2 * REFUSAL_TIME, conn).await;
+}
 
 /// On shutdown, how long a connection accepted before it may take to send
 /// the first bytes of its request (it is then answered, and closed).
@@ -447,10 +549,17 @@ pub async fn serve<M, S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
+    let per_uid = Arc::new(PerUid::default());
     let mut conns = JoinSet::new();
     let (drain_tx, drain_rx) = watch::channel(false);
-    let overflow = Arc::new(Semaphore::new(64));
     loop {
+        // Whoever comes next may have to be refused: accept only while
+        // there is room to answer that; otherwise the backlog holds them.
+        let refusal = tokio::select! {
+            _ = crate::state::stopped(&mut shutdown) => break,
+            r = refusals.clone().acquire_owned() => r,
+        };
         let accepted = tokio::select! {
             _ = crate::state::stopped(&mut shutdown) => break,
             a = listener.accept() => match a {
@@ -462,29 +571,25 @@ pub async fn serve<M, S, B>(
                 }
             },
         };
-        // At the connection limit: a clear 503 and close, rather than a
-        // backlog that leaves everyone hanging.
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            if let Ok(o) = overflow.clone().try_acquire_owned() {
-                tokio::spawn(async move {
-                    let _o = o;
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                        use tokio::io::AsyncWriteExt;
-                        if let Some(mut conn) = accepted.ready(Duration::from_secs(2)).await {
-                            let _ = conn.write_all(&OVERLOADED).await;
-                            let _ = conn.shutdown().await;
-                        }
-                    })
-                    .await;
-                });
-            }
+        let uid_slot = match &accepted {
+            Accepted::Unix(_, Some(uid)) => per_uid.take(*uid, limits.max_per_uid).map(Some),
+            _ => Some(None),
+        };
+        let permit = permits.clone().try_acquire_owned().ok();
+        let (Some(permit), Some(uid_slot)) = (permit, uid_slot) else {
+            tokio::spawn(async move {
+                let _refusal = refusal;
+                refuse(accepted).await;
+            });
             continue;
         };
+        drop(refusal);
         let read_any = Arc::new(AtomicBool::new(false));
         let svc = make_service(accepted.info());
         let mut drain = drain_rx.clone();
+        let fd = accepted.info().fd.0;
         conns.spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, uid_slot);
             let Some(io) = accepted.ready(limits.header_timeout).await else {
                 return;
             };
@@ -493,7 +598,7 @@ pub async fn serve<M, S, B>(
                 .header_read_timeout(limits.header_timeout)
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .serve_connection(
-                    TokioIo::new(WriteDeadline::new(io, limits.write_timeout, read_any.clone())),
+                    TokioIo::new(WriteDeadline::new(io, fd, limits.write_timeout, read_any.clone())),
                     svc,
                 );
             tokio::pin!(conn);

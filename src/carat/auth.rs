@@ -317,6 +317,7 @@ pub const POST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// a flood on the network side cannot take the descriptors it needs.
 pub const RECEIVER_LIMITS: crate::net::Limits = crate::net::Limits {
     max_connections: 64,
+    max_per_uid: usize::MAX,
     header_timeout: Duration::from_secs(10),
     write_timeout: Duration::from_secs(10),
     max_header_bytes: 8 * 1024,

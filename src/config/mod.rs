@@ -173,6 +173,9 @@ section! {
         pub socket_group: Option<String> = None,
         pub control_socket: PathBuf = "/run/carat-catalogd/control.sock".into(),
         pub max_connections: usize = 1024,
+        /// Connections one peer uid may hold on `socket` (none: half of
+        /// `max_connections`), so one user cannot lock the others out.
+        pub max_connections_per_uid: Option<usize> = None,
         /// Threads of the read API's own runtime (apart from the sync's).
         pub threads: usize = 1,
         /// A connection whose client takes no response bytes this long is closed.
@@ -184,6 +187,11 @@ section! {
 }
 
 impl ApiConfig {
+    pub fn per_uid_limit(&self) -> usize {
+        self.max_connections_per_uid
+            .unwrap_or((self.max_connections / 2).max(1))
+    }
+
     pub fn write_timeout(&self) -> Duration {
         Duration::from_secs(self.write_timeout_seconds)
     }

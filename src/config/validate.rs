@@ -371,6 +371,15 @@ impl ApiConfig {
         if self.socket == self.control_socket {
             p.add("api.control_socket", "must differ from api.socket");
         }
+        if let Some(n) = self.max_connections_per_uid
+            && !(1..=self.max_connections).contains(&n)
+        {
+            let max = self.max_connections;
+            p.add(
+                "api.max_connections_per_uid",
+                format!("{n} is out of range (1 to api.max_connections, {max})"),
+            );
+        }
     }
 }
 
