@@ -2,10 +2,11 @@
 //! queues a sync on the one worker and streams its progress and results as
 //! NDJSON. A request that arrives during a sync waits for it, then runs.
 
+use std::time::Duration;
+
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -55,28 +56,44 @@ pub fn router(state: ControlState) -> Router {
                 "the control socket serves POST /v1/sync and GET /v1/health",
             )
         })
-        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
 
+/// How long the client may take to send its request body.
+const BODY_TIME: Duration = Duration::from_secs(10);
+
+/// Most bytes of a request body.
+const MAX_BODY: usize = 64 * 1024;
+
 /// The request body as a [`SyncRequest`]: none is the default; anything
 /// else must be a JSON object of its fields (400 `bad_request`), at most
-/// 64 KiB (413 `body_too_large`; axum's own rejection is plain text).
-fn sync_request(body: Result<Bytes, BytesRejection>) -> Result<SyncRequest, ApiError> {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+/// 64 KiB (413 `body_too_large`), sent within 10 s (408
+/// `request_timeout`: a client trickling its body cannot hold a slot).
+async fn sync_request(body: Body) -> Result<SyncRequest, ApiError> {
+    let body = match tokio::time::timeout(BODY_TIME, axum::body::to_bytes(body, MAX_BODY)).await {
+        Ok(Ok(b)) => b,
+        Err(_) => {
+            let message = format!("the request body did not arrive within {} s", BODY_TIME.as_secs());
+            return Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                message,
+            ));
+        }
+        Ok(Err(e))
+            if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>()) =>
+        {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 "the request body is over 64 KiB",
             ));
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "bad_request",
-                format!("the request body could not be read: {}", e.body_text()),
+                format!("the request body could not be read: {e}"),
             ));
         }
     };
@@ -85,7 +102,7 @@ fn sync_request(body: Result<Bytes, BytesRejection>) -> Result<SyncRequest, ApiE
     }
     // An object, as the document says (serde would also take an array for
     // a struct).
-    serde_json::from_slice::<serde_json::Value>(&body)
+    let req = serde_json::from_slice::<serde_json::Value>(&body)
         .and_then(|v| {
             if v.is_object() {
                 serde_json::from_value::<SyncRequest>(v)
@@ -99,11 +116,19 @@ fn sync_request(body: Result<Bytes, BytesRejection>) -> Result<SyncRequest, ApiE
                 "bad_request",
                 format!("invalid JSON body: {e}"),
             )
-        })
+        })?;
+    if req.recharge_types.as_ref().is_some_and(Vec::is_empty) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "recharge_types is empty; omit the key to sync every enabled type",
+        ));
+    }
+    Ok(req)
 }
 
-async fn sync(State(st): State<ControlState>, body: Result<Bytes, BytesRejection>) -> Response {
-    let req = match sync_request(body) {
+async fn sync(State(st): State<ControlState>, body: Body) -> Response {
+    let req = match sync_request(body).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
