@@ -154,10 +154,7 @@ async fn main() -> anyhow::Result<()> {
         };
     }
     cfg.catalog = match &a.catalog {
-        Some(p) => {
-            SimCatalog::from_json(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
-        }
+        Some(p) => SimCatalog::from_file(p)?,
         None => SimCatalog::generate(GenSpec {
             dealers: a.dealers,
             ddds: a.ddds,

@@ -30,9 +30,7 @@ use crate::secret::Secret;
 use read::{layered, list_or_csv, read_text, url_redacted, url_unquoted};
 use validate::Problems;
 
-pub use validate::{
-    BaseUrlError, CronError, MerchantKeyError, check_base_url, check_merchant_key, parse_cron,
-};
+pub use validate::parse_cron;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/carat-catalogd/config.toml";
 /// The variable that chooses the config file; not a setting itself.
@@ -80,7 +78,7 @@ section! {
 section! {
     /// `[carat]`: where Carat is, who the store is and how it signs in.
     pub struct CaratConfig {
-        /// Required; checked by [`check_base_url`].
+        /// Required: https, a domain name (or a loopback simulator).
         pub base_url: Option<String> = None,
         /// Required: at most 15 letters or digits.
         pub merchant_id: Option<String> = None,

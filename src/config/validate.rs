@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -379,91 +378,50 @@ fn is_alphanumeric(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// What is wrong with `carat.base_url`.
-#[derive(Debug, thiserror::Error)]
-pub enum BaseUrlError {
-    #[error("not a URL: {0}")]
-    NotAUrl(#[source] url::ParseError),
-    #[error("must use https (Carat is HTTPS only), got {0}")]
-    NotHttps(String),
-    #[error("has no host")]
-    NoHost,
-    #[error(
-        "is an IP address; Carat says always use the domain name (the IP may change without notice). \
-         Only a loopback simulator (https://localhost:PORT) may skip this"
-    )]
-    IpAddress,
-    #[error("must not carry a query or fragment")]
-    QueryOrFragment,
-    #[error("must not carry credentials")]
-    Credentials,
+/// `carat.base_url` parsed, or what is wrong with it.
+fn check_base_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    let ip = "is an IP address; Carat says always use the domain name (the IP may change without notice). \
+              Only a loopback simulator (https://localhost:PORT) may skip this";
+    let problem = match url.host() {
+        _ if url.scheme() != "https" => format!("must use https (Carat is HTTPS only), got {}", url.scheme()),
+        None => "has no host".to_owned(),
+        Some(url::Host::Ipv4(a)) if !a.is_loopback() => ip.to_owned(),
+        Some(url::Host::Ipv6(a)) if !a.is_loopback() => ip.to_owned(),
+        _ if url.query().is_some() || url.fragment().is_some() => {
+            "must not carry a query or fragment".to_owned()
+        }
+        _ if !url.username().is_empty() || url.password().is_some() => {
+            "must not carry credentials".to_owned()
+        }
+        _ => return Ok(url),
+    };
+    Err(problem)
 }
 
-pub fn check_base_url(s: &str) -> Result<Url, BaseUrlError> {
-    let url = Url::parse(s).map_err(BaseUrlError::NotAUrl)?;
-    if url.scheme() != "https" {
-        return Err(BaseUrlError::NotHttps(url.scheme().to_owned()));
-    }
-    match url.host() {
-        None => return Err(BaseUrlError::NoHost),
-        Some(url::Host::Domain(_)) => {}
-        Some(url::Host::Ipv4(ip)) if IpAddr::V4(ip).is_loopback() => {}
-        Some(url::Host::Ipv6(ip)) if IpAddr::V6(ip).is_loopback() => {}
-        Some(_) => return Err(BaseUrlError::IpAddress),
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(BaseUrlError::QueryOrFragment);
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(BaseUrlError::Credentials);
-    }
-    Ok(url)
-}
-
-/// What is wrong with a merchant key (never the key itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MerchantKeyError {
-    #[error("is empty")]
-    Empty,
-    #[error("is too short ({0} characters; Carat keys have at least 8)")]
-    TooShort(usize),
-    #[error("is too long ({0} characters; Carat allows at most 80)")]
-    TooLong(usize),
-    #[error("must be letters and digits only (Carat's format)")]
-    NotAlphanumeric,
-}
-
-/// Checks a merchant key: Carat's format is at most 80 letters or digits.
-pub fn check_merchant_key(k: &str) -> Result<(), MerchantKeyError> {
-    match k.len() {
-        0 => Err(MerchantKeyError::Empty),
-        n @ ..8 => Err(MerchantKeyError::TooShort(n)),
-        n @ 81.. => Err(MerchantKeyError::TooLong(n)),
-        _ if !is_alphanumeric(k) => Err(MerchantKeyError::NotAlphanumeric),
-        _ => Ok(()),
-    }
-}
-
-/// A cron line tokio-cron-scheduler would not take.
-#[derive(Debug, thiserror::Error)]
-#[error("unparsable cron {expr:?} (6 fields, seconds first, e.g. \"0 */15 * * * *\"): {source}")]
-pub struct CronError {
-    pub expr: String,
-    #[source]
-    pub source: croner::errors::CronError,
+/// What is wrong with a merchant key (never the key itself): Carat's
+/// format is 8 to 80 letters or digits.
+fn check_merchant_key(k: &str) -> Result<(), String> {
+    let problem = match k.len() {
+        0 => "is empty".to_owned(),
+        n @ ..8 => format!("is too short ({n} characters; Carat keys have at least 8)"),
+        n @ 81.. => format!("is too long ({n} characters; Carat allows at most 80)"),
+        _ if !is_alphanumeric(k) => "must be letters and digits only (Carat's format)".to_owned(),
+        _ => return Ok(()),
+    };
+    Err(problem)
 }
 
 /// Checks a cron line the way tokio-cron-scheduler parses it for our jobs
 /// (`Job::new_async`: seconds first, and a day of the month and a weekday
 /// both given must both match, unlike classic cron's either).
-pub fn parse_cron(s: &str) -> Result<croner::Cron, CronError> {
-    croner::parser::CronParser::builder()
+pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
+    let parser = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
-        .build()
+        .build();
+    let example = "6 fields, seconds first, e.g. \"0 */15 * * * *\"";
+    parser
         .parse(s)
-        .map_err(|source| CronError {
-            expr: s.to_owned(),
-            source,
-        })
+        .map_err(|e| format!("unparsable cron {s:?} ({example}): {e}"))
 }
