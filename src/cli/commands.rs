@@ -27,25 +27,19 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// `run`: the daemon.
+/// `check-config`: the settings in force as TOML (secrets redacted), then
+/// the warnings, on stderr.
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
-        Ok(cfg) => {
-            print!("{}", cfg.redacted_toml());
-            for w in &cfg.warnings {
-                eprintln!("warning: {w}");
-            }
-            if let Auth::Signature(signer) = &cfg.auth {
-                eprintln!("private key: RSA, {} bits", signer.key_bits());
-            }
-            eprintln!("configuration {} is valid", path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(ExitCode::from(2))
-        }
+    let cfg = Config::load(path)?;
+    print!("{}", cfg.redacted_toml());
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
     }
+    if let Auth::Signature(signer) = &cfg.auth {
+        eprintln!("private key: RSA, {} bits", signer.key_bits());
+    }
+    eprintln!("configuration {} is valid", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn sync(
@@ -188,7 +182,7 @@ pub async fn resync(
             Some("progress") => {
                 let rt = v["recharge_type"].as_str().and_then(RechargeType::parse);
                 if let (Some(rt), Some(done), Some(total)) = (rt, v["done"].as_u64(), v["total"].as_u64()) {
-                    Progress::progress(&progress, rt, done as usize, total as usize);
+                    progress.progress(rt, done as usize, total as usize);
                 }
             }
             Some("finished") => finished = Some(v),

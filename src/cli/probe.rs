@@ -6,20 +6,19 @@
 //! and for `normal` asks once with `ddd=00` whether Carat answers every DDD
 //! at once. Each finding is one line saying what Carat actually did.
 //!
-//! `--record DIR` writes every request and answer, redacted ([`Redactor`]),
+//! `--record DIR` writes every request and answer, redacted (`record.rs`),
 //! so the folder can go with a support ticket. Never opens the store.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use http::HeaderMap;
 use serde_json::Value;
 
-use crate::carat::client::{Exchange, Tap};
+use super::record::Recorder;
 use crate::carat::compat::{self, Compat, OthersTarget};
 use crate::carat::{CaratClient, CaratError, ErrorClass, Session};
 use crate::catalog::{
@@ -27,7 +26,6 @@ use crate::catalog::{
     parse_validity,
 };
 use crate::config::Config;
-use crate::mutex::lock;
 use crate::run::SessionIds;
 use crate::text::{CODE_MAX, clip};
 use Verdict::{Differs, Failed, Held, Info};
@@ -105,141 +103,6 @@ const PROBE_USN_BASE: u64 = 500_000_000_000;
 /// The made-up version a second begin sends (`probe_begin_echo`).
 const PROBE_HASH: &str = "F0F0F0F0F0F0F0F0";
 
-/// Replaces the merchant key, tokens and NITs by placeholders. Known
-/// literals first (the key, every NIT seen), then, whatever is left, any
-/// run of 32 or more letters, digits, `-` or `_` (a NIT, a JWT part, a PEM
-/// line) becomes `<REDACTED>`.
-struct Redactor {
-    literals: Mutex<Vec<(String, &'static str)>>,
-}
-
-impl Redactor {
-    fn new(merchant_key: &str) -> Self {
-        Redactor {
-            literals: Mutex::new(vec![(merchant_key.to_owned(), "<MERCHANT_KEY>")]),
-        }
-    }
-
-    /// A NIT learnt from an answer: replaced wherever it appears later.
-    fn add_nit(&self, nit: &str) {
-        let mut l = lock(&self.literals);
-        if !nit.is_empty() && !l.iter().any(|(s, _)| s == nit) {
-            l.push((nit.to_owned(), "<NIT>"));
-        }
-    }
-
-    /// Known literals are matched regardless of ASCII case (an answer may
-    /// spell the key in another case).
-    fn redact(&self, text: &str) -> String {
-        let mut out = text.to_owned();
-        for (lit, placeholder) in lock(&self.literals).iter().filter(|(l, _)| !l.is_empty()) {
-            out = replace_ignoring_ascii_case(&out, lit, placeholder);
-        }
-        crate::secret::mask_tokens(&out).replace("[redacted]", "<REDACTED>")
-    }
-
-    fn header(&self, name: &str, value: &str) -> String {
-        match name {
-            "authorization" => "Bearer <TOKEN>".to_owned(),
-            "cookie" | "set-cookie" | "proxy-authorization" => "<REDACTED>".to_owned(),
-            _ => self.redact(value),
-        }
-    }
-}
-
-/// `text` with every occurrence of `needle`, in any ASCII case, replaced.
-fn replace_ignoring_ascii_case(text: &str, needle: &str, with: &str) -> String {
-    // ASCII lowercasing keeps every byte offset, so matches found in the
-    // lowered copy are the same ranges of `text`.
-    let hay = text.to_ascii_lowercase();
-    let needle = needle.to_ascii_lowercase();
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    for (i, _) in hay.match_indices(&needle) {
-        out.push_str(&text[last..i]);
-        out.push_str(with);
-        last = i + needle.len();
-    }
-    out.push_str(&text[last..]);
-    out
-}
-
-/// Keeps the last answer for the analysis and, with `--record`, writes
-/// every exchange down, redacted.
-struct Recorder {
-    dir: Option<PathBuf>,
-    redactor: Redactor,
-    state: Mutex<Recording>,
-}
-
-#[derive(Default)]
-struct Recording {
-    /// Files written so far.
-    written: u64,
-    /// Names the next files (`03-normal-dealercode-trimmed-….http`).
-    label: String,
-    /// The body of the last answer.
-    last: Option<Vec<u8>>,
-    /// The first file that could not be written.
-    error: Option<std::io::Error>,
-}
-
-impl Recorder {
-    fn take_last(&self) -> Option<Vec<u8>> {
-        lock(&self.state).last.take()
-    }
-
-    /// One exchange as the recording shows it: `>` the request, `<` the answer.
-    fn text(&self, x: &Exchange<'_>) -> String {
-        let r = &self.redactor;
-        let headers = |o: &mut String, mark: &str, headers: &HeaderMap| {
-            for (k, v) in headers {
-                let v = r.header(k.as_str(), v.to_str().unwrap_or("<binary>"));
-                let _ = writeln!(o, "{mark} {k}: {v}");
-            }
-            let _ = writeln!(o, "{mark}");
-        };
-        let path = &x.url[url::Position::BeforePath..url::Position::AfterQuery];
-        let mut o = format!("> {} {}\n", x.method, r.redact(path));
-        headers(&mut o, ">", x.request_headers);
-        if !x.request_body.is_empty() {
-            let _ = writeln!(o, "{}", r.redact(&String::from_utf8_lossy(x.request_body)));
-        }
-        match x.response {
-            Ok(a) => {
-                let _ = writeln!(o, "\n< HTTP {}", a.status);
-                headers(&mut o, "<", &a.headers);
-                let _ = writeln!(o, "{}", r.redact(&String::from_utf8_lossy(&a.body)));
-            }
-            Err(e) => {
-                let _ = writeln!(o, "\n< no answer: {}", r.redact(&e.to_string()));
-            }
-        }
-        o
-    }
-}
-
-impl Tap for Recorder {
-    fn exchange(&self, x: &Exchange<'_>) {
-        let answer = x.response.ok();
-        // A NIT in a begin answer is redacted wherever it appears later.
-        if let Some(v) = answer.and_then(|a| serde_json::from_slice::<Value>(&a.body).ok())
-            && let Some(nit) = v.pointer("/begin_recharge_response/nit").and_then(Value::as_str)
-        {
-            self.redactor.add_nit(nit);
-        }
-        let mut st = lock(&self.state);
-        st.last = answer.map(|a| a.body.clone());
-        if let Some(dir) = &self.dir {
-            st.written += 1;
-            let name = format!("{:02}-{}-{}.http", st.written, st.label, x.endpoint.as_str());
-            if let Err(e) = std::fs::write(dir.join(name), self.text(x)) {
-                st.error.get_or_insert(e);
-            }
-        }
-    }
-}
-
 /// The probe of every type in `types` with `client`, built from `cfg` (its
 /// compat is the one in force); `record`: where to write the exchanges.
 pub async fn run(
@@ -252,11 +115,7 @@ pub async fn run(
     if let Some(dir) = &record {
         std::fs::create_dir_all(dir).with_context(|| context(dir))?;
     }
-    let recorder = Arc::new(Recorder {
-        dir: record.clone(),
-        redactor: Redactor::new(cfg.client.merchant_key.expose()),
-        state: Mutex::default(),
-    });
+    let recorder = Arc::new(Recorder::new(record.clone(), cfg.client.merchant_key.expose()));
     let tenths = chrono::Utc::now().timestamp_millis().max(0) as u64 / 100;
     let mut p = Prober {
         client: client.with_tap(recorder.clone()),
@@ -270,7 +129,7 @@ pub async fn run(
     }
     let report = Report { findings: p.findings };
     if let Some(dir) = &record {
-        if let Some(e) = lock(&recorder.state).error.take() {
+        if let Some(e) = recorder.take_error() {
             return Err(e).with_context(|| context(dir));
         }
         let text = recorder.redactor.redact(&report.render());
@@ -314,7 +173,7 @@ impl Prober {
     /// (in authenticity-POST mode no answer carries it). `label` names the
     /// recorded exchange.
     async fn begin(&self, rt: RechargeType, label: &str, held: &GeneralHash) -> Result<Session, CaratError> {
-        lock(&self.recorder.state).label = format!("{rt}-{label}");
+        self.recorder.label(format!("{rt}-{label}"));
         let ids = SessionIds {
             order_id: SessionIds::random_order_id("PROBE"),
             merchant_usn: self.usn.fetch_add(1, Ordering::Relaxed).to_string(),
@@ -331,7 +190,7 @@ impl Prober {
         };
         let text = format!("begin answered: a NIT and general_hash {}", session.general_hash);
         self.say(rt, Held, text);
-        lock(&self.recorder.state).label = format!("{rt}-dealers");
+        self.recorder.label(format!("{rt}-dealers"));
         let dealers = match self.client.dealers(&session, &GeneralHash::zero()).await {
             Ok(d) => d,
             Err(e) => return self.say(rt, Failed, format!("dealer list failed: {e}")),
@@ -455,7 +314,7 @@ impl Prober {
         let mut worked: Option<(WireForm, BranchDataAnswer)> = None;
         for (i, form) in forms.into_iter().enumerate() {
             let in_force = i == 0;
-            lock(&self.recorder.state).label = format!("{rt}-{}", form.label);
+            self.recorder.label(format!("{rt}-{}", form.label));
             let (setting, shown) = (&form.setting, &form.shown);
             match ask(&self.client.with_compat(form.compat), session).await {
                 Ok(a) => {
@@ -504,7 +363,7 @@ impl Prober {
         one: Option<BranchDataAnswer>,
     ) {
         const RT: RechargeType = RechargeType::Normal;
-        lock(&self.recorder.state).label = format!("{RT}-ddd00");
+        self.recorder.label(format!("{RT}-ddd00"));
         let c = self.client.with_compat(compat);
         let text = match c
             .branch_data_all_ddds(session, &dealer.code, &GeneralHash::zero())
@@ -659,33 +518,6 @@ fn ddd_values(body: &[u8]) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_redactor_leaves_no_key_nit_or_token() {
-        let r = Redactor::new("F19DE001");
-        assert_eq!(
-            r.redact("key f19de001 and F19De001"),
-            "key <MERCHANT_KEY> and <MERCHANT_KEY>"
-        );
-        let nit = "e009886843920c5173104557c9f6cd66b1481557fb3f4d88daca072eb8a50c97";
-        r.add_nit(nit);
-        let text = format!(
-            "{{\"merchant_key\":\"F19DE001\"}} /v3/rechargebranches/{nit} nit={nit} \
-             eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJtZXJjaGFudF9pZCI6IkxPSkEifQ.c2lnbmF0dXJlc2lnbmF0dXJlc2lnbmF0dXJl"
-        );
-        let out = r.redact(&text);
-        assert!(
-            !out.contains("F19DE001") && !out.contains(nit) && !out.contains("eyJhbGciOiJSUzI1NiIs"),
-            "{out}"
-        );
-        assert!(out.contains("<MERCHANT_KEY>") && out.contains("<NIT>"), "{out}");
-        assert_eq!(r.header("authorization", "Bearer abc"), "Bearer <TOKEN>");
-        // Codes, hashes and amounts stay readable.
-        assert_eq!(
-            r.redact("dealercode=1&generalhash=0000000000000000"),
-            "dealercode=1&generalhash=0000000000000000"
-        );
-    }
 
     #[test]
     fn ddd_values_are_found_at_any_depth() {

@@ -201,8 +201,6 @@ impl AuthPostConfig {
 /// `[sync]` resolve to.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file this came from.
-    pub source: PathBuf,
     pub settings: Settings,
     /// The Carat client's settings: the URL parsed, the merchant key and
     /// the CA read from their files, the `[carat.compat]` switches.
@@ -309,7 +307,6 @@ impl Config {
             settings.carat.authenticity_post = Some(AuthPostConfig::clone(a));
         }
         Ok(Config {
-            source: path.to_owned(),
             settings,
             client,
             auth,

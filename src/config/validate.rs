@@ -95,28 +95,23 @@ impl CaratConfig {
     /// when it sets `merchant_key` itself (not only the environment).
     pub(super) fn resolve(&self, key_in: Option<&Path>, p: &mut Problems) -> Option<(ClientSettings, Auth)> {
         let base_url = match &self.base_url {
-            None => p.fail(
-                "carat.base_url",
-                format!("is required (homologation: {HOMOLOGATION_URL})"),
-            ),
-            Some(s) => check_base_url(s).map_err(|e| p.add("carat.base_url", e)).ok(),
+            None => Err(format!("is required (homologation: {HOMOLOGATION_URL})")),
+            Some(s) => check_base_url(s),
         };
+        let base_url = base_url.map_err(|e| p.add("carat.base_url", e)).ok();
         let merchant_id = match &self.merchant_id {
             None => p.fail("carat.merchant_id", "is required"),
-            Some(m) if m.len() > 15 || !is_alphanumeric(m) => p.fail(
-                "carat.merchant_id",
-                format!("{m:?} is not Carat's format (at most 15 letters or digits)"),
-            ),
+            Some(m) if m.len() > 15 || !is_alphanumeric(m) => {
+                let problem = format!("{m:?} is not Carat's format (at most 15 letters or digits)");
+                p.fail("carat.merchant_id", problem)
+            }
             Some(m) => Some(m.clone()),
         };
         let merchant_key = self.merchant_key(key_in, p);
         let auth = self.auth(merchant_id.as_deref(), merchant_key.as_ref(), p);
         let extra_ca_pem = self.ca_file.as_ref().and_then(|f| {
             let pem = p.read("carat.ca_file", f)?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .filter_map(Result::ok)
-                .count();
-            if certs == 0 {
+            if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
                 p.add(
                     "carat.ca_file",
                     format!("{} holds no PEM certificate", f.display()),
@@ -166,10 +161,8 @@ impl CaratConfig {
     fn merchant_key(&self, key_in: Option<&Path>, p: &mut Problems) -> Option<Secret> {
         let (key, file) = match (&self.merchant_key, &self.merchant_key_file) {
             (Some(_), Some(_)) => {
-                return p.fail(
-                    "carat.merchant_key",
-                    "set either merchant_key or merchant_key_file, not both",
-                );
+                let problem = "set either merchant_key or merchant_key_file, not both";
+                return p.fail("carat.merchant_key", problem);
             }
             (None, None) => return p.fail("carat.merchant_key_file", "is required (or carat.merchant_key)"),
             (Some(k), None) => (k.expose().clone(), None),
@@ -222,10 +215,11 @@ impl AuthPostConfig {
     /// the receiver's settings.
     fn resolve(&self, merchant_id: Option<&str>, p: &mut Problems) -> Option<ReceiverSettings> {
         const K: &str = "carat.authenticity_post";
-        if !self.path.starts_with('/') || self.path.contains(char::is_whitespace) {
+        let path = &self.path;
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
             p.add(
                 &format!("{K}.path"),
-                format!("{:?} must start with / and hold no spaces", self.path),
+                format!("{path:?} must start with / and hold no spaces"),
             );
         }
         match (&self.tls_cert_file, &self.tls_key_file) {
@@ -245,12 +239,12 @@ impl AuthPostConfig {
         }
         ranges!(p, "carat.authenticity_post", self, { wait_seconds: 1..=600, });
         // The URL is not quoted: it may carry a password.
-        if let Some(url) = &self.forward_url
-            && !matches!(url.scheme(), "https" | "http")
+        if let Some(scheme) = self.forward_url.as_ref().map(Url::scheme)
+            && !matches!(scheme, "https" | "http")
         {
             p.add(
                 &format!("{K}.forward_url"),
-                format!("scheme {:?} is not http or https", url.scheme()),
+                format!("scheme {scheme:?} is not http or https"),
             );
         }
         let allow_from = (self.allow_from.iter())
@@ -276,12 +270,9 @@ impl CompatConfig {
             .or_else(|| p.fail("carat.compat.dealer_code", format!("{dealer_code:?}: {expected}")));
         let expected = "expected \"nested\" (hashes/dealer/branch, the default) or \"flat\" \
                         (dealer_code/branch_code/general_hash)";
-        let others_request = OthersRequest::parse(others_request.trim()).or_else(|| {
-            p.fail(
-                "carat.compat.others_request",
-                format!("{others_request:?}: {expected}"),
-            )
-        });
+        let problem = format!("{others_request:?}: {expected}");
+        let others_request = OthersRequest::parse(others_request.trim())
+            .or_else(|| p.fail("carat.compat.others_request", problem));
         Compat {
             dealer_code: dealer_code.unwrap_or_default(),
             others_request: others_request.unwrap_or_default(),
@@ -297,17 +288,17 @@ impl SyncSettings {
             Err(e) => p.add("sync.schedule", e),
             // A line no date matches (30 February, a year gone) would leave the
             // catalog to go stale with no scheduled check at all.
-            Ok(c) if c.find_next_occurrence(&chrono::Utc::now(), false).is_err() => p.add(
-                "sync.schedule",
-                format!("{schedule:?} never fires: no date matches it"),
-            ),
+            Ok(c) if c.find_next_occurrence(&chrono::Utc::now(), false).is_err() => {
+                p.add(
+                    "sync.schedule",
+                    format!("{schedule:?} never fires: no date matches it"),
+                );
+            }
             Ok(_) => {}
         }
         if self.recharge_types.is_empty() {
-            p.add(
-                "sync.recharge_types",
-                "is empty; list at least one of normal, others, invoice",
-            );
+            let problem = "is empty; list at least one of normal, others, invoice";
+            p.add("sync.recharge_types", problem);
         }
         let mut recharge_types = vec![];
         for t in &self.recharge_types {
@@ -315,11 +306,8 @@ impl SyncSettings {
                 Some(rt) if !recharge_types.contains(&rt) => recharge_types.push(rt),
                 Some(_) => p.add("sync.recharge_types", format!("{t:?} is listed twice")),
                 None => {
-                    let expected = "(expected normal, others or invoice)";
-                    p.add(
-                        "sync.recharge_types",
-                        format!("unknown recharge type {t:?} {expected}"),
-                    );
+                    let problem = format!("unknown recharge type {t:?} (expected normal, others or invoice)");
+                    p.add("sync.recharge_types", problem);
                 }
             }
         }
