@@ -22,11 +22,12 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The request could not be sent, or its answer not read.
     #[error("talking to {path}: {source}")]
     Http {
         path: PathBuf,
         #[source]
-        source: hyper::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(
         "no answer from {path} within {} s: the daemon is not running or is stuck (with the socket units \
@@ -34,12 +35,6 @@ pub enum ClientError {
         ANSWER_TIMEOUT.as_secs()
     )]
     Timeout { path: PathBuf },
-    #[error("talking to {path}: {source}")]
-    Request {
-        path: PathBuf,
-        #[source]
-        source: http::Error,
-    },
 }
 
 /// How long the daemon may take to start answering (the head of its
@@ -60,10 +55,10 @@ async fn answered<T>(
         .unwrap_or_else(|_| Err(timeout()))
 }
 
-fn http_err(socket: &Path, source: hyper::Error) -> ClientError {
+fn http_err(socket: &Path, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ClientError {
     ClientError::Http {
         path: socket.to_owned(),
-        source,
+        source: source.into(),
     }
 }
 
@@ -82,12 +77,8 @@ async fn send(
     if body.is_some() {
         req = req.header("content-type", "application/json");
     }
-    let req = (req.body(Full::new(Bytes::from(body.unwrap_or_default())))).map_err(|source| {
-        ClientError::Request {
-            path: socket.to_owned(),
-            source,
-        }
-    })?;
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())));
+    let req = req.map_err(|e| http_err(socket, e))?;
     let stream = (UnixStream::connect(socket).await).map_err(|source| ClientError::Connect {
         path: socket.to_owned(),
         source,

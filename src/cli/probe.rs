@@ -13,7 +13,6 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context;
 use serde_json::Value;
@@ -120,7 +119,7 @@ pub async fn run(
     let mut p = Prober {
         client: client.with_tap(recorder.clone()),
         recorder: recorder.clone(),
-        usn: AtomicU64::new(PROBE_USN_BASE + tenths),
+        usn: PROBE_USN_BASE + tenths,
         first_ddd: cfg.sync.ddds.first().cloned(),
         findings: vec![],
     };
@@ -154,7 +153,7 @@ struct Prober {
     client: CaratClient,
     recorder: Arc<Recorder>,
     /// The next `merchant_usn` (see [`PROBE_USN_BASE`]).
-    usn: AtomicU64,
+    usn: u64,
     first_ddd: Option<crate::catalog::Ddd>,
     findings: Vec<Finding>,
 }
@@ -170,13 +169,19 @@ impl Prober {
     }
 
     /// A session whose NIT is redacted wherever it appears from now on
-    /// (in authenticity-POST mode no answer carries it). `label` names the
+    /// (in authenticity-POST mode no answer carries it). `what` names the
     /// recorded exchange.
-    async fn begin(&self, rt: RechargeType, label: &str, held: &GeneralHash) -> Result<Session, CaratError> {
-        self.recorder.label(format!("{rt}-{label}"));
+    async fn begin(
+        &mut self,
+        rt: RechargeType,
+        what: &str,
+        held: &GeneralHash,
+    ) -> Result<Session, CaratError> {
+        self.recorder.label(format!("{rt}-{what}"));
+        self.usn += 1;
         let ids = SessionIds {
             order_id: SessionIds::random_order_id("PROBE"),
-            merchant_usn: self.usn.fetch_add(1, Ordering::Relaxed).to_string(),
+            merchant_usn: self.usn.to_string(),
         };
         let s = self.client.begin(rt, held, &ids).await?;
         self.recorder.redactor.add_nit(s.nit.as_str());
