@@ -59,7 +59,7 @@ pub async fn sync(
     let (client, receiver) = app::build_client(&cfg, None)?;
     let receiver = app::CliReceiver::start(&cfg, receiver.as_ref()).await?;
     let syncer = app::syncer(&cfg, client, store);
-    let progress = HumanProgress::new();
+    let progress = HumanProgress::default();
     let mut results = vec![];
     for rt in or_configured(types, &cfg) {
         let r = syncer.sync_type(rt, force, Trigger::Cli, &progress).await;
@@ -172,7 +172,7 @@ pub async fn resync(
     if !types.is_empty() {
         body["recharge_types"] = json!(types);
     }
-    let progress = HumanProgress::new();
+    let progress = HumanProgress::default();
     let (mut finished, mut error) = (None, None);
     let status = client::post_lines(&control, "/v1/sync", serde_json::to_vec(&body)?, |line| {
         let Ok(v) = serde_json::from_slice::<Value>(line) else {

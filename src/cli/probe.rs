@@ -25,6 +25,7 @@ use crate::catalog::{
     parse_validity,
 };
 use crate::config::Config;
+use crate::mutex::lock;
 use crate::run::SessionIds;
 use crate::text::{CODE_MAX, clip};
 use Verdict::{Differs, Failed, Held, Info};
@@ -128,7 +129,7 @@ pub async fn run(
     }
     let report = Report { findings: p.findings };
     if let Some(dir) = &record {
-        if let Some(e) = recorder.take_error() {
+        if let Some(e) = lock(&recorder.state).error.take() {
             return Err(e).with_context(|| context(dir));
         }
         let text = recorder.redactor.redact(&report.render());
@@ -177,7 +178,7 @@ impl Prober {
         what: &str,
         held: &GeneralHash,
     ) -> Result<Session, CaratError> {
-        self.recorder.label(format!("{rt}-{what}"));
+        lock(&self.recorder.state).label = format!("{rt}-{what}");
         self.usn += 1;
         let ids = SessionIds {
             order_id: SessionIds::random_order_id("PROBE"),
@@ -195,7 +196,7 @@ impl Prober {
         };
         let text = format!("begin answered: a NIT and general_hash {}", session.general_hash);
         self.say(rt, Held, text);
-        self.recorder.label(format!("{rt}-dealers"));
+        lock(&self.recorder.state).label = format!("{rt}-dealers");
         let dealers = match self.client.dealers(&session, &GeneralHash::zero()).await {
             Ok(d) => d,
             Err(e) => return self.say(rt, Failed, format!("dealer list failed: {e}")),
@@ -319,7 +320,7 @@ impl Prober {
         let mut worked: Option<(WireForm, BranchDataAnswer)> = None;
         for (i, form) in forms.into_iter().enumerate() {
             let in_force = i == 0;
-            self.recorder.label(format!("{rt}-{}", form.label));
+            lock(&self.recorder.state).label = format!("{rt}-{}", form.label);
             let (setting, shown) = (&form.setting, &form.shown);
             match ask(&self.client.with_compat(form.compat), session).await {
                 Ok(a) => {
@@ -331,7 +332,7 @@ impl Prober {
                     let text = format!("{shown} accepted ({target}) — {setting}{how}");
                     self.say(rt, if in_force { Held } else { Info }, text);
                     if worked.is_none() {
-                        let raw = self.recorder.take_last();
+                        let raw = lock(&self.recorder.state).last.take();
                         self.branch_data_findings(rt, dealer_hash, &a, raw.as_deref());
                         worked = Some((form, a));
                     }
@@ -368,13 +369,13 @@ impl Prober {
         one: Option<BranchDataAnswer>,
     ) {
         const RT: RechargeType = RechargeType::Normal;
-        self.recorder.label(format!("{RT}-ddd00"));
+        lock(&self.recorder.state).label = format!("{RT}-ddd00");
         let c = self.client.with_compat(compat);
         let text = match c
             .branch_data_all_ddds(session, &dealer.code, &GeneralHash::zero())
             .await
         {
-            Ok(a) => match self.recorder.take_last().as_deref().map(ddd_values) {
+            Ok(a) => match lock(&self.recorder.state).last.take().as_deref().map(ddd_values) {
                 Some(ddds) if ddds.len() > 1 => format!(
                     "ddd=00 answered {} DDDs at once (a full sync could take one request per dealer instead \
                      of one per dealer and DDD)",

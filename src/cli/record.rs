@@ -76,19 +76,19 @@ fn replace_ignoring_ascii_case(text: &str, needle: &str, with: &str) -> String {
 pub(super) struct Recorder {
     dir: Option<PathBuf>,
     pub(super) redactor: Redactor,
-    state: Mutex<Recording>,
+    pub(super) state: Mutex<Recording>,
 }
 
 #[derive(Default)]
-struct Recording {
+pub(super) struct Recording {
     /// Files written so far.
     written: u64,
     /// Names the next files (`03-normal-dealercode-trimmed-….http`).
-    label: String,
+    pub(super) label: String,
     /// The body of the last answer.
-    last: Option<Vec<u8>>,
+    pub(super) last: Option<Vec<u8>>,
     /// The first file that could not be written.
-    error: Option<std::io::Error>,
+    pub(super) error: Option<std::io::Error>,
 }
 
 impl Recorder {
@@ -99,21 +99,6 @@ impl Recorder {
             redactor: Redactor::new(merchant_key),
             state: Mutex::default(),
         }
-    }
-
-    /// Names the next files.
-    pub(super) fn label(&self, label: String) {
-        lock(&self.state).label = label;
-    }
-
-    /// The body of the last answer, if there was one.
-    pub(super) fn take_last(&self) -> Option<Vec<u8>> {
-        lock(&self.state).last.take()
-    }
-
-    /// The first file that could not be written.
-    pub(super) fn take_error(&self) -> Option<std::io::Error> {
-        lock(&self.state).error.take()
     }
 
     /// One exchange as the recording shows it: `>` the request, `<` the answer.

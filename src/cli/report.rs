@@ -24,16 +24,6 @@ pub struct HumanProgress {
 }
 
 impl HumanProgress {
-    pub fn new() -> Self {
-        let multi = (std::io::stderr().is_terminal())
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        HumanProgress {
-            multi,
-            bars: Mutex::default(),
-            logged: Mutex::default(),
-        }
-    }
-
     /// Reports a result (finishes its bar).
     pub fn finish(&self, r: &TypeResult) {
         if let Some(b) = lock(&self.bars).get(&r.recharge_type) {
@@ -42,9 +32,16 @@ impl HumanProgress {
     }
 }
 
+/// Bars when stderr is a terminal.
 impl Default for HumanProgress {
     fn default() -> Self {
-        Self::new()
+        let multi = (std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        HumanProgress {
+            multi,
+            bars: Mutex::default(),
+            logged: Mutex::default(),
+        }
     }
 }
 
