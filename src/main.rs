@@ -1,11 +1,15 @@
 //! The `carat-catalogd` command line: parses the arguments, sets up the
 //! logs and dispatches to `carat_catalogd::cli`. Nothing else.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use carat_catalogd::catalog::RechargeType;
 use carat_catalogd::cli::commands::{check_config, probe, read, resync, run, sync, watch};
@@ -106,26 +110,26 @@ enum Operate {
     },
 }
 
-/// Logs: journald when systemd connected stderr to it, stderr otherwise;
-/// `RUST_LOG` filters (default `info`).
+/// `RUST_LOG`, or `info` (the scheduler's own lines only from `warn`).
+fn log_filter() -> EnvFilter {
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_cron_scheduler=warn"))
+}
+
+/// Logs: journald when systemd connected stderr to it, stderr otherwise.
 fn init_logging() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn"));
     if std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
         let _ = tracing_subscriber::registry()
-            .with(filter)
+            .with(log_filter())
             .with(journald)
             .try_init();
         return;
     }
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }
 
@@ -157,19 +161,14 @@ async fn operate(config: &Path, command: Operate) -> anyhow::Result<ExitCode> {
         Operate::Run => run(config).await,
         Operate::Resync(SyncArgs { force, types, json }) => resync(config, force, types, json).await,
         Operate::Sync(SyncArgs { force, types, json }) => sync(config, force, types, json).await,
-        Operate::Status { json } => read(config, "/v1/status".into(), json, render::status).await,
+        Operate::Status { json } => read(config, "/v1/status", json, render::status).await,
         Operate::Dealers { recharge_type, json } => {
-            let path = format!("/v1/catalogs/{recharge_type}/dealers");
-            read(config, path, json, render::dealers).await
+            let route = format!("/v1/catalogs/{recharge_type}/dealers");
+            read(config, &route, json, render::dealers).await
         }
         Operate::Offers { ddd, json } => {
-            read(
-                config,
-                format!("/v1/catalogs/normal/ddds/{ddd}"),
-                json,
-                render::offers,
-            )
-            .await
+            let route = format!("/v1/catalogs/normal/ddds/{ddd}");
+            read(config, &route, json, render::offers).await
         }
         Operate::Watch { json } => watch(config, json).await,
         Operate::Probe { types, record } => probe(config, types, record).await,
@@ -180,25 +179,19 @@ async fn operate(config: &Path, command: Operate) -> anyhow::Result<ExitCode> {
 /// The demo: quiet logs while the progress bar runs, then `info`.
 #[cfg(feature = "sim")]
 fn demo(dir: Option<PathBuf>, catalog: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    let quiet = || tracing_subscriber::EnvFilter::new("warn");
-    let (filter, handle) = tracing_subscriber::reload::Layer::new(quiet());
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(EnvFilter::new("warn"));
+    let stderr = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = tracing_subscriber::registry()
         .with(filter)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
-        )
+        .with(stderr)
         .try_init();
     let opts = carat_catalogd::cli::demo::DemoOptions {
         dir,
         catalog,
         after_first_sync: Box::new(move || {
-            let wanted = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tokio_cron_scheduler=warn"));
-            let _ = handle.reload(wanted);
+            let _ = handle.reload(log_filter());
         }),
     };
     runtime()?.block_on(carat_catalogd::cli::demo::run(opts))?;

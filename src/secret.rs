@@ -45,12 +45,6 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
     }
 }
 
-impl<T: Default> Default for Secret<T> {
-    fn default() -> Self {
-        Secret(T::default())
-    }
-}
-
 /// The shortest run of letters, digits, `-` and `_` taken for a
 /// credential: NITs are 64 long and JWT parts longer. A merchant key may be
 /// shorter (8 to 80): where it is known it is matched as itself.

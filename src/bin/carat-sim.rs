@@ -8,9 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use carat_catalogd::sim::shapes::{
-    BeginHashShape, DatesShape, DddZeroShape, DealerCodeShape, OthersRequestShape, SimShapes,
-};
+use carat_catalogd::sim::shapes::SimShapes;
 use carat_catalogd::sim::{self, FaultRule, GenSpec, SimAuth, SimCatalog, SimConfig, SimTls};
 
 #[derive(Parser)]
@@ -87,24 +85,8 @@ struct Args {
     /// A fault rule in JSON (repeatable), as for POST /_sim/faults.
     #[arg(long = "fault")]
     faults: Vec<String>,
-    /// Dealer codes the branch-data calls accept: any, trimmed (1), padded (001).
-    #[arg(long, value_enum, default_value = "any")]
-    dealer_code: DealerCodeShape,
-    /// `others` branch-data bodies understood: any, nested, flat.
-    #[arg(long, value_enum, default_value = "any")]
-    others_request: OthersRequestShape,
-    /// Validity in expiry_date: days ("30") or calendar ("20261231").
-    #[arg(long, value_enum, default_value = "days")]
-    dates: DatesShape,
-    /// The begin call's general_hash: same as the data's, or differs.
-    #[arg(long, value_enum, default_value = "same")]
-    begin_hash: BeginHashShape,
-    /// `others` and `invoice` list one more dealer, without branches.
-    #[arg(long)]
-    dealer_without_branches: bool,
-    /// What ddd=00 does: refused, or all (every DDD at once).
-    #[arg(long, value_enum, default_value = "refused")]
-    ddd_zero: DddZeroShape,
+    #[command(flatten)]
+    shapes: SimShapes,
 }
 
 #[tokio::main]
@@ -139,14 +121,7 @@ async fn main() -> anyhow::Result<()> {
     cfg.listen = a.listen;
     cfg.latency = Duration::from_millis(a.latency_ms);
     cfg.nit_ttl = Duration::from_secs(a.nit_ttl_seconds);
-    cfg.shapes = SimShapes {
-        dealer_code: a.dealer_code,
-        others_request: a.others_request,
-        dates: a.dates,
-        begin_hash: a.begin_hash,
-        dealer_without_branches: a.dealer_without_branches,
-        ddd_zero: a.ddd_zero,
-    };
+    cfg.shapes = a.shapes;
     if let (Some(c), Some(k)) = (&a.cert, &a.key) {
         cfg.tls = SimTls::Pem {
             cert: std::fs::read(c).context("reading --cert")?,
@@ -154,10 +129,7 @@ async fn main() -> anyhow::Result<()> {
         };
     }
     cfg.catalog = match &a.catalog {
-        Some(p) => {
-            SimCatalog::from_json(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
-        }
+        Some(p) => SimCatalog::from_file(p)?,
         None => SimCatalog::generate(GenSpec {
             dealers: a.dealers,
             ddds: a.ddds,

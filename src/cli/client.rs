@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::Request;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
@@ -21,11 +22,12 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// The request could not be sent, or its answer not read.
     #[error("talking to {path}: {source}")]
     Http {
         path: PathBuf,
         #[source]
-        source: hyper::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error(
         "no answer from {path} within {} s: the daemon is not running or is stuck (with the socket units \
@@ -33,12 +35,6 @@ pub enum ClientError {
         ANSWER_TIMEOUT.as_secs()
     )]
     Timeout { path: PathBuf },
-    #[error("talking to {path}: {source}")]
-    Request {
-        path: PathBuf,
-        #[source]
-        source: http::Error,
-    },
 }
 
 /// How long the daemon may take to start answering (the head of its
@@ -49,70 +45,65 @@ pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 /// `fut` within [`ANSWER_TIMEOUT`].
 async fn answered<T>(
     socket: &Path,
-    fut: impl std::future::Future<Output = Result<T, ClientError>>,
+    fut: impl Future<Output = Result<T, ClientError>>,
 ) -> Result<T, ClientError> {
+    let timeout = || ClientError::Timeout {
+        path: socket.to_owned(),
+    };
     tokio::time::timeout(ANSWER_TIMEOUT, fut)
         .await
-        .unwrap_or_else(|_| {
-            Err(ClientError::Timeout {
-                path: socket.to_owned(),
-            })
-        })
+        .unwrap_or_else(|_| Err(timeout()))
 }
 
-async fn connect(socket: &Path) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, ClientError> {
-    let stream = UnixStream::connect(socket)
-        .await
-        .map_err(|source| ClientError::Connect {
-            path: socket.to_owned(),
-            source,
-        })?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|source| ClientError::Http {
-            path: socket.to_owned(),
-            source,
-        })?;
+fn http_err(socket: &Path, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> ClientError {
+    ClientError::Http {
+        path: socket.to_owned(),
+        source: source.into(),
+    }
+}
+
+/// `method path` on a connection of its own, with `body` as JSON when
+/// there is one; the answer, its body left to read.
+async fn send(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Response<Incoming>, ClientError> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost");
+    if body.is_some() {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())));
+    let req = req.map_err(|e| http_err(socket, e))?;
+    let stream = (UnixStream::connect(socket).await).map_err(|source| ClientError::Connect {
+        path: socket.to_owned(),
+        source,
+    })?;
+    let (mut sender, conn) = (hyper::client::conn::http1::handshake(TokioIo::new(stream)).await)
+        .map_err(|e| http_err(socket, e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    Ok(sender)
-}
-
-fn http_err(socket: &Path, source: hyper::Error) -> ClientError {
-    ClientError::Http {
-        path: socket.to_owned(),
-        source,
-    }
-}
-
-fn request_err(socket: &Path, source: http::Error) -> ClientError {
-    ClientError::Request {
-        path: socket.to_owned(),
-        source,
-    }
+    sender.send_request(req).await.map_err(|e| http_err(socket, e))
 }
 
 /// `GET path`: the status and the whole body.
 pub async fn get(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError> {
-    answered(socket, get_now(socket, path)).await
-}
-
-async fn get_now(socket: &Path, path: &str) -> Result<(u16, Bytes), ClientError> {
-    let mut sender = connect(socket).await?;
-    let req = Request::get(path)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| request_err(socket, e))?;
-    let resp = sender.send_request(req).await.map_err(|e| http_err(socket, e))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| http_err(socket, e))?
-        .to_bytes();
-    Ok((status, body))
+    answered(socket, async {
+        let resp = send(socket, Method::GET, path, None).await?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| http_err(socket, e))?;
+        Ok((status, body.to_bytes()))
+    })
+    .await
 }
 
 /// `POST path` with a JSON body; calls `on_line` for each line of the
@@ -123,16 +114,7 @@ pub async fn post_lines(
     body: Vec<u8>,
     on_line: impl FnMut(&[u8]),
 ) -> Result<u16, ClientError> {
-    let req = Request::post(path)
-        .header("host", "localhost")
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| request_err(socket, e))?;
-    let resp = answered(socket, async {
-        let mut sender = connect(socket).await?;
-        sender.send_request(req).await.map_err(|e| http_err(socket, e))
-    })
-    .await?;
+    let resp = answered(socket, send(socket, Method::POST, path, Some(body))).await?;
     let status = resp.status().as_u16();
     each_line(socket, resp.into_body(), on_line).await?;
     Ok(status)
@@ -140,16 +122,8 @@ pub async fn post_lines(
 
 /// `GET path`, its answer's status and body left to read as it comes
 /// ([`each_line`]): for a stream (`/v1/events`).
-pub async fn get_stream(socket: &Path, path: &str) -> Result<(u16, hyper::body::Incoming), ClientError> {
-    let req = Request::get(path)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| request_err(socket, e))?;
-    let resp = answered(socket, async {
-        let mut sender = connect(socket).await?;
-        sender.send_request(req).await.map_err(|e| http_err(socket, e))
-    })
-    .await?;
+pub async fn get_stream(socket: &Path, path: &str) -> Result<(u16, Incoming), ClientError> {
+    let resp = answered(socket, send(socket, Method::GET, path, None)).await?;
     Ok((resp.status().as_u16(), resp.into_body()))
 }
 
@@ -157,7 +131,7 @@ pub async fn get_stream(socket: &Path, path: &str) -> Result<(u16, hyper::body::
 /// arrives, and for what follows the last one; returns at its end.
 pub async fn each_line(
     socket: &Path,
-    mut body: hyper::body::Incoming,
+    mut body: Incoming,
     mut on_line: impl FnMut(&[u8]),
 ) -> Result<(), ClientError> {
     let mut buf: Vec<u8> = vec![];

@@ -7,15 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use serde_json::{Value, json};
 
 use super::report::{HumanProgress, summary};
-use super::{client, probe as probe_mod};
+use super::{client, probe};
 use crate::app;
 use crate::catalog::RechargeType;
 use crate::config::{Auth, Config};
 use crate::daemon;
 use crate::run::{Outcome, Trigger, TypeResult};
 use crate::store::{self, StoreHandle};
+use crate::sync::Progress;
 
 pub fn load(path: &Path) -> anyhow::Result<Config> {
     let cfg = Config::load(path)?;
@@ -25,25 +27,19 @@ pub fn load(path: &Path) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
-/// `run`: the daemon.
+/// `check-config`: the settings in force as TOML (secrets redacted), then
+/// the warnings, on stderr.
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
-    match Config::load(path) {
-        Ok(cfg) => {
-            print!("{}", cfg.redacted_toml());
-            for w in &cfg.warnings {
-                eprintln!("warning: {w}");
-            }
-            if let Auth::Signature(signer) = &cfg.auth {
-                eprintln!("private key: RSA, {} bits", signer.key_bits());
-            }
-            eprintln!("configuration {} is valid", path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            Ok(ExitCode::from(2))
-        }
+    let cfg = Config::load(path)?;
+    print!("{}", cfg.redacted_toml());
+    for w in &cfg.warnings {
+        eprintln!("warning: {w}");
     }
+    if let Auth::Signature(signer) = &cfg.auth {
+        eprintln!("private key: RSA, {} bits", signer.key_bits());
+    }
+    eprintln!("configuration {} is valid", path.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn sync(
@@ -58,22 +54,14 @@ pub async fn sync(
     let store_path = &cfg.settings.store.path;
     app::check_store_dir(store_path)?;
     let _lock = store::lock::acquire(store_path, "carat-catalogd sync (one-shot)")?;
-    let store = app::open_store(store_path)?;
-    let store = StoreHandle::new(store);
-    store
-        .run(|s| s.close_interrupted_runs(chrono::Utc::now()))
-        .await?;
+    let store = StoreHandle::new(app::open_store(store_path)?);
+    (store.run(|s| s.close_interrupted_runs(chrono::Utc::now()))).await?;
     let (client, receiver) = app::build_client(&cfg, None)?;
     let receiver = app::CliReceiver::start(&cfg, receiver.as_ref()).await?;
     let syncer = app::syncer(&cfg, client, store);
-    let types = if types.is_empty() {
-        cfg.sync.recharge_types.clone()
-    } else {
-        types
-    };
-    let progress = HumanProgress::new();
+    let progress = HumanProgress::default();
     let mut results = vec![];
-    for rt in types {
+    for rt in or_configured(types, &cfg) {
         let r = syncer.sync_type(rt, force, Trigger::Cli, &progress).await;
         progress.finish(&r);
         results.push(r);
@@ -81,19 +69,26 @@ pub async fn sync(
     if let Some(r) = receiver {
         r.stop().await;
     }
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "results": results }))?
-        );
-    } else {
-        print!("{}", summary(&results));
+    show_results(&results, json.then(|| json!({ "results": results })))
+}
+
+/// `types`, or the configured ones when none is given.
+fn or_configured(types: Vec<RechargeType>, cfg: &Config) -> Vec<RechargeType> {
+    match types.is_empty() {
+        true => cfg.sync.recharge_types.clone(),
+        false => types,
     }
-    Ok(if results.iter().any(|r| r.outcome == Outcome::Failed) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+}
+
+/// A sync's results as the summary table, or `raw` (`--json`); exit 1 when
+/// one failed.
+fn show_results(results: &[TypeResult], raw: Option<Value>) -> anyhow::Result<ExitCode> {
+    match raw {
+        Some(raw) => println!("{}", serde_json::to_string_pretty(&raw)?),
+        None => print!("{}", summary(results)),
+    }
+    let failed = results.iter().any(|r| r.outcome == Outcome::Failed);
+    Ok(ExitCode::from(if failed { 1 } else { 0 }))
 }
 
 pub async fn probe(
@@ -104,39 +99,22 @@ pub async fn probe(
     let cfg = load(path)?;
     let (client, receiver) = app::build_client(&cfg, None)?;
     let receiver = app::CliReceiver::start(&cfg, receiver.as_ref()).await?;
-    let types = if types.is_empty() {
-        cfg.sync.recharge_types.clone()
-    } else {
-        types
-    };
-    let c = &cfg.client;
+    let (url, compat) = (&cfg.client.base_url, cfg.client.compat);
     println!(
-        "probing {} ({}); carat.compat: dealer_code = \"{}\", others_request = \"{}\"",
-        c.base_url, cfg.settings.carat.auth, c.compat.dealer_code, c.compat.others_request
+        "probing {url} ({}); carat.compat: dealer_code = \"{}\", others_request = \"{}\"",
+        cfg.settings.carat.auth, compat.dealer_code, compat.others_request
     );
     if let Some(dir) = &record {
-        println!("{}", probe_mod::describe_record(dir));
+        let dir = dir.display();
+        println!("recording in {dir} (merchant key, tokens and NITs replaced by placeholders)");
     }
-    let report = probe_mod::run(
-        client,
-        probe_mod::ProbeOptions {
-            types,
-            ddds: cfg.sync.ddds.clone(),
-            merchant_key: c.merchant_key.expose(),
-            record,
-        },
-    )
-    .await;
+    let report = probe::run(&cfg, client, &or_configured(types, &cfg), record).await;
     if let Some(r) = receiver {
         r.stop().await;
     }
     let report = report?;
     print!("{}", report.render());
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(ExitCode::from(if report.ok() { 0 } else { 1 }))
 }
 
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
@@ -163,14 +141,13 @@ fn socket_paths(path: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 
 pub async fn read(
     path: &Path,
-    route: String,
+    route: &str,
     json: bool,
-    table: fn(&serde_json::Value) -> String,
+    table: fn(&Value) -> String,
 ) -> anyhow::Result<ExitCode> {
     let (socket, _) = socket_paths(path)?;
-    let (status, body) = client::get(&socket, &route).await?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&body).context("the daemon answered something that is not JSON")?;
+    let (status, body) = client::get(&socket, route).await?;
+    let v: Value = serde_json::from_slice(&body).context("the daemon answered something that is not JSON")?;
     if status != 200 {
         let msg = v["error"]["message"].as_str().unwrap_or("error");
         eprintln!("error: {msg} (HTTP {status})");
@@ -191,60 +168,43 @@ pub async fn resync(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let (_, control) = socket_paths(path)?;
-    let mut body = serde_json::json!({ "force": force });
+    let mut body = json!({ "force": force });
     if !types.is_empty() {
-        body["recharge_types"] = serde_json::json!(types);
+        body["recharge_types"] = json!(types);
     }
-    let progress = HumanProgress::new();
-    let mut results: Option<Vec<TypeResult>> = None;
-    let mut finished_raw = None;
-    let mut error = None;
+    let progress = HumanProgress::default();
+    let (mut finished, mut error) = (None, None);
     let status = client::post_lines(&control, "/v1/sync", serde_json::to_vec(&body)?, |line| {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+        let Ok(v) = serde_json::from_slice::<Value>(line) else {
             return;
         };
         match v["event"].as_str() {
             Some("progress") => {
-                if let (Some(rt), Some(done), Some(total)) = (
-                    v["recharge_type"].as_str().and_then(RechargeType::parse),
-                    v["done"].as_u64(),
-                    v["total"].as_u64(),
-                ) {
-                    crate::sync::Progress::progress(&progress, rt, done as usize, total as usize);
+                let rt = v["recharge_type"].as_str().and_then(RechargeType::parse);
+                if let (Some(rt), Some(done), Some(total)) = (rt, v["done"].as_u64(), v["total"].as_u64()) {
+                    progress.progress(rt, done as usize, total as usize);
                 }
             }
-            Some("finished") => {
-                results = serde_json::from_value::<Vec<TypeResult>>(v["results"].clone()).ok();
-                finished_raw = Some(v);
-            }
+            Some("finished") => finished = Some(v),
             _ => error = v["error"]["message"].as_str().map(str::to_owned),
         }
     })
     .await?;
     if status != 200 {
-        eprintln!(
-            "error: {} (HTTP {status})",
-            error.unwrap_or_else(|| "the daemon refused".into())
-        );
+        let error = error.as_deref().unwrap_or("the daemon refused");
+        eprintln!("error: {error} (HTTP {status})");
         return Ok(ExitCode::from(2));
     }
-    let Some(results) = results else {
+    let results = (finished.as_ref())
+        .and_then(|v| serde_json::from_value::<Vec<TypeResult>>(v["results"].clone()).ok());
+    let (Some(raw), Some(results)) = (finished, results) else {
         eprintln!("error: the daemon closed the stream before the sync finished (is it shutting down?)");
         return Ok(ExitCode::from(2));
     };
     for r in &results {
         progress.finish(r);
     }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&finished_raw)?);
-    } else {
-        print!("{}", summary(&results));
-    }
-    Ok(if results.iter().any(|r| r.outcome == Outcome::Failed) {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    show_results(&results, json.then_some(raw))
 }
 
 /// `watch`: prints the daemon's events as they come until the daemon ends
@@ -257,7 +217,7 @@ pub async fn watch(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if status != 200 {
         let mut text = vec![];
         client::each_line(&socket, body, |l| text.extend_from_slice(l)).await?;
-        let v: serde_json::Value = serde_json::from_slice(&text).unwrap_or_default();
+        let v: Value = serde_json::from_slice(&text).unwrap_or_default();
         let msg = v["error"]["message"].as_str().unwrap_or("the daemon refused");
         eprintln!("error: {msg} (HTTP {status})");
         return Ok(ExitCode::from(2));

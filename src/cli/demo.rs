@@ -5,18 +5,16 @@
 //! try next, and serves until Ctrl-C. Needs no root and touches no file
 //! outside its directory.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use rand::Rng;
 
-use crate::cli::report::{HumanProgress, summary};
 use crate::config::Config;
 use crate::daemon::Daemon;
-use crate::run::Trigger;
 use crate::sim::{self, GenSpec, SimAuth, SimCatalog, SimConfig};
-use crate::store::StoreHandle;
 
 pub struct DemoOptions {
     /// Where everything goes; a fresh temporary directory when `None`.
@@ -37,19 +35,20 @@ fn write_private(path: &Path, content: &[u8], mode: u32) -> anyhow::Result<()> {
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let (dir, _temp) = work_dir(opts.dir.as_deref())?;
     eprintln!("carat-catalogd demo in {}", dir.display());
-    let simh = start_simulator(&dir, opts.catalog.as_deref()).await?;
-    let config_path = write_config(&dir, &simh.base_url)?;
-    let cfg = Config::load(&config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    first_sync(&cfg).await?;
+    let sim = start_simulator(&dir, opts.catalog.as_deref()).await?;
+    let config_path = write_config(&dir, &sim.base_url)?;
+    // The first full sync in front of the user, with its progress bars.
+    super::commands::sync(&config_path, false, vec![], false).await?;
     (opts.after_first_sync)();
 
+    let cfg = Config::load(&config_path)?;
     let daemon = Daemon::build(&config_path, cfg.clone()).await?;
     let shared = daemon.shared();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let serving = tokio::spawn(daemon.run_until_stopped(stop_rx));
     // Wait for the socket before telling anyone to use it.
     for _ in 0..100 {
-        if crate::cli::client::get(&cfg.settings.api.socket, "/v1/health")
+        if super::client::get(&cfg.settings.api.socket, "/v1/health")
             .await
             .is_ok()
         {
@@ -57,11 +56,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    println!("{}", banner(&shared, &cfg, &config_path, &dir, simh.addr.port()));
+    println!("{}", banner(&shared, &cfg, &config_path, &dir, sim.addr.port()));
 
     let result = serving.await.context("the daemon task failed")?;
     let _ = stop_tx.send(true);
-    simh.stop().await;
+    sim.stop().await;
     result?;
     Ok(())
 }
@@ -85,15 +84,12 @@ fn work_dir(dir: Option<&Path>) -> anyhow::Result<(PathBuf, Option<tempfile::Tem
             dir.display()
         );
     }
-    eprintln!("carat-catalogd demo in {}", dir.display());
-
     Ok((dir, temp))
 }
 
 /// A pretend merchant's credentials, made for this run, and the simulator
 /// that knows them.
 async fn start_simulator(dir: &Path, catalog: Option<&Path>) -> anyhow::Result<sim::SimHandle> {
-    // Credentials of a pretend merchant, made for this run.
     let merchant_key: String = {
         const HEX: &[u8] = b"0123456789ABCDEF";
         let mut rng = rand::rng();
@@ -105,24 +101,19 @@ async fn start_simulator(dir: &Path, catalog: Option<&Path>) -> anyhow::Result<s
     write_private(&dir.join("jwtRS256.pub"), public_pem.as_bytes(), 0o644)?;
 
     let catalog = match catalog {
-        Some(p) => {
-            SimCatalog::from_json(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?
-        }
+        Some(p) => SimCatalog::from_file(p)?,
         None => SimCatalog::generate(GenSpec::default()),
     };
-    let mut sc = SimConfig::new(
-        "LOJADEMO",
-        &merchant_key,
-        SimAuth::Signature {
-            public_key_pem: public_pem.into_bytes(),
-        },
-    );
-    sc.catalog = catalog;
-    let simh = sim::start(sc).await?;
-    write_private(&dir.join("sim-ca.pem"), &simh.ca_pem, 0o644)?;
-
-    Ok(simh)
+    let auth = SimAuth::Signature {
+        public_key_pem: public_pem.into_bytes(),
+    };
+    let sc = SimConfig {
+        catalog,
+        ..SimConfig::new("LOJADEMO", &merchant_key, auth)
+    };
+    let sim = sim::start(sc).await?;
+    write_private(&dir.join("sim-ca.pem"), &sim.ca_pem, 0o644)?;
+    Ok(sim)
 }
 
 /// The demo's configuration file, for the simulator at `base`.
@@ -151,30 +142,10 @@ path = "{d}/catalog.db"
 [api]
 socket = "{d}/catalog.sock"
 control_socket = "{d}/control.sock"
-"#,
-        base = base
+"#
     );
     write_private(&config_path, config.as_bytes(), 0o600)?;
-
     Ok(config_path)
-}
-
-/// The first full sync, in front of the user, with progress bars.
-async fn first_sync(cfg: &Config) -> anyhow::Result<()> {
-    let _lock = crate::store::lock::acquire(&cfg.settings.store.path, "carat-catalogd demo")?;
-    let store = StoreHandle::new(crate::app::open_store(&cfg.settings.store.path)?);
-    let (client, _) = crate::app::build_client(cfg, None)?;
-    let syncer = crate::app::syncer(cfg, client, store);
-    let progress = HumanProgress::new();
-    let mut results = vec![];
-    for rt in cfg.sync.recharge_types.clone() {
-        let r = syncer.sync_type(rt, false, Trigger::Cli, &progress).await;
-        progress.finish(&r);
-        results.push(r);
-    }
-    eprintln!();
-    eprint!("{}", summary(&results));
-    Ok(())
 }
 
 /// What the demo serves and what to try.
@@ -186,20 +157,16 @@ fn banner(shared: &crate::state::Shared, cfg: &Config, config_path: &Path, dir: 
         .unwrap_or_else(|_| "carat-catalogd".into());
     let mut out = String::from("\nThe catalog is synced and served:\n");
     for (rt, t) in &snap.types {
-        let c = t.data.counts;
-        let ddds = t.data.ddd_tails.len();
-        out.push_str(&format!(
-            "  {rt:<8} hash {}  {} dealers{}  {} value ranges, {} fixed values\n",
-            t.version.general_hash,
-            c.dealers,
-            if ddds > 0 {
-                format!(" × {ddds} DDDs")
-            } else {
-                format!(", {} branches", c.branches)
-            },
-            c.amount_ranges,
-            c.fixed_amounts
-        ));
+        let (c, hash) = (t.data.counts, &t.version.general_hash);
+        let spread = match t.data.ddd_tails.len() {
+            0 => format!(", {} branches", c.branches),
+            n => format!(" × {n} DDDs"),
+        };
+        let (dealers, ranges, fixed) = (c.dealers, c.amount_ranges, c.fixed_amounts);
+        let _ = writeln!(
+            out,
+            "  {rt:<8} hash {hash}  {dealers} dealers{spread}  {ranges} value ranges, {fixed} fixed values"
+        );
     }
     let sock = cfg.settings.api.socket.display();
     let cfgp = config_path.display();
@@ -222,6 +189,5 @@ check (every minute) or a resync pick it up:
 Serving until Ctrl-C.
 "#
     ));
-
     out
 }

@@ -1,64 +1,63 @@
 //! Aligned tables for people, from the API's JSON answers: `status`,
 //! `dealers`, `offers`. Money in R$ from integer centavos. Presentation only.
 
+use std::fmt::Write as _;
+
 use serde_json::Value;
 
 /// `123456` centavos → `R$ 1.234,56`.
 pub fn brl(centavos: i64) -> String {
-    let neg = centavos < 0;
     let c = centavos.unsigned_abs();
-    let (reais, cents) = (c / 100, c % 100);
-    let digits = reais.to_string();
+    let digits = (c / 100).to_string();
     let mut grouped = String::new();
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             grouped.push('.');
         }
         grouped.push(ch);
     }
-    format!("{}R$ {grouped},{cents:02}", if neg { "-" } else { "" })
+    let sign = if centavos < 0 { "-" } else { "" };
+    format!("{sign}R$ {grouped},{:02}", c % 100)
 }
 
-/// A cell. Carat's descriptive texts are served as Carat sent them, so a
-/// control character (a terminal escape, a newline) is shown as `\u{FFFD}`
-/// here rather than acted on by the terminal.
-fn s(v: &Value) -> String {
+/// `text` as a terminal should show it: Carat's descriptive texts are
+/// served as Carat sent them, so a control character (a terminal escape, a
+/// newline) is shown as `\u{FFFD}` rather than acted on.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+/// A cell, or a value in a line: `-` for null.
+pub fn shown(v: &Value) -> String {
     match v {
         Value::Null => "-".into(),
-        Value::String(s) => s
-            .chars()
-            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-            .collect(),
+        Value::String(s) => printable(s),
         other => other.to_string(),
     }
 }
 
-/// Pads columns to their widest cell.
-pub fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
+/// Pads columns to their widest cell, under the column names `head`.
+pub fn table(head: &[&str], rows: &[Vec<String>]) -> String {
+    let head: Vec<String> = head.iter().map(|h| h.to_string()).collect();
+    let rows: Vec<&Vec<String>> = std::iter::once(&head).chain(rows).collect();
+    let widths: Vec<usize> = (0..head.len())
         .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|x| x.chars().count())
-                .max()
-                .unwrap_or(0)
+            let cells = rows.iter().filter_map(|r| r.get(c));
+            cells.map(|x| x.chars().count()).max().unwrap_or(0)
         })
         .collect();
     let mut out = String::new();
     for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(i, cell)| {
-                if i + 1 == r.len() {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}", w = widths[i])
-                }
+        let last = r.len().saturating_sub(1);
+        let cells: Vec<String> = (r.iter().enumerate())
+            .map(|(i, cell)| match i == last {
+                true => cell.clone(),
+                false => format!("{cell:<w$}", w = widths[i]),
             })
             .collect();
-        out.push_str(line.join("  ").trim_end());
+        out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
     out
@@ -82,131 +81,89 @@ fn age(from: &Value) -> String {
     }
 }
 
+/// The items of a JSON list (none when it is not one).
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
 pub fn status(v: &Value) -> String {
-    let mut out = format!(
-        "carat-catalogd {}, serving since {}\n\n",
-        s(&v["version"]),
-        s(&v["started_at"])
-    );
-    let mut rows = vec![vec![
-        "TYPE".into(),
-        "HASH".into(),
-        "SYNCED".into(),
-        "CHECKED".into(),
-        "AGE".into(),
-        "STALE".into(),
-        "DEALERS".into(),
-        "LAST".into(),
-    ]];
-    let mut errors = vec![];
-    if let Some(types) = v["types"].as_object() {
-        for (name, t) in types {
-            if t["enabled"] != Value::Bool(true) {
-                rows.push(vec![name.clone(), "(not enabled)".into()]);
-                continue;
-            }
-            rows.push(vec![
-                name.clone(),
-                s(&t["general_hash"]),
-                s(&t["synced_at"]),
-                s(&t["checked_at"]),
-                age(&t["checked_at"]),
-                if t["stale"] == Value::Bool(true) {
-                    "YES".into()
-                } else {
-                    "no".into()
-                },
-                s(&t["counts"]["dealers"]),
-                s(&t["last_outcome"]),
-            ]);
-            if let Some(e) = t["last_error"].as_object() {
-                errors.push(format!(
-                    "{name}: last error at {} ({}): {}",
-                    s(&e["at"]),
-                    s(&e["kind"]),
-                    s(&e["message"])
-                ));
-            }
+    let (version, since) = (shown(&v["version"]), shown(&v["started_at"]));
+    let mut out = format!("carat-catalogd {version}, serving since {since}\n\n");
+    let mut rows = vec![];
+    let mut errors = String::new();
+    for (name, t) in v["types"].as_object().into_iter().flatten() {
+        if t["enabled"] != true {
+            rows.push(vec![name.clone(), "(not enabled)".into()]);
+            continue;
+        }
+        rows.push(vec![
+            name.clone(),
+            shown(&t["general_hash"]),
+            shown(&t["synced_at"]),
+            shown(&t["checked_at"]),
+            age(&t["checked_at"]),
+            if t["stale"] == true { "YES" } else { "no" }.into(),
+            shown(&t["counts"]["dealers"]),
+            shown(&t["last_outcome"]),
+        ]);
+        if let Some(e) = t["last_error"].as_object() {
+            let (at, kind, message) = (shown(&e["at"]), shown(&e["kind"]), shown(&e["message"]));
+            let _ = writeln!(errors, "{name}: last error at {at} ({kind}): {message}");
         }
     }
-    out.push_str(&table(&rows));
+    let head = [
+        "TYPE", "HASH", "SYNCED", "CHECKED", "AGE", "STALE", "DEALERS", "LAST",
+    ];
+    out.push_str(&table(&head, &rows));
     let sync = &v["sync"];
-    out.push('\n');
-    if sync["running"] == Value::Bool(true) {
-        out.push_str(&format!("sync: running since {}\n", s(&sync["running_since"])));
+    if sync["running"] == true {
+        let _ = writeln!(out, "\nsync: running since {}", shown(&sync["running_since"]));
     } else {
-        out.push_str("sync: idle\n");
+        out.push_str("\nsync: idle\n");
     }
-    out.push_str(&format!("next check: {}\n", s(&sync["next_check"])));
+    let _ = writeln!(out, "next check: {}", shown(&sync["next_check"]));
     if let Some(last) = sync["last_run"].as_object() {
-        out.push_str(&format!(
-            "last run: {} ({})\n",
-            s(&last["finished_at"]),
-            s(&last["trigger"])
-        ));
+        let (at, trigger) = (shown(&last["finished_at"]), shown(&last["trigger"]));
+        let _ = writeln!(out, "last run: {at} ({trigger})");
     }
-    for e in errors {
-        out.push_str(&e);
-        out.push('\n');
-    }
-    out
+    out + &errors
 }
 
 /// The line above a catalog's table: what it is, its version, when Carat
 /// last confirmed it, and whether it is stale.
 fn catalog_header(what: &str, v: &Value) -> String {
-    let stale = if v["stale"] == Value::Bool(true) {
-        ", STALE"
-    } else {
-        ""
-    };
-    format!(
-        "{what} catalog {} (checked {}{stale})\n\n",
-        s(&v["general_hash"]),
-        s(&v["checked_at"])
-    )
+    let stale = if v["stale"] == true { ", STALE" } else { "" };
+    let (hash, checked) = (shown(&v["general_hash"]), shown(&v["checked_at"]));
+    format!("{what} catalog {hash} (checked {checked}{stale})\n\n")
 }
 
 pub fn dealers(v: &Value) -> String {
-    let mut out = catalog_header(&s(&v["recharge_type"]), v);
-    let mut rows = vec![vec![
-        "CODE".into(),
-        "NAME".into(),
-        "TYPE".into(),
-        "BRANCHES".into(),
-    ]];
-    for d in v["dealers"].as_array().into_iter().flatten() {
-        let branches: Vec<String> = d["branches"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|b| format!("{} {}", s(&b["code"]), s(&b["name"])))
+    let mut rows = vec![];
+    for d in items(&v["dealers"]) {
+        let branches: Vec<String> = (items(&d["branches"]))
+            .map(|b| format!("{} {}", shown(&b["code"]), shown(&b["name"])))
             .collect();
         let type_label = match (&d["type_code"], &d["type_name"]) {
             (Value::Null, _) => "-".to_owned(),
-            (c, n) => format!("{} {}", s(c), s(n)),
+            (c, n) => format!("{} {}", shown(c), shown(n)),
         };
-        rows.push(vec![
-            s(&d["code"]),
-            s(&d["name"]),
-            type_label,
-            branches.first().cloned().unwrap_or_else(|| "-".into()),
-        ]);
+        let first = branches.first().cloned().unwrap_or_else(|| "-".into());
+        rows.push(vec![shown(&d["code"]), shown(&d["name"]), type_label, first]);
         for b in branches.iter().skip(1) {
             rows.push(vec![String::new(), String::new(), String::new(), b.clone()]);
         }
     }
-    out.push_str(&table(&rows));
-    out
+    let head = catalog_header(&shown(&v["recharge_type"]), v);
+    head + &table(&["CODE", "NAME", "TYPE", "BRANCHES"], &rows)
 }
 
 /// `30 days`, `until 2026-12-31`, or Carat's own text when it is neither.
 fn one_validity(item: &Value, days: &str, on: &str, text: &str) -> Option<String> {
     match (&item[days], &item[on], &item[text]) {
         (Value::Null, Value::Null, Value::Null) => None,
-        (Value::Null, Value::Null, t) => Some(format!("\"{}\"", s(t))),
-        (Value::Null, d, _) => Some(format!("until {}", s(d))),
-        (n, _, _) => Some(format!("{} days", s(n))),
+        (Value::Null, Value::Null, t) => Some(format!("\"{}\"", shown(t))),
+        (Value::Null, d, _) => Some(format!("until {}", shown(d))),
+        (n, _, _) => Some(format!("{} days", shown(n))),
     }
 }
 
@@ -229,61 +186,50 @@ fn bonus(item: &Value) -> String {
     // Carat's text when it is not an amount in centavos.
     let b = match (&item["bonus"], &item["bonus_text"]) {
         (Value::Null, Value::Null) => None,
-        (Value::Null, t) => Some(format!("\"{}\"", s(t))),
+        (Value::Null, t) => Some(format!("\"{}\"", shown(t))),
         (b, _) => Some(money(b)),
     };
     match (b, &item["bonus_in_percentage"]) {
         (None, Value::Null) => "-".into(),
         (Some(b), Value::Null) => b,
-        (None, p) => format!("({})", s(p)),
-        (Some(b), p) => format!("{b} ({})", s(p)),
+        (None, p) => format!("({})", shown(p)),
+        (Some(b), p) => format!("{b} ({})", shown(p)),
     }
 }
 
 pub fn offers(v: &Value) -> String {
-    let mut out = catalog_header(&format!("DDD {} · normal", s(&v["ddd"])), v);
-    let mut rows = vec![vec![
-        "DEALER".into(),
-        "CATEGORY".into(),
-        "KEY".into(),
-        "VALUE".into(),
-        "BONUS".into(),
-        "PAY".into(),
-        "VALIDITY".into(),
-    ]];
-    for d in v["dealers"].as_array().into_iter().flatten() {
-        let mut label = format!("{} {}", s(&d["code"]), s(&d["name"]));
-        for c in d["branch_data"]["categories"].as_array().into_iter().flatten() {
-            for r in c["amount_ranges"].as_array().into_iter().flatten() {
-                rows.push(vec![
-                    std::mem::take(&mut label),
-                    s(&c["description"]),
-                    s(&r["amount_key"]),
+    let mut rows = vec![];
+    for d in items(&v["dealers"]) {
+        let mut label = format!("{} {}", shown(&d["code"]), shown(&d["name"]));
+        for c in items(&d["branch_data"]["categories"]) {
+            let ranges = (items(&c["amount_ranges"])).map(|r| {
+                (
+                    r,
                     format!("{} – {}", money(&r["min_amount"]), money(&r["max_amount"])),
-                    bonus(r),
-                    money(&r["payment_amount"]),
-                    validity(r),
-                ]);
-            }
-            for f in c["fixed_amounts"].as_array().into_iter().flatten() {
+                )
+            });
+            let fixed = items(&c["fixed_amounts"]).map(|f| (f, format!("{} (fixed)", money(&f["amount"]))));
+            for (item, value) in ranges.chain(fixed) {
                 rows.push(vec![
                     std::mem::take(&mut label),
-                    s(&c["description"]),
-                    s(&f["amount_key"]),
-                    format!("{} (fixed)", money(&f["amount"])),
-                    bonus(f),
-                    money(&f["payment_amount"]),
-                    validity(f),
+                    shown(&c["description"]),
+                    shown(&item["amount_key"]),
+                    value,
+                    bonus(item),
+                    money(&item["payment_amount"]),
+                    validity(item),
                 ]);
             }
         }
     }
-    if rows.len() == 1 {
-        out.push_str("no dealer serves this DDD in the current catalog\n");
-    } else {
-        out.push_str(&table(&rows));
+    let head = catalog_header(&format!("DDD {} · normal", shown(&v["ddd"])), v);
+    if rows.is_empty() {
+        return head + "no dealer serves this DDD in the current catalog\n";
     }
-    out
+    head + &table(
+        &["DEALER", "CATEGORY", "KEY", "VALUE", "BONUS", "PAY", "VALIDITY"],
+        &rows,
+    )
 }
 
 #[cfg(test)]
@@ -300,7 +246,7 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
+        let t = table(&["A", "BB"], &[vec!["CCC".into(), "D".into()]]);
         assert_eq!(t, "A    BB\nCCC  D\n");
     }
 
@@ -317,7 +263,7 @@ mod tests {
         assert_eq!(validity(&odd), "\"amanhã\"");
         assert_eq!(bonus(&odd), "R$ 0,50 (100)");
         assert_eq!(
-            s(&serde_json::json!("Vivo\u{1b}[31m")),
+            shown(&serde_json::json!("Vivo\u{1b}[31m")),
             "Vivo\u{FFFD}[31m",
             "no terminal escape"
         );

@@ -2,93 +2,79 @@
 //! recharge type on a terminal, plain log lines otherwise, and the summary
 //! table both `sync` and `resync` print. Owns presentation only.
 
+use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::catalog::RechargeType;
+use crate::mutex::lock;
 use crate::run::TypeResult;
 use crate::sync::Progress;
 
 /// Progress for a person: bars on a terminal, a line per 10 % otherwise.
 pub struct HumanProgress {
+    /// Where the bars go, when stderr is a terminal.
     multi: Option<MultiProgress>,
-    bars: Mutex<Vec<(RechargeType, ProgressBar)>>,
-    last_logged: Mutex<Vec<(RechargeType, usize)>>,
+    bars: Mutex<HashMap<RechargeType, ProgressBar>>,
+    /// Without a terminal: the count each type last logged.
+    logged: Mutex<HashMap<RechargeType, usize>>,
 }
 
 impl HumanProgress {
-    /// Bars when stderr is a terminal.
-    pub fn new() -> Self {
-        let multi = std::io::stderr()
-            .is_terminal()
-            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
-        HumanProgress {
-            multi,
-            bars: Mutex::new(vec![]),
-            last_logged: Mutex::new(vec![]),
-        }
-    }
-
-    fn bar(&self, rt: RechargeType, total: usize) -> Option<ProgressBar> {
-        let multi = self.multi.as_ref()?;
-        let mut bars = self.bars.lock().ok()?;
-        if let Some((_, b)) = bars.iter().find(|(t, _)| *t == rt) {
-            return Some(b.clone());
-        }
-        let b = multi.add(ProgressBar::new(total as u64));
-        b.set_style(
-            ProgressStyle::with_template("{prefix:>8} [{bar:32}] {pos}/{len} branch data  {elapsed}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        b.set_prefix(rt.as_str());
-        bars.push((rt, b.clone()));
-        Some(b)
-    }
-
     /// Reports a result (finishes its bar).
     pub fn finish(&self, r: &TypeResult) {
-        if let Some(b) = self.bars.lock().ok().and_then(|bars| {
-            bars.iter()
-                .find(|(t, _)| *t == r.recharge_type)
-                .map(|(_, b)| b.clone())
-        }) {
+        if let Some(b) = lock(&self.bars).get(&r.recharge_type) {
             b.finish_with_message(r.outcome.as_str());
         }
     }
 }
 
+/// Bars when stderr is a terminal.
 impl Default for HumanProgress {
     fn default() -> Self {
-        Self::new()
+        let multi = (std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        HumanProgress {
+            multi,
+            bars: Mutex::default(),
+            logged: Mutex::default(),
+        }
     }
 }
 
 impl Progress for HumanProgress {
     fn progress(&self, rt: RechargeType, done: usize, total: usize) {
-        if let Some(b) = self.bar(rt, total) {
-            b.set_length(total as u64);
-            b.set_position(done as u64);
+        if let Some(multi) = &self.multi {
+            let bar = (lock(&self.bars).entry(rt))
+                .or_insert_with(|| {
+                    let style = "{prefix:>8} [{bar:32}] {pos}/{len} branch data  {elapsed}";
+                    let style = (ProgressStyle::with_template(style))
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> ");
+                    multi.add(
+                        ProgressBar::new(total as u64)
+                            .with_style(style)
+                            .with_prefix(rt.as_str()),
+                    )
+                })
+                .clone();
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
             return;
         }
         // No terminal: a line at the start, every 10 % and at the end.
         let step = (total / 10).max(25);
-        if let Ok(mut last) = self.last_logged.lock() {
-            let prev = last.iter().find(|(t, _)| *t == rt).map(|(_, n)| *n);
-            let due = done == 0 || done == total || prev.is_none_or(|p| done >= p + step);
-            if due && prev != Some(done) {
-                last.retain(|(t, _)| *t != rt);
-                last.push((rt, done));
-                tracing::info!(recharge_type = %rt, done, total, "branch data");
-            }
+        let mut logged = lock(&self.logged);
+        let previous = logged.get(&rt).copied();
+        let due = done == 0 || done == total || previous.is_none_or(|p| done >= p + step);
+        if due && previous != Some(done) {
+            logged.insert(rt, done);
+            tracing::info!(recharge_type = %rt, done, total, "branch data");
         }
     }
-}
-
-fn short(h: &Option<String>) -> &str {
-    h.as_deref().unwrap_or("-")
 }
 
 /// The summary table of a sync, one line per type, errors below.
@@ -98,19 +84,22 @@ pub fn summary(results: &[TypeResult]) -> String {
         "TYPE", "OUTCOME", "HASH BEFORE", "HASH AFTER", "REQUESTS", "DURATION"
     );
     for r in results {
-        out.push_str(&format!(
-            "{:<8} {:<9} {:<16} {:<16} {:>8} {:>8.2}s\n",
+        let before = r.previous_hash.as_deref().unwrap_or("-");
+        let after = r.general_hash.as_deref().unwrap_or("-");
+        let (rt, outcome, seconds) = (
             r.recharge_type.as_str(),
             r.outcome.as_str(),
-            short(&r.previous_hash),
-            short(&r.general_hash),
-            r.requests,
-            r.duration_ms as f64 / 1000.0
-        ));
+            r.duration_ms as f64 / 1000.0,
+        );
+        let requests = r.requests;
+        let _ = writeln!(
+            out,
+            "{rt:<8} {outcome:<9} {before:<16} {after:<16} {requests:>8} {seconds:>8.2}s"
+        );
     }
     for r in results {
         if let Some(e) = &r.error {
-            out.push_str(&format!("{}: {e}\n", r.recharge_type.as_str()));
+            let _ = writeln!(out, "{}: {e}", r.recharge_type.as_str());
         }
     }
     out

@@ -5,6 +5,8 @@
 
 use serde_json::Value;
 
+use super::render::{printable, shown};
+
 /// One server-sent event, as the stream spelt it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sse {
@@ -51,89 +53,62 @@ impl SseReader {
     }
 }
 
-/// A text from the daemon as a terminal should show it: control
-/// characters replaced (a sync error can quote Carat's text).
-fn shown(v: &Value) -> String {
-    let s = match v {
-        Value::String(s) => s.clone(),
-        Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    s.chars()
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect()
-}
-
 /// The line a person reads for one event (`time  event  what  detail`).
 pub fn render(e: &Sse) -> String {
+    let event = printable(&e.event);
     let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
-        return format!(
-            "{:<20}  {:<7}  {}",
-            "-",
-            shown(&e.event.clone().into()),
-            shown(&e.data.clone().into())
-        );
+        return format!("{:<20}  {event:<7}  {}", "-", printable(&e.data));
     };
     let at = v
         .get("at")
         .or_else(|| v.get("committed_at"))
         .map(shown)
         .unwrap_or_else(|| crate::time::fmt_time(chrono::Utc::now()));
-    let rt = || shown(&v["recharge_type"]);
+    let (rt, hash, message) = (
+        shown(&v["recharge_type"]),
+        shown(&v["general_hash"]),
+        shown(&v["message"]),
+    );
     let (what, detail) = match (e.event.as_str(), v["kind"].as_str()) {
-        ("catalog", _) => (
-            rt(),
-            match v["previous_hash"].as_str() {
-                Some(prev) => format!(
-                    "new catalog {} (was {})",
-                    shown(&v["general_hash"]),
-                    shown(&prev.into())
-                ),
-                None => format!("first catalog {}", shown(&v["general_hash"])),
-            },
-        ),
+        ("catalog", _) => match v["previous_hash"].as_str() {
+            Some(previous) => (rt, format!("new catalog {hash} (was {})", printable(previous))),
+            None => (rt, format!("first catalog {hash}")),
+        },
         ("status", Some("stale")) if v["stale"] == true => (
-            rt(),
+            rt,
             "stale: Carat has not confirmed this catalog for stale_after_seconds (still served)".into(),
         ),
-        ("status", Some("stale")) => (rt(), "fresh: Carat confirmed this catalog again".into()),
-        ("status", Some("sync_failed")) => (
-            rt(),
-            format!(
-                "sync failed ({}): {}; the previous catalog is served",
-                shown(&v["error_kind"]),
-                shown(&v["message"])
-            ),
-        ),
+        ("status", Some("stale")) => (rt, "fresh: Carat confirmed this catalog again".into()),
+        ("status", Some("sync_failed")) => {
+            let kind = shown(&v["error_kind"]);
+            (
+                rt,
+                format!("sync failed ({kind}): {message}; the previous catalog is served"),
+            )
+        }
         ("status", Some("store")) if v["degraded"] == true => (
             "store".into(),
-            format!(
-                "degraded: {}; the last catalog is served from memory",
-                shown(&v["message"])
-            ),
+            format!("degraded: {message}; the last catalog is served from memory"),
         ),
         ("status", Some("store")) => ("store".into(), "writable again".into()),
         ("status", Some("served")) if v["enabled"] == false => (
-            rt(),
+            rt,
             "no longer served: a reload disabled this type (its routes answer 404)".into(),
         ),
         ("status", Some("served")) => (
-            rt(),
+            rt,
             "served differently: a reload changed sync.ddds (new ETag; fetch again)".into(),
         ),
-        ("lagged", _) => (
-            "-".into(),
-            format!(
-                "missed {} events (this client read too slowly); see `status`",
-                shown(&v["missed"])
-            ),
-        ),
-        _ => ("-".into(), shown(&e.data.clone().into())),
+        ("lagged", _) => {
+            let missed = shown(&v["missed"]);
+            (
+                "-".into(),
+                format!("missed {missed} events (this client read too slowly); see `status`"),
+            )
+        }
+        _ => ("-".into(), printable(&e.data)),
     };
-    format!(
-        "{at:<20}  {:<7}  {what:<7}  {detail}",
-        shown(&e.event.clone().into())
-    )
+    format!("{at:<20}  {event:<7}  {what:<7}  {detail}")
 }
 
 #[cfg(test)]

@@ -30,9 +30,7 @@ use crate::secret::Secret;
 use read::{layered, list_or_csv, read_text, url_redacted, url_unquoted};
 use validate::Problems;
 
-pub use validate::{
-    BaseUrlError, CronError, MerchantKeyError, check_base_url, check_merchant_key, parse_cron,
-};
+pub use validate::parse_cron;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/carat-catalogd/config.toml";
 /// The variable that chooses the config file; not a setting itself.
@@ -80,7 +78,7 @@ section! {
 section! {
     /// `[carat]`: where Carat is, who the store is and how it signs in.
     pub struct CaratConfig {
-        /// Required; checked by [`check_base_url`].
+        /// Required: https, a domain name (or a loopback simulator).
         pub base_url: Option<String> = None,
         /// Required: at most 15 letters or digits.
         pub merchant_id: Option<String> = None,
@@ -211,8 +209,6 @@ impl AuthPostConfig {
 /// `[sync]` resolve to.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The file this came from.
-    pub source: PathBuf,
     pub settings: Settings,
     /// The Carat client's settings: the URL parsed, the merchant key and
     /// the CA read from their files, the `[carat.compat]` switches.
@@ -319,7 +315,6 @@ impl Config {
             settings.carat.authenticity_post = Some(AuthPostConfig::clone(a));
         }
         Ok(Config {
-            source: path.to_owned(),
             settings,
             client,
             auth,

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::fmt::Display;
-use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -96,28 +95,23 @@ impl CaratConfig {
     /// when it sets `merchant_key` itself (not only the environment).
     pub(super) fn resolve(&self, key_in: Option<&Path>, p: &mut Problems) -> Option<(ClientSettings, Auth)> {
         let base_url = match &self.base_url {
-            None => p.fail(
-                "carat.base_url",
-                format!("is required (homologation: {HOMOLOGATION_URL})"),
-            ),
-            Some(s) => check_base_url(s).map_err(|e| p.add("carat.base_url", e)).ok(),
+            None => Err(format!("is required (homologation: {HOMOLOGATION_URL})")),
+            Some(s) => check_base_url(s),
         };
+        let base_url = base_url.map_err(|e| p.add("carat.base_url", e)).ok();
         let merchant_id = match &self.merchant_id {
             None => p.fail("carat.merchant_id", "is required"),
-            Some(m) if m.len() > 15 || !is_alphanumeric(m) => p.fail(
-                "carat.merchant_id",
-                format!("{m:?} is not Carat's format (at most 15 letters or digits)"),
-            ),
+            Some(m) if m.len() > 15 || !is_alphanumeric(m) => {
+                let problem = format!("{m:?} is not Carat's format (at most 15 letters or digits)");
+                p.fail("carat.merchant_id", problem)
+            }
             Some(m) => Some(m.clone()),
         };
         let merchant_key = self.merchant_key(key_in, p);
         let auth = self.auth(merchant_id.as_deref(), merchant_key.as_ref(), p);
         let extra_ca_pem = self.ca_file.as_ref().and_then(|f| {
             let pem = p.read("carat.ca_file", f)?;
-            let certs = CertificateDer::pem_slice_iter(&pem)
-                .filter_map(Result::ok)
-                .count();
-            if certs == 0 {
+            if !CertificateDer::pem_slice_iter(&pem).any(|c| c.is_ok()) {
                 p.add(
                     "carat.ca_file",
                     format!("{} holds no PEM certificate", f.display()),
@@ -167,10 +161,8 @@ impl CaratConfig {
     fn merchant_key(&self, key_in: Option<&Path>, p: &mut Problems) -> Option<Secret> {
         let (key, file) = match (&self.merchant_key, &self.merchant_key_file) {
             (Some(_), Some(_)) => {
-                return p.fail(
-                    "carat.merchant_key",
-                    "set either merchant_key or merchant_key_file, not both",
-                );
+                let problem = "set either merchant_key or merchant_key_file, not both";
+                return p.fail("carat.merchant_key", problem);
             }
             (None, None) => return p.fail("carat.merchant_key_file", "is required (or carat.merchant_key)"),
             (Some(k), None) => (k.expose().clone(), None),
@@ -223,10 +215,11 @@ impl AuthPostConfig {
     /// the receiver's settings.
     fn resolve(&self, merchant_id: Option<&str>, p: &mut Problems) -> Option<ReceiverSettings> {
         const K: &str = "carat.authenticity_post";
-        if !self.path.starts_with('/') || self.path.contains(char::is_whitespace) {
+        let path = &self.path;
+        if !path.starts_with('/') || path.contains(char::is_whitespace) {
             p.add(
                 &format!("{K}.path"),
-                format!("{:?} must start with / and hold no spaces", self.path),
+                format!("{path:?} must start with / and hold no spaces"),
             );
         }
         match (&self.tls_cert_file, &self.tls_key_file) {
@@ -246,12 +239,12 @@ impl AuthPostConfig {
         }
         ranges!(p, "carat.authenticity_post", self, { wait_seconds: 1..=600, });
         // The URL is not quoted: it may carry a password.
-        if let Some(url) = &self.forward_url
-            && !matches!(url.scheme(), "https" | "http")
+        if let Some(scheme) = self.forward_url.as_ref().map(Url::scheme)
+            && !matches!(scheme, "https" | "http")
         {
             p.add(
                 &format!("{K}.forward_url"),
-                format!("scheme {:?} is not http or https", url.scheme()),
+                format!("scheme {scheme:?} is not http or https"),
             );
         }
         let allow_from = (self.allow_from.iter())
@@ -277,12 +270,9 @@ impl CompatConfig {
             .or_else(|| p.fail("carat.compat.dealer_code", format!("{dealer_code:?}: {expected}")));
         let expected = "expected \"nested\" (hashes/dealer/branch, the default) or \"flat\" \
                         (dealer_code/branch_code/general_hash)";
-        let others_request = OthersRequest::parse(others_request.trim()).or_else(|| {
-            p.fail(
-                "carat.compat.others_request",
-                format!("{others_request:?}: {expected}"),
-            )
-        });
+        let problem = format!("{others_request:?}: {expected}");
+        let others_request = OthersRequest::parse(others_request.trim())
+            .or_else(|| p.fail("carat.compat.others_request", problem));
         Compat {
             dealer_code: dealer_code.unwrap_or_default(),
             others_request: others_request.unwrap_or_default(),
@@ -298,17 +288,17 @@ impl SyncSettings {
             Err(e) => p.add("sync.schedule", e),
             // A line no date matches (30 February, a year gone) would leave the
             // catalog to go stale with no scheduled check at all.
-            Ok(c) if c.find_next_occurrence(&chrono::Utc::now(), false).is_err() => p.add(
-                "sync.schedule",
-                format!("{schedule:?} never fires: no date matches it"),
-            ),
+            Ok(c) if c.find_next_occurrence(&chrono::Utc::now(), false).is_err() => {
+                p.add(
+                    "sync.schedule",
+                    format!("{schedule:?} never fires: no date matches it"),
+                );
+            }
             Ok(_) => {}
         }
         if self.recharge_types.is_empty() {
-            p.add(
-                "sync.recharge_types",
-                "is empty; list at least one of normal, others, invoice",
-            );
+            let problem = "is empty; list at least one of normal, others, invoice";
+            p.add("sync.recharge_types", problem);
         }
         let mut recharge_types = vec![];
         for t in &self.recharge_types {
@@ -316,11 +306,8 @@ impl SyncSettings {
                 Some(rt) if !recharge_types.contains(&rt) => recharge_types.push(rt),
                 Some(_) => p.add("sync.recharge_types", format!("{t:?} is listed twice")),
                 None => {
-                    let expected = "(expected normal, others or invoice)";
-                    p.add(
-                        "sync.recharge_types",
-                        format!("unknown recharge type {t:?} {expected}"),
-                    );
+                    let problem = format!("unknown recharge type {t:?} (expected normal, others or invoice)");
+                    p.add("sync.recharge_types", problem);
                 }
             }
         }
@@ -388,91 +375,50 @@ fn is_alphanumeric(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
-/// What is wrong with `carat.base_url`.
-#[derive(Debug, thiserror::Error)]
-pub enum BaseUrlError {
-    #[error("not a URL: {0}")]
-    NotAUrl(#[source] url::ParseError),
-    #[error("must use https (Carat is HTTPS only), got {0}")]
-    NotHttps(String),
-    #[error("has no host")]
-    NoHost,
-    #[error(
-        "is an IP address; Carat says always use the domain name (the IP may change without notice). \
-         Only a loopback simulator (https://localhost:PORT) may skip this"
-    )]
-    IpAddress,
-    #[error("must not carry a query or fragment")]
-    QueryOrFragment,
-    #[error("must not carry credentials")]
-    Credentials,
+/// `carat.base_url` parsed, or what is wrong with it.
+fn check_base_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("not a URL: {e}"))?;
+    let ip = "is an IP address; Carat says always use the domain name (the IP may change without notice). \
+              Only a loopback simulator (https://localhost:PORT) may skip this";
+    let problem = match url.host() {
+        _ if url.scheme() != "https" => format!("must use https (Carat is HTTPS only), got {}", url.scheme()),
+        None => "has no host".to_owned(),
+        Some(url::Host::Ipv4(a)) if !a.is_loopback() => ip.to_owned(),
+        Some(url::Host::Ipv6(a)) if !a.is_loopback() => ip.to_owned(),
+        _ if url.query().is_some() || url.fragment().is_some() => {
+            "must not carry a query or fragment".to_owned()
+        }
+        _ if !url.username().is_empty() || url.password().is_some() => {
+            "must not carry credentials".to_owned()
+        }
+        _ => return Ok(url),
+    };
+    Err(problem)
 }
 
-pub fn check_base_url(s: &str) -> Result<Url, BaseUrlError> {
-    let url = Url::parse(s).map_err(BaseUrlError::NotAUrl)?;
-    if url.scheme() != "https" {
-        return Err(BaseUrlError::NotHttps(url.scheme().to_owned()));
-    }
-    match url.host() {
-        None => return Err(BaseUrlError::NoHost),
-        Some(url::Host::Domain(_)) => {}
-        Some(url::Host::Ipv4(ip)) if IpAddr::V4(ip).is_loopback() => {}
-        Some(url::Host::Ipv6(ip)) if IpAddr::V6(ip).is_loopback() => {}
-        Some(_) => return Err(BaseUrlError::IpAddress),
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(BaseUrlError::QueryOrFragment);
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(BaseUrlError::Credentials);
-    }
-    Ok(url)
-}
-
-/// What is wrong with a merchant key (never the key itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum MerchantKeyError {
-    #[error("is empty")]
-    Empty,
-    #[error("is too short ({0} characters; Carat keys have at least 8)")]
-    TooShort(usize),
-    #[error("is too long ({0} characters; Carat allows at most 80)")]
-    TooLong(usize),
-    #[error("must be letters and digits only (Carat's format)")]
-    NotAlphanumeric,
-}
-
-/// Checks a merchant key: Carat's format is at most 80 letters or digits.
-pub fn check_merchant_key(k: &str) -> Result<(), MerchantKeyError> {
-    match k.len() {
-        0 => Err(MerchantKeyError::Empty),
-        n @ ..8 => Err(MerchantKeyError::TooShort(n)),
-        n @ 81.. => Err(MerchantKeyError::TooLong(n)),
-        _ if !is_alphanumeric(k) => Err(MerchantKeyError::NotAlphanumeric),
-        _ => Ok(()),
-    }
-}
-
-/// A cron line tokio-cron-scheduler would not take.
-#[derive(Debug, thiserror::Error)]
-#[error("unparsable cron {expr:?} (6 fields, seconds first, e.g. \"0 */15 * * * *\"): {source}")]
-pub struct CronError {
-    pub expr: String,
-    #[source]
-    pub source: croner::errors::CronError,
+/// What is wrong with a merchant key (never the key itself): Carat's
+/// format is 8 to 80 letters or digits.
+fn check_merchant_key(k: &str) -> Result<(), String> {
+    let problem = match k.len() {
+        0 => "is empty".to_owned(),
+        n @ ..8 => format!("is too short ({n} characters; Carat keys have at least 8)"),
+        n @ 81.. => format!("is too long ({n} characters; Carat allows at most 80)"),
+        _ if !is_alphanumeric(k) => "must be letters and digits only (Carat's format)".to_owned(),
+        _ => return Ok(()),
+    };
+    Err(problem)
 }
 
 /// Checks a cron line the way tokio-cron-scheduler parses it for our jobs
 /// (`Job::new_async`: seconds first, and a day of the month and a weekday
 /// both given must both match, unlike classic cron's either).
-pub fn parse_cron(s: &str) -> Result<croner::Cron, CronError> {
-    croner::parser::CronParser::builder()
+pub fn parse_cron(s: &str) -> Result<croner::Cron, String> {
+    let parser = croner::parser::CronParser::builder()
         .seconds(croner::parser::Seconds::Required)
         .dom_and_dow(true)
-        .build()
+        .build();
+    let example = "6 fields, seconds first, e.g. \"0 */15 * * * *\"";
+    parser
         .parse(s)
-        .map_err(|source| CronError {
-            expr: s.to_owned(),
-            source,
-        })
+        .map_err(|e| format!("unparsable cron {s:?} ({example}): {e}"))
 }

@@ -4,6 +4,9 @@
 //! hash. Owns no I/O but reading the file.
 
 use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
 
 use serde::{Deserialize, Serialize};
 
@@ -328,6 +331,12 @@ impl SimCatalog {
         };
         c.refresh_hashes();
         c
+    }
+
+    /// A catalog from a JSON file (`--catalog`).
+    pub fn from_file(path: &Path) -> anyhow::Result<SimCatalog> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_json(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     pub fn from_json(bytes: &[u8]) -> Result<SimCatalog, String> {

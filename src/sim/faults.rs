@@ -1,9 +1,20 @@
 //! Faults the simulator injects on demand: a rule says which endpoint, what
 //! goes wrong, after how many good answers and how many times. Owns the
-//! rule table and the JSON mutations; the handlers decide where to apply them.
+//! rule table and what each fault does to an answer: replace it
+//! ([`replacing`]) or spoil its body ([`answer`]).
 
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use futures_util::stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+
+use crate::net::ConnFd;
 
 /// Which simulated endpoint a rule applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -178,8 +189,7 @@ fn first_range(v: &mut Value) -> Option<&mut Value> {
 }
 
 /// Applies a body-changing fault to a normal answer's inner object.
-/// Returns false when the fault does not change bodies.
-pub fn mutate(kind: &FaultKind, ep: SimEndpoint, inner: &mut Value) -> bool {
+fn mutate(kind: &FaultKind, ep: SimEndpoint, inner: &mut Value) {
     match kind {
         FaultKind::Esitef { code, message } => {
             inner["esitef"] = json!({"code": code, "message": message});
@@ -225,12 +235,117 @@ pub fn mutate(kind: &FaultKind, ep: SimEndpoint, inner: &mut Value) -> bool {
                 r["max_amount"] = json!("100");
             }
         }
-        FaultKind::EmptyDealers => {
-            if ep == SimEndpoint::Dealers {
-                inner["dealers"] = json!([]);
-            }
-        }
-        _ => return false,
+        FaultKind::EmptyDealers if ep == SimEndpoint::Dealers => inner["dealers"] = json!([]),
+        _ => {}
     }
-    true
+}
+
+/// Carat's error answer: `status` and the `esitef` code and message.
+pub(super) fn carat_error(ep: SimEndpoint, status: u16, code: &str, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({ ep.envelope(): {"esitef": {"code": code, "message": message}} });
+    (status, Json(body)).into_response()
+}
+
+/// HTTP 200, `application/json`, whatever `body` holds.
+fn json_answer(body: Body) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Carat's answer `inner` in its envelope, after the faults that change
+/// bodies; followed by garbage, or cut in half, when those fired.
+pub(super) fn answer(fired: &[FaultKind], ep: SimEndpoint, mut inner: Value) -> Response {
+    for f in fired {
+        mutate(f, ep, &mut inner);
+    }
+    let mut bytes = serde_json::to_vec(&json!({ ep.envelope(): inner })).unwrap_or_default();
+    if fired.contains(&FaultKind::TrailingGarbage) {
+        bytes.extend_from_slice(b"}\"garbage");
+    } else if fired.contains(&FaultKind::Truncated) {
+        let full = bytes.len();
+        let half = Bytes::from(bytes).slice(..full / 2);
+        // The half is flushed before the connection drops, as a cut cable would.
+        let cut = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(std::io::Error::other("truncated"))
+        };
+        let body = stream::once(async { Ok(half) }).chain(stream::once(cut));
+        let length = full.to_string();
+        let headers = [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::CONTENT_LENGTH, length.as_str()),
+        ];
+        return (headers, Body::from_stream(body)).into_response();
+    }
+    json_answer(Body::from(bytes))
+}
+
+/// The answer a fault gives instead of Carat's, if one fired.
+pub(super) async fn replacing(fired: &[FaultKind], ep: SimEndpoint, fd: Option<ConnFd>) -> Option<Response> {
+    let head = format!("{{\"{}\": {{\"status\": \"", ep.envelope());
+    for f in fired {
+        let body = match f {
+            FaultKind::Status { status, retry_after } => {
+                let mut r = carat_error(ep, *status, "99", "Falha simulada.");
+                if let Some(s) = retry_after {
+                    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*s));
+                }
+                return Some(r);
+            }
+            FaultKind::StatusText {
+                status,
+                code,
+                message,
+            } => {
+                return Some(carat_error(ep, *status, code, message));
+            }
+            FaultKind::Malformed => Body::from(format!("{head}NOV\", \"esitef\": <html>oops")),
+            FaultKind::Hang => std::future::pending().await,
+            FaultKind::HugeBody { bytes } => {
+                let chunk = Bytes::from(vec![b'A'; 64 * 1024]);
+                let total = bytes.unwrap_or(1 << 30) as usize;
+                let chunks = std::iter::repeat_n(chunk.clone(), total / chunk.len());
+                let body = std::iter::once(Bytes::from(head))
+                    .chain(chunks)
+                    .chain([chunk.slice(..total % chunk.len())]);
+                Body::from_stream(stream::iter(body.map(Ok::<_, std::io::Error>)))
+            }
+            FaultKind::EndlessBody => {
+                let spaces = stream::unfold((), |()| async {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Some((Ok::<_, std::io::Error>(Bytes::from_static(b" ")), ()))
+                });
+                Body::from_stream(stream::once(async { Ok(Bytes::from(head)) }).chain(spaces))
+            }
+            FaultKind::Reset => {
+                if let Some(fd) = fd {
+                    reset_on_close(fd);
+                }
+                Body::from_stream(stream::iter([Err::<Bytes, _>(std::io::Error::other("reset"))]))
+            }
+            _ => continue,
+        };
+        return Some(json_answer(body));
+    }
+    None
+}
+
+/// The connection is reset (RST) rather than closed: `SO_LINGER` on, with
+/// no time to linger.
+fn reset_on_close(ConnFd(fd): ConnFd) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on the live connection's descriptor (the request
+    // holds the connection open) with a valid pointer and length.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            &linger as *const libc::linger as *const libc::c_void,
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
 }

@@ -17,6 +17,7 @@
 //! `POST /_sim/reset-stats`).
 
 pub mod catalog;
+mod control;
 pub mod faults;
 mod server;
 pub mod shapes;
@@ -119,7 +120,9 @@ struct State {
     tokens: HashSet<u64>,
 }
 
-pub(crate) struct Shared {
+/// The simulator: its settings and keys, and the state it changes as it
+/// answers.
+pub(crate) struct Sim {
     state: Mutex<State>,
     config: SimConfig,
     decoding_key: Option<jsonwebtoken::DecodingKey>,
@@ -135,9 +138,29 @@ impl State {
     }
 }
 
-impl Shared {
+impl Sim {
     fn lock(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
+    }
+
+    fn stats(&self) -> SimStats {
+        let st = self.lock();
+        let per_endpoint = |counts: &BTreeMap<SimEndpoint, u64>| {
+            (SimEndpoint::ALL.iter())
+                .map(|e| (e.as_str().to_owned(), counts.get(e).copied().unwrap_or(0)))
+                .collect()
+        };
+        SimStats {
+            requests: per_endpoint(&st.counts),
+            total: st.counts.values().sum(),
+            max_in_flight: per_endpoint(&st.max_in_flight),
+            sessions: st.sessions.len() as u64,
+            authenticity_posts: st.auth_posts,
+            tokens: st.tokens.len() as u64,
+            hashes: (st.catalog.types.keys())
+                .filter_map(|k| Some((k.clone(), st.catalog.hash_of(k)?)))
+                .collect(),
+        }
     }
 }
 
@@ -163,65 +186,65 @@ pub struct SimHandle {
     pub base_url: String,
     /// The certificate to trust (PEM): a CA made for this run.
     pub ca_pem: Vec<u8>,
-    shared: Arc<Shared>,
+    sim: Arc<Sim>,
     stop: watch::Sender<bool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SimHandle {
     pub fn stats(&self) -> SimStats {
-        server::stats(&self.shared)
+        self.sim.stats()
     }
     pub fn count(&self, ep: SimEndpoint) -> u64 {
-        self.shared.lock().counts.get(&ep).copied().unwrap_or(0)
+        self.sim.lock().counts.get(&ep).copied().unwrap_or(0)
     }
     pub fn total(&self) -> u64 {
-        self.shared.lock().counts.values().sum()
+        self.sim.lock().counts.values().sum()
     }
     pub fn reset_stats(&self) {
-        self.shared.lock().reset_stats();
+        self.sim.lock().reset_stats();
     }
     /// Every NIT this simulator has issued (secrets: tests look for them in
     /// what must stay clean).
     pub fn nits(&self) -> Vec<String> {
-        self.shared.lock().sessions.keys().cloned().collect()
+        self.sim.lock().sessions.keys().cloned().collect()
     }
     /// Distinct JWTs seen since the last reset.
     pub fn tokens(&self) -> u64 {
-        self.shared.lock().tokens.len() as u64
+        self.sim.lock().tokens.len() as u64
     }
     pub fn shapes(&self) -> SimShapes {
-        self.shared.lock().shapes
+        self.sim.lock().shapes
     }
     pub fn set_shapes(&self, shapes: SimShapes) {
-        self.shared.lock().shapes = shapes;
+        self.sim.lock().shapes = shapes;
     }
     /// The most requests of `ep` ever in flight at once (since the last reset).
     pub fn max_in_flight(&self, ep: SimEndpoint) -> u64 {
-        self.shared.lock().max_in_flight.get(&ep).copied().unwrap_or(0)
+        self.sim.lock().max_in_flight.get(&ep).copied().unwrap_or(0)
     }
     pub fn add_fault(&self, rule: FaultRule) {
-        self.shared.lock().faults.add(rule);
+        self.sim.lock().faults.add(rule);
     }
     pub fn clear_faults(&self) {
-        self.shared.lock().faults.clear();
+        self.sim.lock().faults.clear();
     }
     /// A new version of `rt` with a new hash; returns it.
     pub fn bump(&self, rt: &str) -> Option<String> {
-        self.shared.lock().catalog.bump(rt)
+        self.sim.lock().catalog.bump(rt)
     }
     pub fn hash(&self, rt: &str) -> Option<String> {
-        self.shared.lock().catalog.hash_of(rt)
+        self.sim.lock().catalog.hash_of(rt)
     }
     pub fn catalog(&self) -> SimCatalog {
-        self.shared.lock().catalog.clone()
+        self.sim.lock().catalog.clone()
     }
     pub fn set_catalog(&self, mut c: SimCatalog) {
         c.refresh_hashes();
-        self.shared.lock().catalog = c;
+        self.sim.lock().catalog = c;
     }
     pub fn set_latency(&self, d: Duration) {
-        self.shared.lock().latency = d;
+        self.sim.lock().latency = d;
     }
     /// Stops the server.
     pub async fn stop(mut self) {
@@ -314,7 +337,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
     let addr = listener
         .local_addr()
         .map_err(|e| SimError::Other(e.to_string()))?;
-    let shared = Arc::new(Shared {
+    let sim = Arc::new(Sim {
         state: Mutex::new(State {
             catalog: {
                 let mut c = config.catalog.clone();
@@ -335,7 +358,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         decoding_key,
         post_client,
     });
-    let router = server::router(shared.clone());
+    let router = server::routes().merge(control::routes()).with_state(sim.clone());
     let (stop, mut stopped) = watch::channel(false);
     let task = tokio::spawn(async move {
         crate::net::serve_tcp(listener, Some(acceptor), router, async move {
@@ -348,7 +371,7 @@ pub async fn start(config: SimConfig) -> Result<SimHandle, SimError> {
         addr,
         base_url: format!("https://localhost:{}/e-sitef", addr.port()),
         ca_pem: ca_pem.into_bytes(),
-        shared,
+        sim,
         stop,
         task: Some(task),
     })

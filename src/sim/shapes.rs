@@ -78,16 +78,27 @@ pub enum DddZeroShape {
     All,
 }
 
-/// The shape of every guess at once.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The shape of every guess at once (also `carat-sim`'s flags).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
 #[serde(default)]
 pub struct SimShapes {
+    /// Dealer codes the branch-data calls accept: any, trimmed (1), padded (001).
+    #[arg(long, value_enum, default_value_t)]
     pub dealer_code: DealerCodeShape,
+    /// `others` branch-data bodies understood: any, nested, flat.
+    #[arg(long, value_enum, default_value_t)]
     pub others_request: OthersRequestShape,
+    /// Validity in expiry_date: days ("30") or calendar ("20261231").
+    #[arg(long, value_enum, default_value_t)]
     pub dates: DatesShape,
+    /// The begin call's general_hash: same (as the data's), differs, zero, echo, constant.
+    #[arg(long, value_enum, default_value_t)]
     pub begin_hash: BeginHashShape,
     /// `others` and `invoice` list one more dealer, with no branches.
+    #[arg(long)]
     pub dealer_without_branches: bool,
+    /// What ddd=00 does: refused, or all (every DDD at once).
+    #[arg(long, value_enum, default_value_t)]
     pub ddd_zero: DddZeroShape,
 }
 
