@@ -179,58 +179,48 @@ pub struct Route {
     handler: Handler,
 }
 
+/// A route whose metrics label is its pattern.
+const fn route(pattern: &'static str, handler: Handler) -> Route {
+    Route {
+        pattern,
+        label: pattern,
+        handler,
+    }
+}
+
+/// A route of one recharge type: its label names the type.
+const fn typed_route(pattern: &'static str, label: &'static str, handler: Handler) -> Route {
+    Route {
+        pattern,
+        label,
+        handler,
+    }
+}
+
 /// Every route of the catalog socket, in matching order.
 pub static ROUTES: [Route; 10] = [
-    Route {
-        pattern: "/v1/health",
-        label: "/v1/health",
-        handler: health,
-    },
-    Route {
-        pattern: "/v1/status",
-        label: "/v1/status",
-        handler: status,
-    },
-    Route {
-        pattern: "/metrics",
-        label: "/metrics",
-        handler: metrics,
-    },
-    Route {
-        pattern: "/v1/events",
-        label: "/v1/events",
-        handler: events,
-    },
-    Route {
-        pattern: "/v1/catalogs/{type}",
-        label: "/v1/catalogs/{type}",
-        handler: catalog,
-    },
-    Route {
-        pattern: "/v1/catalogs/{type}/dealers",
-        label: "/v1/catalogs/{type}/dealers",
-        handler: dealers,
-    },
-    Route {
-        pattern: "/v1/catalogs/{type}/dealers/{dealer}",
-        label: "/v1/catalogs/{type}/dealers/{dealer}",
-        handler: dealer,
-    },
-    Route {
-        pattern: "/v1/catalogs/{type}/ddds/{ddd}",
-        label: "/v1/catalogs/normal/ddds/{ddd}",
-        handler: ddd,
-    },
-    Route {
-        pattern: "/v1/catalogs/{type}/dealers/{dealer}/ddds/{ddd}",
-        label: "/v1/catalogs/normal/dealers/{dealer}/ddds/{ddd}",
-        handler: dealer_ddd,
-    },
-    Route {
-        pattern: "/v1/catalogs/{type}/dealers/{dealer}/branches/{branch}",
-        label: "/v1/catalogs/others/dealers/{dealer}/branches/{branch}",
-        handler: dealer_branch,
-    },
+    route("/v1/health", health),
+    route("/v1/status", status),
+    route("/metrics", metrics),
+    route("/v1/events", events),
+    route("/v1/catalogs/{type}", catalog),
+    route("/v1/catalogs/{type}/dealers", dealers),
+    route("/v1/catalogs/{type}/dealers/{dealer}", dealer),
+    typed_route(
+        "/v1/catalogs/{type}/ddds/{ddd}",
+        "/v1/catalogs/normal/ddds/{ddd}",
+        ddd,
+    ),
+    typed_route(
+        "/v1/catalogs/{type}/dealers/{dealer}/ddds/{ddd}",
+        "/v1/catalogs/normal/dealers/{dealer}/ddds/{ddd}",
+        dealer_ddd,
+    ),
+    typed_route(
+        "/v1/catalogs/{type}/dealers/{dealer}/branches/{branch}",
+        "/v1/catalogs/others/dealers/{dealer}/branches/{branch}",
+        dealer_branch,
+    ),
 ];
 
 /// The metrics label of a request no route matched.
