@@ -717,7 +717,11 @@ async fn peers_outside_allow_from_are_closed_before_taking_a_slot() {
         held.push(connect_from(INSIDE, addr).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    // A request from each: the full receiver answers its 503 once it read
+    // the request head.
+    let request = b"POST /carat/authenticity HTTP/1.1\r\nhost: x\r\n\r\n";
     let mut over = connect_from(INSIDE, addr).await;
+    over.write_all(request).await.unwrap();
     let got = until_closed(&mut over)
         .await
         .expect("a full receiver answers at once");
@@ -727,6 +731,7 @@ async fn peers_outside_allow_from_are_closed_before_taking_a_slot() {
         String::from_utf8_lossy(&got)
     );
     let mut outside = connect_from(OUTSIDE, addr).await;
+    let _ = outside.write_all(request).await;
     let got = until_closed(&mut outside)
         .await
         .expect("a peer outside allow_from was kept open (it would hold a slot for the head timeout)");
