@@ -124,7 +124,12 @@ fn spawn_api_runtime(
                     heartbeat.beat();
                 }
             });
-            rt.block_on(api::serve(listener, shared, limits, shutdown));
+            rt.block_on(api::serve(
+                vec![net::Listener::Unix(listener)],
+                shared,
+                limits,
+                shutdown,
+            ));
             // Connections still draining are dropped with the runtime.
             rt.shutdown_timeout(Duration::from_secs(1));
             let _ = done_tx.send(());

@@ -12,7 +12,6 @@ pub mod socket;
 
 use std::sync::Arc;
 
-use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use crate::state::Shared;
@@ -36,28 +35,28 @@ impl Api {
     }
 }
 
-/// Serves the read-only catalog API on `listener` until `shutdown` turns
+/// Serves the read-only catalog API on `listeners` (the Unix socket, and
+/// the loopback TCP port when `api.tcp_listen` opens one: the same routes
+/// and limits, each with its own connection count) until `shutdown` turns
 /// true, and watches the served catalogs' stale flags meanwhile (their
 /// `status` events): the seam between the daemon's wiring and the serving
 /// (tests call it directly).
 pub async fn serve(
-    listener: UnixListener,
+    listeners: Vec<crate::net::Listener>,
     shared: Arc<Shared>,
     limits: crate::net::Limits,
     shutdown: watch::Receiver<bool>,
 ) {
     let api = Arc::new(Api::new(shared.clone(), shutdown.clone()));
     let staleness = tokio::spawn(crate::state::watch_staleness(shared, shutdown.clone()));
-    let make_service = move |_| {
+    let servers = listeners.into_iter().map(|listener| {
         let api = api.clone();
-        hyper::service::service_fn(move |req| feed::answer(&api, req))
-    };
-    crate::net::serve(
-        crate::net::Listener::Unix(listener),
-        make_service,
-        limits,
-        shutdown,
-    )
-    .await;
+        let make_service = move |_| {
+            let api = api.clone();
+            hyper::service::service_fn(move |req| feed::answer(&api, req))
+        };
+        crate::net::serve(listener, make_service, limits, shutdown.clone())
+    });
+    futures_util::future::join_all(servers).await;
     staleness.abort();
 }

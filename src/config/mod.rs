@@ -181,6 +181,9 @@ section! {
         /// A connection without a complete request head this long (idle
         /// keep-alive, or a head sent slowly) is closed.
         pub idle_timeout_seconds: u64 = 10,
+        /// Also serve the catalog API on this loopback TCP address (off by
+        /// default), for apps that cannot open a Unix socket.
+        pub tcp_listen: Option<std::net::SocketAddr> = None,
     }
 }
 

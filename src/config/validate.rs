@@ -358,6 +358,17 @@ impl ApiConfig {
         if self.socket == self.control_socket {
             p.add("api.control_socket", "must differ from api.socket");
         }
+        if let Some(addr) = self.tcp_listen
+            && !addr.ip().is_loopback()
+        {
+            p.add(
+                "api.tcp_listen",
+                format!(
+                    "{addr} is not a loopback address: a TCP port has no peer credentials, and the store's \
+                     network is not a boundary this daemon can check; use 127.0.0.1:PORT or [::1]:PORT"
+                ),
+            );
+        }
         if let Some(n) = self.max_connections_per_uid
             && !(1..=self.max_connections).contains(&n)
         {
