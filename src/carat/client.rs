@@ -350,7 +350,7 @@ impl CaratClient {
             .query(&[
                 ("nit", s.nit.as_str()),
                 ("ddd", ddd),
-                ("dealercode", &code),
+                ("dealercode", code),
                 ("generalhash", generalhash.as_str()),
             ]);
         let req = self.authorize(req, &s.token, &s.ids, EP)?;
