@@ -38,13 +38,6 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [
-        Endpoint::Begin,
-        Endpoint::Dealers,
-        Endpoint::BranchesNormal,
-        Endpoint::BranchesOthers,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Begin => "begin_recharge",
@@ -67,14 +60,21 @@ impl fmt::Display for Endpoint {
 /// characters.
 #[derive(Debug, thiserror::Error)]
 pub enum CaratError {
-    #[error("{endpoint}: Carat answered HTTP {status}{}{}", fmt_retry(.retry_after), fmt_msg(.message))]
+    #[error(
+        "{endpoint}: Carat answered HTTP {status}{}{}",
+        opt(&.retry_after.map(|d| d.as_secs()), " (Retry-After ", "s)"),
+        opt(.message, ": ", "")
+    )]
     Status {
         endpoint: Endpoint,
         status: u16,
         retry_after: Option<Duration>,
         message: Option<Outside>,
     },
-    #[error("{endpoint}: Carat refused the request: esitef code {code}: {message}{}", fmt_txn(.txn_status))]
+    #[error(
+        "{endpoint}: Carat refused the request: esitef code {code}: {message}{}",
+        opt(.txn_status, " (transaction status ", ")")
+    )]
     Esitef {
         endpoint: Endpoint,
         code: Outside,
@@ -118,18 +118,10 @@ pub enum CaratError {
     },
 }
 
-fn fmt_retry(r: &Option<Duration>) -> String {
-    r.map(|d| format!(" (Retry-After {}s)", d.as_secs()))
-        .unwrap_or_default()
-}
-
-fn fmt_msg(m: &Option<Outside>) -> String {
-    m.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-}
-
-fn fmt_txn(s: &Option<Outside>) -> String {
-    s.as_ref()
-        .map(|s| format!(" (transaction status {s})"))
+/// `v` between `before` and `after`, or nothing.
+fn opt<T: fmt::Display>(v: &Option<T>, before: &str, after: &str) -> String {
+    v.as_ref()
+        .map(|v| format!("{before}{v}{after}"))
         .unwrap_or_default()
 }
 
