@@ -22,7 +22,7 @@ use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rustls_pki_types::PrivateKeyDer;
@@ -33,6 +33,7 @@ use tokio::sync::oneshot;
 use crate::carat::wire::AuthenticityPost;
 use crate::mutex::lock;
 use crate::secret::Secret;
+use crate::text::{CODE_MAX, clip};
 
 /// The smallest RSA modulus accepted for the signing key.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -318,7 +319,7 @@ async fn receive(
     {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            tracing::warn!(limit = MAX_POST_BYTES, error = %crate::text::clip(&e.to_string(), crate::text::CODE_MAX),
+            tracing::warn!(limit = MAX_POST_BYTES, error = %clip(&e.to_string(), CODE_MAX),
                 "authenticity POST larger than the limit or cut off; answered 200 and ignored");
             return StatusCode::OK.into_response();
         }
@@ -333,8 +334,8 @@ async fn receive(
     let form: AuthenticityPost = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(error = %crate::text::clip(&e.to_string(), crate::text::CODE_MAX),
-                body = %crate::text::clip(&crate::secret::mask_tokens(&String::from_utf8_lossy(&body)), crate::text::CODE_MAX),
+            tracing::warn!(error = %clip(&e.to_string(), CODE_MAX),
+                body = %clip(&crate::secret::mask_tokens(&String::from_utf8_lossy(&body)), CODE_MAX),
                 "authenticity POST with an unreadable form body; answered 200 and ignored");
             return StatusCode::OK.into_response();
         }
@@ -369,25 +370,20 @@ async fn forward(
     body: Bytes,
     order_id: &str,
 ) -> axum::response::Response {
-    let order_id = crate::text::clip(order_id, crate::text::CODE_MAX);
+    let order_id = clip(order_id, CODE_MAX);
     let Some(url) = rx.inner.settings.forward_url.clone() else {
         tracing::info!(order_id = %order_id, "authenticity POST for a transaction this daemon did not start; acknowledged (no forward_url)");
         return StatusCode::OK.into_response();
     };
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/x-www-form-urlencoded")
-        .to_owned();
-    match rx
+    let form = HeaderValue::from_static("application/x-www-form-urlencoded");
+    let ctype = headers.get(header::CONTENT_TYPE).cloned().unwrap_or(form);
+    let sent = rx
         .inner
         .forward
         .post(url)
         .header(header::CONTENT_TYPE, ctype)
-        .body(body)
-        .send()
-        .await
-    {
+        .body(body);
+    match sent.send().await {
         Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
             tracing::info!(order_id = %order_id, "authenticity POST forwarded");
         }
@@ -396,7 +392,7 @@ async fn forward(
                 "authenticity POST forwarded; the store's endpoint did not answer 200 (Carat is answered 200)");
         }
         Err(e) => {
-            tracing::warn!(order_id = %order_id, error = %crate::text::clip(&e.without_url().to_string(), crate::text::CODE_MAX),
+            tracing::warn!(order_id = %order_id, error = %clip(&e.without_url().to_string(), CODE_MAX),
                 "forwarding an authenticity POST failed (Carat is answered 200)");
         }
     }
