@@ -7,6 +7,7 @@
 //! sees each exchange as it crossed the wire (`probe --record`). Owns the
 //! HTTP connection pool and request counters; never touches the store.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,26 +134,23 @@ pub struct CaratClient {
 #[derive(Debug)]
 pub struct DownloadBudget {
     limit: u64,
-    used: std::sync::atomic::AtomicU64,
+    used: AtomicU64,
 }
 
 impl DownloadBudget {
     pub fn new(limit: u64) -> Arc<Self> {
-        Arc::new(DownloadBudget {
-            limit,
-            used: Default::default(),
-        })
+        let used = AtomicU64::new(0);
+        Arc::new(DownloadBudget { limit, used })
     }
 
     /// Bytes taken so far.
     pub fn used(&self) -> u64 {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
+        self.used.load(Ordering::Relaxed)
     }
 
     /// Takes `n` bytes; false once the total would pass the limit.
     fn take(&self, n: u64) -> bool {
-        let before = self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        before.saturating_add(n) <= self.limit
+        self.used.fetch_add(n, Ordering::Relaxed).saturating_add(n) <= self.limit
     }
 }
 
