@@ -382,20 +382,13 @@ pub struct Catalog {
 impl Catalog {
     /// Counts for logs and status.
     pub fn counts(&self) -> CatalogCounts {
-        let mut ranges = 0;
-        let mut fixed = 0;
-        for d in self.branch_data.values() {
-            for c in &d.categories {
-                ranges += c.amount_ranges.len();
-                fixed += c.fixed_amounts.len();
-            }
-        }
+        let categories = || self.branch_data.values().flat_map(|d| &d.categories);
         CatalogCounts {
             dealers: self.dealers.len(),
             branches: self.dealers.iter().map(|d| d.branches.len()).sum(),
             branch_data: self.branch_data.len(),
-            amount_ranges: ranges,
-            fixed_amounts: fixed,
+            amount_ranges: categories().map(|c| c.amount_ranges.len()).sum(),
+            fixed_amounts: categories().map(|c| c.fixed_amounts.len()).sum(),
         }
     }
 

@@ -316,15 +316,12 @@ wire_struct! {
 /// The form Carat POSTs to the store's authenticity URL
 /// (`application/x-www-form-urlencoded`). Extra fields are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct AuthenticityPost {
-    #[serde(default)]
     pub nit: Option<String>,
-    #[serde(default, rename = "merchantId")]
     pub merchant_id: Option<String>,
-    #[serde(default, rename = "orderId")]
     pub order_id: Option<String>,
-    #[serde(default, rename = "merchantUSN")]
+    #[serde(rename = "merchantUSN")]
     pub merchant_usn: Option<String>,
-    #[serde(default, rename = "generalHash")]
     pub general_hash: Option<String>,
 }
