@@ -167,19 +167,16 @@ impl StoreHandle {
             return false;
         }
         let path = self.path.clone();
-        match tokio::task::spawn_blocking(move || Store::open(&path)).await {
-            Ok(Ok(store)) => {
+        let opened = tokio::task::spawn_blocking(move || Store::open(&path)).await;
+        match opened.map_err(StoreError::Task).and_then(|r| r) {
+            Ok(store) => {
                 *lock(&self.interrupter) = Some(Interrupter::of(&store));
                 *lock(&self.inner) = Some(store);
                 self.set_health(None);
                 true
             }
-            Ok(Err(e)) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "the store still cannot be opened for writing");
-                false
-            }
             Err(e) => {
-                tracing::warn!(error = %e, "the store's reopen task failed");
+                tracing::warn!(path = %self.path.display(), error = %e, "the store still cannot be opened for writing");
                 false
             }
         }
