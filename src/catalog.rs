@@ -57,26 +57,14 @@ pub struct FieldError {
     pub problem: String,
 }
 
+/// A descriptive field the tolerant reader could not interpret: kept as
+/// Carat sent it (or left out), noted for the run log. The same path and
+/// problem as an error, but the answer stands.
+pub type FieldWarning = FieldError;
+
 impl FieldError {
     pub fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
         FieldError {
-            path: path.into(),
-            problem: problem.into(),
-        }
-    }
-}
-
-/// A descriptive field the tolerant reader could not interpret: kept as
-/// Carat sent it (or left out), noted for the run log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldWarning {
-    pub path: String,
-    pub problem: String,
-}
-
-impl FieldWarning {
-    pub fn new(path: impl Into<String>, problem: impl Into<String>) -> Self {
-        FieldWarning {
             path: path.into(),
             problem: problem.into(),
         }
@@ -100,12 +88,6 @@ impl FieldWarning {
             }
         }
         out
-    }
-}
-
-impl fmt::Display for FieldWarning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.problem)
     }
 }
 
@@ -158,8 +140,8 @@ pub(crate) fn is_digits(s: &str) -> bool {
 macro_rules! checked_string {
     ($(#[$m:meta])* $name:ident, $check:expr, $what:literal) => {
         $(#[$m])*
-        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-        #[serde(try_from = "String", into = "String")]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String")]
         pub struct $name(String);
 
         impl $name {
@@ -182,19 +164,9 @@ macro_rules! checked_string {
                 Self::parse(&s)
             }
         }
-        impl From<$name> for String {
-            fn from(v: $name) -> String {
-                v.0
-            }
-        }
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str(&self.0)
-            }
-        }
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({:?})", stringify!($name), self.0)
             }
         }
     };
@@ -387,6 +359,16 @@ pub enum BranchKey {
     Branch(BranchCode),
 }
 
+impl BranchKey {
+    /// The DDD or the branch code.
+    pub fn code(&self) -> &str {
+        match self {
+            BranchKey::Ddd(d) => d.as_str(),
+            BranchKey::Branch(b) => b.as_str(),
+        }
+    }
+}
+
 /// One complete version of one recharge type's catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Catalog {
@@ -400,20 +382,13 @@ pub struct Catalog {
 impl Catalog {
     /// Counts for logs and status.
     pub fn counts(&self) -> CatalogCounts {
-        let mut ranges = 0;
-        let mut fixed = 0;
-        for d in self.branch_data.values() {
-            for c in &d.categories {
-                ranges += c.amount_ranges.len();
-                fixed += c.fixed_amounts.len();
-            }
-        }
+        let categories = || self.branch_data.values().flat_map(|d| &d.categories);
         CatalogCounts {
             dealers: self.dealers.len(),
             branches: self.dealers.iter().map(|d| d.branches.len()).sum(),
             branch_data: self.branch_data.len(),
-            amount_ranges: ranges,
-            fixed_amounts: fixed,
+            amount_ranges: categories().map(|c| c.amount_ranges.len()).sum(),
+            fixed_amounts: categories().map(|c| c.fixed_amounts.len()).sum(),
         }
     }
 
@@ -439,32 +414,26 @@ impl Catalog {
                 }
             }
         }
-        for key in expected {
-            if !self.branch_data.contains_key(key) {
-                return Err(FieldError::new(
-                    "branch_data",
-                    format!("no branch data for dealer {} {}", key.0, key_label(&key.1)),
-                ));
-            }
-        }
-        if let Some(extra) = self.branch_data.keys().find(|k| !expected.contains(k)) {
+        if let Some((d, k)) = expected.iter().find(|k| !self.branch_data.contains_key(k)) {
             return Err(FieldError::new(
                 "branch_data",
-                format!(
-                    "unexpected branch data for dealer {} {}",
-                    extra.0,
-                    key_label(&extra.1)
-                ),
+                format!("no branch data for dealer {d} {k}"),
             ));
+        }
+        if let Some((d, k)) = self.branch_data.keys().find(|k| !expected.contains(k)) {
+            let problem = format!("unexpected branch data for dealer {d} {k}");
+            return Err(FieldError::new("branch_data", problem));
         }
         Ok(())
     }
 }
 
-fn key_label(k: &BranchKey) -> String {
-    match k {
-        BranchKey::Ddd(d) => format!("DDD {d}"),
-        BranchKey::Branch(b) => format!("branch {b}"),
+impl fmt::Display for BranchKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BranchKey::Ddd(d) => write!(f, "DDD {d}"),
+            BranchKey::Branch(b) => write!(f, "branch {b}"),
+        }
     }
 }
 

@@ -21,7 +21,7 @@ pub struct SessionIds {
 }
 
 /// The longest `order_id` Carat takes.
-pub const ORDER_ID_MAX: usize = 20;
+const ORDER_ID_MAX: usize = 20;
 
 impl SessionIds {
     /// `prefix` followed by random letters and digits up to

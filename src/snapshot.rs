@@ -18,6 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use http::HeaderValue;
+use serde::Serialize;
 use serde_json::json;
 
 use crate::catalog::{BranchData, BranchKey, Catalog, CatalogCounts, Ddd, Dealer, DealerCode, RechargeType};
@@ -35,41 +36,30 @@ fn dealer_json(d: &Dealer) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
-/// Appends the inside of a branch-data object to `out`: without braces and
-/// without `recharge_type`/`general_hash` (the head supplies those). Written
-/// straight into the arena's buffer, with no intermediate copy.
-fn write_branch_data_inner(out: &mut Vec<u8>, dealer: &DealerCode, key: &BranchKey, d: &BranchData) {
-    let (key_name, key_value) = match key {
-        BranchKey::Ddd(d) => ("ddd", d.as_str()),
-        BranchKey::Branch(b) => ("branch_code", b.as_str()),
+/// Appends the JSON object `v` without its opening brace (the head
+/// supplies one): a closed tail. Returns where it went.
+fn push_tail(out: &mut Vec<u8>, v: &impl Serialize) -> Range<usize> {
+    let start = out.len();
+    // Writing a value into a Vec cannot fail: the object is all there.
+    let _ = serde_json::to_writer(&mut *out, v);
+    out.remove(start);
+    start..out.len()
+}
+
+/// A branch-data body without `recharge_type`/`general_hash` (the head
+/// supplies those).
+fn branch_data_json(dealer: &DealerCode, key: &BranchKey, d: &BranchData) -> serde_json::Value {
+    let name = match key {
+        BranchKey::Ddd(_) => "ddd",
+        BranchKey::Branch(_) => "branch_code",
     };
-    let obj = json!({
+    json!({
         "dealer_code": dealer.as_str(),
-        key_name: key_value,
+        name: key.code(),
         "messages": d.messages,
         "questions": d.questions,
         "categories": d.categories,
-    });
-    let start = out.len();
-    if serde_json::to_writer(&mut *out, &obj).is_err() {
-        // Writing a Value into a Vec cannot fail; never leave half an object.
-        out.truncate(start);
-        return;
-    }
-    // `{…}` → `…`: drop the closing brace, then the opening one (a shift of
-    // this one fragment only).
-    if out.len() >= start + 2 {
-        out.pop();
-        out.remove(start);
-    }
-}
-
-fn strip_braces(mut v: Vec<u8>) -> Vec<u8> {
-    if v.len() >= 2 {
-        v.pop();
-        v.remove(0);
-    }
-    v
+    })
 }
 
 /// The pre-built bodies of one catalog version. Every fragment is a
@@ -193,96 +183,65 @@ pub struct Snapshot {
     pub types: BTreeMap<RechargeType, TypeSnapshot>,
 }
 
-/// Collects every fragment into one buffer; each fragment is pushed with
-/// its closing `}` and remembered as a range.
-#[derive(Default)]
-struct ArenaBuilder {
-    buf: Vec<u8>,
-}
-
-impl ArenaBuilder {
-    /// Appends `inner` and a closing `}`; the range covers both.
-    fn closed(&mut self, inner: &[u8]) -> Range<usize> {
-        self.closed_with(|b| b.extend_from_slice(inner))
-    }
-
-    /// Appends what `write` writes and a closing `}`; the range covers both.
-    fn closed_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) -> Range<usize> {
-        let start = self.buf.len();
-        write(&mut self.buf);
-        self.buf.push(b'}');
-        start..self.buf.len()
-    }
-}
+/// The DDD route's entries: per DDD, its dealers' (Carat order, dealer,
+/// key, data), by reference.
+type PerDdd<'a> = BTreeMap<&'a str, Vec<(usize, &'a Dealer, &'a BranchKey, &'a BranchData)>>;
 
 impl TypeData {
-    /// Serialises a catalog's bodies (CPU work: run it off the async threads).
+    /// Serialises a catalog's bodies (CPU work: run it off the async
+    /// threads) into one buffer, then one arena every fragment slices.
     pub fn build(cat: &Catalog) -> TypeData {
-        let rt = cat.recharge_type;
-        let mut ab = ArenaBuilder::default();
-        let dealers: Vec<_> = cat
-            .dealers
-            .iter()
-            .map(|d| serde_json::Value::Object(dealer_json(d)))
-            .collect();
-        let questions = &cat.questions;
-        let catalog_tail = ab.closed(&strip_braces(
-            serde_json::to_vec(&json!({"dealers": dealers, "questions": questions})).unwrap_or_default(),
-        ));
-        let dealers_tail = ab.closed(&strip_braces(
-            serde_json::to_vec(&json!({ "dealers": dealers })).unwrap_or_default(),
-        ));
-        drop(dealers);
-
-        let mut branch_data: HashMap<(DealerCode, String), Range<usize>> = HashMap::new();
-        let mut ddds_of: BTreeMap<&DealerCode, Vec<&str>> = BTreeMap::new();
-        // DDD route: dealers (in Carat's order) with data in that DDD; only
-        // references here, serialised once below straight into the arena.
-        let mut per_ddd: PerDdd<'_> = BTreeMap::new();
-        let order: HashMap<&DealerCode, usize> = cat
+        let mut buf = vec![];
+        let catalog_tail = push_tail(
+            &mut buf,
+            &json!({"dealers": cat.dealers, "questions": cat.questions}),
+        );
+        let dealers_tail = push_tail(&mut buf, &json!({ "dealers": cat.dealers }));
+        let order: HashMap<&DealerCode, (usize, &Dealer)> = cat
             .dealers
             .iter()
             .enumerate()
-            .map(|(i, d)| (&d.code, i))
+            .map(|(i, d)| (&d.code, (i, d)))
             .collect();
+        let mut branch_data = HashMap::new();
+        let mut ddds_of: BTreeMap<&DealerCode, Vec<&str>> = BTreeMap::new();
+        let mut per_ddd = PerDdd::new();
+        let mut fetched_ddds = BTreeSet::new();
         for ((dealer, key), data) in &cat.branch_data {
-            // Validation keeps such entries out; never emit `{,` for one.
-            if !order.contains_key(dealer) {
-                continue;
+            if let BranchKey::Ddd(ddd) = key {
+                fetched_ddds.insert(ddd.as_str().to_owned());
             }
-            if let BranchKey::Ddd(ddd) = key
-                && !data.categories.is_empty()
-            {
+            // Validation keeps an entry of an unlisted dealer out: none is served.
+            let Some(&(i, d)) = order.get(dealer) else {
+                continue;
+            };
+            match key {
                 // Kept once, inside its DDD's body (sliced from it below).
-                ddds_of.entry(dealer).or_default().push(ddd.as_str());
-                per_ddd.entry(ddd.as_str()).or_default().push((
-                    order.get(dealer).copied().unwrap_or(usize::MAX),
-                    dealer,
-                    key,
-                    data,
-                ));
-            } else {
-                let key_str = match key {
-                    BranchKey::Ddd(d) => d.as_str().to_owned(),
-                    BranchKey::Branch(b) => b.as_str().to_owned(),
-                };
-                let range = ab.closed_with(|b| write_branch_data_inner(b, dealer, key, data));
-                branch_data.insert((dealer.clone(), key_str), range);
+                BranchKey::Ddd(ddd) if !data.categories.is_empty() => {
+                    ddds_of.entry(dealer).or_default().push(ddd.as_str());
+                    per_ddd.entry(ddd.as_str()).or_default().push((i, d, key, data));
+                }
+                _ => {
+                    let range = push_tail(&mut buf, &branch_data_json(dealer, key, data));
+                    branch_data.insert((dealer.clone(), key.code().to_owned()), range);
+                }
             }
         }
-        let fetched_ddds = cat
-            .branch_data
-            .keys()
-            .filter_map(|(_, k)| match k {
-                BranchKey::Ddd(d) => Some(d.as_str().to_owned()),
-                BranchKey::Branch(_) => None,
-            })
-            .collect();
-        let ddd_tails = write_ddd_bodies(&mut ab, cat, per_ddd, &mut branch_data);
-        let dealer_tails = write_dealer_tails(&mut ab, cat, &ddds_of);
-        let all = Arena::new(ab.buf).bytes();
+        let ddd_tails = write_ddd_bodies(&mut buf, cat, per_ddd, &mut branch_data);
+        let mut dealer_tails = BTreeMap::new();
+        for d in &cat.dealers {
+            let mut m = dealer_json(d);
+            if cat.recharge_type == RechargeType::Normal {
+                m.insert(
+                    "ddds".into(),
+                    json!(ddds_of.get(&d.code).cloned().unwrap_or_default()),
+                );
+            }
+            dealer_tails.insert(d.code.clone(), push_tail(&mut buf, &json!({ "dealer": m })));
+        }
+        let all = Arena::new(buf).bytes();
         TypeData {
-            recharge_type: rt,
+            recharge_type: cat.recharge_type,
             counts: cat.counts(),
             catalog_tail: all.slice(catalog_tail),
             dealers_tail: all.slice(dealers_tail),
@@ -311,86 +270,52 @@ impl TypeData {
         match self.ddd_tails.get(ddd) {
             Some(t) => t.clone(),
             None => {
-                let mut b =
-                    strip_braces(serde_json::to_vec(&json!({"ddd": ddd, "dealers": []})).unwrap_or_default());
-                b.push(b'}');
+                let mut b = vec![];
+                push_tail(&mut b, &json!({"ddd": ddd, "dealers": []}));
                 Bytes::from(b)
             }
         }
     }
 }
 
-/// The DDD route's entries: per DDD, its dealers' (Carat order, dealer,
-/// key, data), by reference.
-type PerDdd<'a> = BTreeMap<&'a str, Vec<(usize, &'a DealerCode, &'a BranchKey, &'a BranchData)>>;
-
 /// One body per DDD (`"ddd":..,"dealers":[...]}`), each dealer with its
 /// branch data; the per-(dealer, DDD) route serves slices of these.
 fn write_ddd_bodies(
-    ab: &mut ArenaBuilder,
+    b: &mut Vec<u8>,
     cat: &Catalog,
     per_ddd: PerDdd<'_>,
     branch_data: &mut HashMap<(DealerCode, String), Range<usize>>,
 ) -> HashMap<String, Range<usize>> {
-    let rt = cat.recharge_type;
-    let hash = cat.general_hash.as_str();
+    let head = format!(
+        ",\"branch_data\":{{\"recharge_type\":\"{}\",\"general_hash\":\"{}\",",
+        cat.recharge_type.as_str(),
+        cat.general_hash.as_str()
+    );
     let mut ddd_tails = HashMap::new();
     for (ddd, mut entries) in per_ddd {
         entries.sort_by_key(|(i, ..)| *i);
-        let start = ab.buf.len();
-        let b = &mut ab.buf;
+        let start = b.len();
         b.extend_from_slice(format!("\"ddd\":\"{ddd}\",\"dealers\":[").as_bytes());
-        for (n, &(i, dealer, key, data)) in entries.iter().enumerate() {
+        for (n, &(_, dealer, key, data)) in entries.iter().enumerate() {
             if n > 0 {
                 b.push(b',');
             }
-            let mut d = cat.dealers.get(i).map(dealer_json).unwrap_or_default();
+            // The dealer without its branches and its closing brace, then
+            // its branch data, whose tail the per-(dealer, DDD) route
+            // serves: one copy of the data in memory, no copy per request.
+            let mut d = dealer_json(dealer);
             d.remove("branches");
-            let head = strip_braces(serde_json::to_vec(&d).unwrap_or_default());
-            b.push(b'{');
-            b.extend_from_slice(&head);
-            b.extend_from_slice(
-                format!(
-                    ",\"branch_data\":{{\"recharge_type\":\"{}\",\"general_hash\":\"{hash}\",",
-                    rt.as_str()
-                )
-                .as_bytes(),
-            );
-            let inner_start = b.len();
-            write_branch_data_inner(b, dealer, key, data);
-            let inner_end = b.len();
-            b.extend_from_slice(b"}}");
-            // The per-(dealer, DDD) route serves a slice of this DDD's
-            // body (through the `}` closing `branch_data`): one copy of
-            // the data in memory, no copy per request.
-            branch_data.insert((dealer.clone(), ddd.to_owned()), inner_start..inner_end + 1);
+            let _ = serde_json::to_writer(&mut *b, &d);
+            b.pop();
+            b.extend_from_slice(head.as_bytes());
+            let range = push_tail(b, &branch_data_json(&dealer.code, key, data));
+            branch_data.insert((dealer.code.clone(), ddd.to_owned()), range);
+            b.push(b'}');
         }
         b.extend_from_slice(b"]}");
         ddd_tails.insert(ddd.to_owned(), start..b.len());
     }
     ddd_tails
-}
-
-/// One tail per dealer (`"dealer":{...}}`, with its DDDs for `normal`).
-fn write_dealer_tails(
-    ab: &mut ArenaBuilder,
-    cat: &Catalog,
-    ddds_of: &BTreeMap<&DealerCode, Vec<&str>>,
-) -> BTreeMap<DealerCode, Range<usize>> {
-    let rt = cat.recharge_type;
-    let mut dealer_tails = BTreeMap::new();
-    for d in &cat.dealers {
-        let mut m = dealer_json(d);
-        if rt == RechargeType::Normal {
-            m.insert(
-                "ddds".into(),
-                json!(ddds_of.get(&d.code).cloned().unwrap_or_default()),
-            );
-        }
-        let tail = strip_braces(serde_json::to_vec(&json!({ "dealer": m })).unwrap_or_default());
-        dealer_tails.insert(d.code.clone(), ab.closed(&tail));
-    }
-    dealer_tails
 }
 
 /// The next snapshot, read from the store: a type whose version did not
@@ -413,14 +338,12 @@ pub async fn rebuild(
             let mut rebuilt = 0u64;
             for rt in enabled {
                 let Some(version) = s.version(rt)? else { continue };
-                // Not when committed again under the same hash: a forced
-                // refetch, or one after `sync.ddds` changed, can hold other
-                // data (the DDDs fetched).
+                // A commit under the same hash (a forced refetch, one after
+                // `sync.ddds` changed) can hold other data: the caller
+                // names it, and it is rebuilt too.
                 let reuse = current
                     .types
                     .get(&rt)
-                    // A commit under the same hash (DDDs added, a confirmation
-                    // refetch) is rebuilt too: the caller names it.
                     .filter(|t| {
                         t.version.general_hash == version.general_hash
                             && t.version.synced_at == version.synced_at

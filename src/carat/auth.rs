@@ -16,13 +16,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_lc_rs::signature::{KeyPair, RsaKeyPair};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rustls_pki_types::PrivateKeyDer;
@@ -31,7 +31,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use crate::carat::wire::AuthenticityPost;
+use crate::mutex::lock;
 use crate::secret::Secret;
+use crate::text::{CODE_MAX, clip};
 
 /// The smallest RSA modulus accepted for the signing key.
 pub const MIN_RSA_BITS: usize = 2048;
@@ -119,58 +121,43 @@ impl JwtSigner {
         merchant_id: &str,
         merchant_key: Secret,
     ) -> Result<Self, KeyError> {
-        let not_rsa = || KeyError::NotRsaPem {
-            path: label.to_owned(),
-        };
+        let path = || label.to_owned();
+        let not_rsa = || KeyError::NotRsaPem { path: path() };
         let der = PrivateKeyDer::from_pem_slice(pem).map_err(|_| not_rsa())?;
-        let pkcs1 = match &der {
-            PrivateKeyDer::Pkcs1(k) => Some(k.secret_pkcs1_der()),
-            PrivateKeyDer::Pkcs8(k) => der::pkcs8_inner(k.secret_pkcs8_der()),
+        let (pkcs1, pair) = match &der {
+            PrivateKeyDer::Pkcs1(k) => (
+                Some(k.secret_pkcs1_der()),
+                RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            ),
+            PrivateKeyDer::Pkcs8(k) => (
+                der::pkcs8_inner(k.secret_pkcs8_der()),
+                RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            ),
             _ => return Err(not_rsa()),
         };
-        // The size first, read off the key itself: aws-lc refuses small keys
-        // at parse time with an error that does not say how small.
+        // aws-lc refuses a key under 2048 bits with an error that does not
+        // say how small: the size is read off the key itself first.
         if let Some(bits) = pkcs1.and_then(der::rsa_modulus_bits)
             && bits < MIN_RSA_BITS
         {
-            return Err(KeyError::TooSmall {
-                path: label.to_owned(),
-                bits,
-            });
+            return Err(KeyError::TooSmall { path: path(), bits });
         }
-        let pair = match &der {
-            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
-            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
-            _ => return Err(not_rsa()),
-        }
-        .map_err(|_| not_rsa())?;
-        let bits = pair.public_modulus_len() * 8;
-        if bits < MIN_RSA_BITS {
-            return Err(KeyError::TooSmall {
-                path: label.to_owned(),
-                bits,
-            });
-        }
-        let key = EncodingKey::from_rsa_pem(pem).map_err(|_| not_rsa())?;
+        let pair = pair.map_err(|_| not_rsa())?;
         let signer = JwtSigner {
             merchant_id: merchant_id.to_owned(),
             merchant_key,
-            key,
-            bits,
+            key: EncodingKey::from_rsa_pem(pem).map_err(|_| not_rsa())?,
+            bits: pair.public_modulus_len() * 8,
         };
         // The test signature: sign, then verify with the public half.
         let public = DecodingKey::from_rsa_der(pair.public_key().as_ref());
-        let token = signer
+        match signer
             .sign("CHECK", "0")
-            .map_err(|source| KeyError::TestSignature {
-                path: label.to_owned(),
-                source,
-            })?;
-        verify(token.expose(), &public).map_err(|source| KeyError::TestSignature {
-            path: label.to_owned(),
-            source,
-        })?;
-        Ok(signer)
+            .and_then(|t| verify(t.expose(), &public))
+        {
+            Ok(_) => Ok(signer),
+            Err(source) => Err(KeyError::TestSignature { path: path(), source }),
+        }
     }
 
     pub fn key_bits(&self) -> usize {
@@ -179,17 +166,12 @@ impl JwtSigner {
 
     /// A fresh token for one call of the session `order_id`/`merchant_usn`.
     pub fn sign(&self, order_id: &str, merchant_usn: &str) -> Result<Secret, JwtError> {
-        let timestamp = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0)
-            .to_string();
         let claims = Claims {
             merchant_id: self.merchant_id.clone(),
             merchant_key: self.merchant_key.expose().clone(),
             order_id: order_id.to_owned(),
             merchant_usn: merchant_usn.to_owned(),
-            timestamp,
+            timestamp: chrono::Utc::now().timestamp_millis().to_string(),
         };
         // Header::new sets {"alg":"RS256","typ":"JWT"}.
         jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.key)
@@ -214,7 +196,6 @@ pub fn verify(token: &str, key: &DecodingKey) -> Result<Claims, JwtError> {
 pub struct AuthenticityGrant {
     pub nit: String,
     pub general_hash: String,
-    pub merchant_id: String,
 }
 
 type PendingKey = (String, String);
@@ -259,9 +240,7 @@ impl PendingGrant {
 
 impl Drop for PendingGrant {
     fn drop(&mut self) {
-        if let Ok(mut p) = self.owner.pending.lock() {
-            p.remove(&self.key);
-        }
+        lock(&self.owner.pending).remove(&self.key);
     }
 }
 
@@ -285,9 +264,7 @@ impl AuthenticityReceiver {
     pub fn register(&self, order_id: &str, merchant_usn: &str) -> PendingGrant {
         let (tx, rx) = oneshot::channel();
         let key = (order_id.to_owned(), merchant_usn.to_owned());
-        if let Ok(mut p) = self.inner.pending.lock() {
-            p.insert(key.clone(), tx);
-        }
+        lock(&self.inner.pending).insert(key.clone(), tx);
         PendingGrant {
             key,
             rx,
@@ -343,7 +320,7 @@ async fn receive(
     {
         Ok(Ok(b)) => b,
         Ok(Err(e)) => {
-            tracing::warn!(limit = MAX_POST_BYTES, error = %crate::text::clip(&e.to_string(), crate::text::CODE_MAX),
+            tracing::warn!(limit = MAX_POST_BYTES, error = %clip(&e.to_string(), CODE_MAX),
                 "authenticity POST larger than the limit or cut off; answered 200 and ignored");
             return StatusCode::OK.into_response();
         }
@@ -358,39 +335,30 @@ async fn receive(
     let form: AuthenticityPost = match serde_urlencoded::from_bytes(&body) {
         Ok(f) => f,
         Err(e) => {
-            tracing::warn!(error = %crate::text::clip(&e.to_string(), crate::text::CODE_MAX),
-                body = %crate::text::clip(&crate::secret::mask_tokens(&String::from_utf8_lossy(&body)), crate::text::CODE_MAX),
+            tracing::warn!(error = %clip(&e.to_string(), CODE_MAX),
+                body = %clip(&crate::secret::mask_tokens(&String::from_utf8_lossy(&body)), CODE_MAX),
                 "authenticity POST with an unreadable form body; answered 200 and ignored");
             return StatusCode::OK.into_response();
         }
     };
-    let order_id = form.order_id.clone().unwrap_or_default();
-    let usn = form.merchant_usn.clone().unwrap_or_default();
-    let ours_merchant = form.merchant_id.as_deref() == Some(rx.inner.settings.merchant_id.as_str());
-    let sender = if ours_merchant {
-        rx.inner
-            .pending
-            .lock()
-            .ok()
-            .and_then(|mut p| p.remove(&(order_id.clone(), usn.clone())))
-    } else {
-        None
+    let order_id = form.order_id.unwrap_or_default();
+    let usn = form.merchant_usn.unwrap_or_default();
+    let ours = form.merchant_id.as_deref() == Some(rx.inner.settings.merchant_id.as_str());
+    let Some(tx) = ours
+        .then(|| lock(&rx.inner.pending).remove(&(order_id.clone(), usn.clone())))
+        .flatten()
+    else {
+        return forward(&rx, &headers, body, &order_id).await;
     };
-    match sender {
-        Some(tx) => {
-            let grant = AuthenticityGrant {
-                nit: form.nit.unwrap_or_default(),
-                general_hash: form.general_hash.unwrap_or_default(),
-                merchant_id: form.merchant_id.unwrap_or_default(),
-            };
-            tracing::info!(order_id = %order_id, merchant_usn = %usn, "authenticity POST received for a catalog session");
-            if tx.send(grant).is_err() {
-                tracing::warn!(order_id = %order_id, "authenticity POST arrived after its session gave up");
-            }
-            StatusCode::OK.into_response()
-        }
-        None => forward(&rx, &headers, body, &order_id).await,
+    tracing::info!(order_id = %order_id, merchant_usn = %usn, "authenticity POST received for a catalog session");
+    let grant = AuthenticityGrant {
+        nit: form.nit.unwrap_or_default(),
+        general_hash: form.general_hash.unwrap_or_default(),
+    };
+    if tx.send(grant).is_err() {
+        tracing::warn!(order_id = %order_id, "authenticity POST arrived after its session gave up");
     }
+    StatusCode::OK.into_response()
 }
 
 /// A POST for a transaction the daemon did not start (the store's own sales
@@ -403,25 +371,20 @@ async fn forward(
     body: Bytes,
     order_id: &str,
 ) -> axum::response::Response {
-    let order_id = crate::text::clip(order_id, crate::text::CODE_MAX);
+    let order_id = clip(order_id, CODE_MAX);
     let Some(url) = rx.inner.settings.forward_url.clone() else {
         tracing::info!(order_id = %order_id, "authenticity POST for a transaction this daemon did not start; acknowledged (no forward_url)");
         return StatusCode::OK.into_response();
     };
-    let ctype = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("application/x-www-form-urlencoded")
-        .to_owned();
-    match rx
+    let form = HeaderValue::from_static("application/x-www-form-urlencoded");
+    let ctype = headers.get(header::CONTENT_TYPE).cloned().unwrap_or(form);
+    let sent = rx
         .inner
         .forward
         .post(url)
         .header(header::CONTENT_TYPE, ctype)
-        .body(body)
-        .send()
-        .await
-    {
+        .body(body);
+    match sent.send().await {
         Ok(resp) if resp.status() == reqwest::StatusCode::OK => {
             tracing::info!(order_id = %order_id, "authenticity POST forwarded");
         }
@@ -430,7 +393,7 @@ async fn forward(
                 "authenticity POST forwarded; the store's endpoint did not answer 200 (Carat is answered 200)");
         }
         Err(e) => {
-            tracing::warn!(order_id = %order_id, error = %crate::text::clip(&e.without_url().to_string(), crate::text::CODE_MAX),
+            tracing::warn!(order_id = %order_id, error = %clip(&e.without_url().to_string(), CODE_MAX),
                 "forwarding an authenticity POST failed (Carat is answered 200)");
         }
     }
@@ -442,8 +405,12 @@ async fn forward(
 /// PKCS#1 `RSAPrivateKey { version, modulus INTEGER, ... }`. Bounds-checked;
 /// anything unexpected is `None` (then the real parser decides).
 mod der {
-    /// One TLV: (tag, contents, the rest after it).
-    fn tlv(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    const SEQUENCE: u8 = 0x30;
+    const INTEGER: u8 = 0x02;
+    const OCTET_STRING: u8 = 0x04;
+
+    /// One TLV that must have tag `want`: (its contents, the rest after it).
+    fn tlv(b: &[u8], want: u8) -> Option<(&[u8], &[u8])> {
         let (&tag, b) = b.split_first()?;
         let (&first, mut b) = b.split_first()?;
         let len = if first < 0x80 {
@@ -459,50 +426,24 @@ mod der {
                 .iter()
                 .fold(0usize, |acc, x| (acc << 8) | usize::from(*x))
         };
-        if b.len() < len {
-            return None;
-        }
-        let (content, rest) = b.split_at(len);
-        Some((tag, content, rest))
+        (tag == want && b.len() >= len).then(|| b.split_at(len))
     }
-
-    const SEQUENCE: u8 = 0x30;
-    const INTEGER: u8 = 0x02;
-    const OCTET_STRING: u8 = 0x04;
 
     /// The PKCS#1 key inside a PKCS#8 one.
     pub fn pkcs8_inner(der: &[u8]) -> Option<&[u8]> {
-        let (SEQUENCE, body, _) = tlv(der)? else {
-            return None;
-        };
-        let (INTEGER, _, body) = tlv(body)? else {
-            return None;
-        };
-        let (SEQUENCE, _, body) = tlv(body)? else {
-            return None;
-        };
-        let (OCTET_STRING, key, _) = tlv(body)? else {
-            return None;
-        };
-        Some(key)
+        let (body, _) = tlv(der, SEQUENCE)?;
+        let (_version, body) = tlv(body, INTEGER)?;
+        let (_algorithm, body) = tlv(body, SEQUENCE)?;
+        Some(tlv(body, OCTET_STRING)?.0)
     }
 
     /// The modulus size in bits of a PKCS#1 RSA private key.
     pub fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
-        let (SEQUENCE, body, _) = tlv(der)? else {
-            return None;
-        };
-        let (INTEGER, _, body) = tlv(body)? else {
-            return None;
-        };
-        let (INTEGER, modulus, _) = tlv(body)? else {
-            return None;
-        };
+        let (body, _) = tlv(der, SEQUENCE)?;
+        let (_version, body) = tlv(body, INTEGER)?;
+        let (modulus, _) = tlv(body, INTEGER)?;
         // A leading zero keeps a positive INTEGER positive; it is no bit.
-        let m: &[u8] = match modulus.iter().position(|b| *b != 0) {
-            Some(i) => &modulus[i..],
-            None => return Some(0),
-        };
+        let m = &modulus[modulus.iter().position(|b| *b != 0)?..];
         Some(m.len() * 8 - m[0].leading_zeros() as usize)
     }
 }

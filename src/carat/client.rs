@@ -7,10 +7,11 @@
 //! sees each exchange as it crossed the wire (`probe --record`). Owns the
 //! HTTP connection pool and request counters; never touches the store.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
+use reqwest::header::HeaderMap;
 use reqwest::{RequestBuilder, Url};
 use serde::de::DeserializeOwned;
 
@@ -36,7 +37,7 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 pub const TOKEN_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 /// The `ddd` value of the public docs' branch-data example; whether Carat
 /// answers every DDD at once with it is what `probe` asks.
-pub const ALL_DDDS_PARAM: &str = "00";
+const ALL_DDDS_PARAM: &str = "00";
 
 /// How the store authenticates (chosen at Carat registration).
 #[derive(Debug, Clone)]
@@ -74,20 +75,12 @@ pub struct Session {
     pub nit: Nit,
     pub general_hash: GeneralHash,
     pub ids: SessionIds,
-    token: Arc<SessionToken>,
+    token: SessionToken,
 }
 
-/// The JWT of one session (signature mode) and when it was signed.
-#[derive(Default)]
-struct SessionToken {
-    current: Mutex<Option<(Secret, Instant)>>,
-}
-
-impl std::fmt::Debug for SessionToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SessionToken([redacted])")
-    }
-}
+/// The JWT of one session (signature mode) and when it was signed, shared
+/// by the session's clones (`Secret` keeps it out of `Debug`).
+type SessionToken = Arc<Mutex<Option<(Secret, Instant)>>>;
 
 /// One request and its answer as they crossed the wire. Headers and bodies
 /// hold secrets (the token, the merchant key, the NIT): a [`Tap`] must
@@ -141,26 +134,23 @@ pub struct CaratClient {
 #[derive(Debug)]
 pub struct DownloadBudget {
     limit: u64,
-    used: std::sync::atomic::AtomicU64,
+    used: AtomicU64,
 }
 
 impl DownloadBudget {
     pub fn new(limit: u64) -> Arc<Self> {
-        Arc::new(DownloadBudget {
-            limit,
-            used: Default::default(),
-        })
+        let used = AtomicU64::new(0);
+        Arc::new(DownloadBudget { limit, used })
     }
 
     /// Bytes taken so far.
     pub fn used(&self) -> u64 {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
+        self.used.load(Ordering::Relaxed)
     }
 
     /// Takes `n` bytes; false once the total would pass the limit.
     fn take(&self, n: u64) -> bool {
-        let before = self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        before.saturating_add(n) <= self.limit
+        self.used.fetch_add(n, Ordering::Relaxed).saturating_add(n) <= self.limit
     }
 }
 
@@ -241,10 +231,6 @@ impl CaratClient {
         self
     }
 
-    pub fn auth_mode(&self) -> &AuthMode {
-        &self.auth
-    }
-
     /// `POST /v3/recharge`: opens a session. `held` is the hash the store
     /// holds (`0000000000000000` for none).
     pub async fn begin(
@@ -265,72 +251,46 @@ impl CaratClient {
         };
         let req = self.http.post(format!("{}/v3/recharge", self.base)).json(&body);
         let started = Instant::now();
-        let token = Arc::new(SessionToken::default());
-        match &self.auth {
-            AuthMode::Signature(signer) => {
-                let req = self.bearer(signer, req, &token, ids, EP)?;
-                let env: wire::BeginRechargeResponseEnvelope = self.call(EP, req).await?;
-                let r = env
-                    .begin_recharge_response
-                    .ok_or_else(|| missing(EP, "begin_recharge_response"))?;
-                check_esitef(EP, &r.esitef, None)?;
-                const P: &str = "begin_recharge_response";
-                for (field, want) in [(&r.order_id, &ids.order_id), (&r.merchant_usn, &ids.merchant_usn)] {
-                    if let Some(got) = field
-                        && got != want
-                    {
-                        return Err(invalid(
-                            EP,
-                            FieldError::new(
-                                P,
-                                format!("Carat echoed another session id ({got}, expected {want})"),
-                            ),
-                        ));
-                    }
-                }
-                Ok(Session {
-                    recharge_type: rt,
-                    nit: parse_field(EP, &r.nit, &format!("{P}.nit"), Nit::parse)?,
-                    general_hash: parse_field(
-                        EP,
-                        &r.general_hash,
-                        &format!("{P}.general_hash"),
-                        GeneralHash::parse,
-                    )?,
-                    ids: ids.clone(),
-                    token,
-                })
-            }
+        let token = SessionToken::default();
+        let req = self.authorize(req, &token, ids, EP)?;
+        // The authenticity POST can arrive before begin's answer: the
+        // session waits for it from before the call.
+        let pending = match &self.auth {
             AuthMode::AuthenticityPost { receiver, wait } => {
-                let pending = receiver.register(&ids.order_id, &ids.merchant_usn);
-                let env: wire::BeginRechargeResponseEnvelope = self.call(EP, req).await?;
-                let r = env
-                    .begin_recharge_response
-                    .ok_or_else(|| missing(EP, "begin_recharge_response"))?;
-                check_esitef(EP, &r.esitef, None)?;
-                let left = wait.saturating_sub(started.elapsed());
-                let grant = pending
-                    .wait(left)
-                    .await
-                    .ok_or_else(|| CaratError::AuthenticityTimeout {
-                        order_id: ids.order_id.clone(),
-                        waited: *wait,
-                    })?;
-                const P: &str = "authenticity_post";
-                Ok(Session {
-                    recharge_type: rt,
-                    nit: parse_field(EP, &Some(grant.nit), &format!("{P}.nit"), Nit::parse)?,
-                    general_hash: parse_field(
-                        EP,
-                        &Some(grant.general_hash),
-                        &format!("{P}.generalHash"),
-                        GeneralHash::parse,
-                    )?,
-                    ids: ids.clone(),
-                    token,
-                })
+                Some((receiver.register(&ids.order_id, &ids.merchant_usn), *wait))
+            }
+            AuthMode::Signature(_) => None,
+        };
+        let env: wire::BeginRechargeResponseEnvelope = self.call(EP, req).await?;
+        const P: &str = "begin_recharge_response";
+        let r = env.begin_recharge_response.ok_or_else(|| missing(EP, P))?;
+        check_esitef(EP, &r.esitef, None)?;
+        for (field, want) in [(&r.order_id, &ids.order_id), (&r.merchant_usn, &ids.merchant_usn)] {
+            if let Some(got) = field
+                && got != want
+            {
+                let problem = format!("Carat echoed another session id ({got}, expected {want})");
+                return Err(invalid(EP, FieldError::new(P, problem)));
             }
         }
+        let (from, nit, hash) = match pending {
+            None => (P, r.nit, r.general_hash),
+            Some((pending, wait)) => {
+                let left = wait.saturating_sub(started.elapsed());
+                let grant = pending.wait(left).await.ok_or(CaratError::AuthenticityTimeout {
+                    order_id: ids.order_id.clone(),
+                    waited: wait,
+                })?;
+                ("authenticity_post", Some(grant.nit), Some(grant.general_hash))
+            }
+        };
+        Ok(Session {
+            recharge_type: rt,
+            nit: parse_field(EP, nit, &format!("{from}.nit"), Nit::parse)?,
+            general_hash: parse_field(EP, hash, &format!("{from}.general_hash"), GeneralHash::parse)?,
+            ids: ids.clone(),
+            token,
+        })
     }
 
     /// `GET /v3/rechargedealers`.
@@ -340,7 +300,7 @@ impl CaratClient {
             .http
             .get(format!("{}/v3/rechargedealers", self.base))
             .query(&[("nit", s.nit.as_str()), ("generalhash", generalhash.as_str())]);
-        let req = self.authorize(req, s, EP)?;
+        let req = self.authorize(req, &s.token, &s.ids, EP)?;
         let env: wire::ListDealersResponseEnvelope = self.call(EP, req).await?;
         let r = env
             .list_dealers_response
@@ -388,10 +348,10 @@ impl CaratClient {
             .query(&[
                 ("nit", s.nit.as_str()),
                 ("ddd", ddd),
-                ("dealercode", &code),
+                ("dealercode", code),
                 ("generalhash", generalhash.as_str()),
             ]);
-        let req = self.authorize(req, s, EP)?;
+        let req = self.authorize(req, &s.token, &s.ids, EP)?;
         self.branch_answer(EP, req).await
     }
 
@@ -408,7 +368,7 @@ impl CaratClient {
             .http
             .put(format!("{}/v3/rechargebranches/{}", self.base, s.nit.as_str()))
             .json(&body);
-        let req = self.authorize(req, s, EP)?;
+        let req = self.authorize(req, &s.token, &s.ids, EP)?;
         self.branch_answer(EP, req).await
     }
 
@@ -421,30 +381,20 @@ impl CaratClient {
         reader::branch_data(&r).map_err(|e| invalid(ep, e))
     }
 
+    /// In signature mode, adds the session's token, signing it first when
+    /// there is none yet or it is `token_max_age` old. Concurrent calls of
+    /// one session wait for the one signature instead of signing their own.
     fn authorize(
         &self,
-        req: RequestBuilder,
-        s: &Session,
-        ep: Endpoint,
-    ) -> Result<RequestBuilder, CaratError> {
-        match &self.auth {
-            AuthMode::Signature(signer) => self.bearer(signer, req, &s.token, &s.ids, ep),
-            AuthMode::AuthenticityPost { .. } => Ok(req),
-        }
-    }
-
-    /// Adds the session's token, signing it first when there is none yet or
-    /// it is `token_max_age` old. Concurrent calls of one session wait for
-    /// the one signature instead of signing their own.
-    fn bearer(
-        &self,
-        signer: &JwtSigner,
         req: RequestBuilder,
         token: &SessionToken,
         ids: &SessionIds,
         ep: Endpoint,
     ) -> Result<RequestBuilder, CaratError> {
-        let mut current = lock(&token.current);
+        let AuthMode::Signature(signer) = &self.auth else {
+            return Ok(req);
+        };
+        let mut current = lock(token);
         if let Some((t, signed)) = current.as_ref()
             && signed.elapsed() < self.settings.token_max_age
         {
@@ -475,38 +425,23 @@ impl CaratClient {
         ep: Endpoint,
         req: RequestBuilder,
     ) -> Result<T, CaratError> {
-        let request = req.build().map_err(|e| self.map_reqwest(ep, e))?;
-        let sent = self.tap.as_ref().map(|_| {
-            (
-                request.method().as_str().to_owned(),
-                request.url().clone(),
-                request.headers().clone(),
-                request
-                    .body()
-                    .and_then(|b| b.as_bytes())
-                    .map(<[u8]>::to_vec)
-                    .unwrap_or_default(),
-            )
-        });
+        let request = req.build().map_err(|e| self.transport(ep, e))?;
+        // Every body here is bytes in memory, so the copy always exists.
+        let sent = self.tap.as_ref().and_then(|_| request.try_clone());
         let answer = self.fetch(ep, request).await;
-        if let (Some(tap), Some((method, url, headers, body))) = (&self.tap, &sent) {
+        if let (Some(tap), Some(sent)) = (&self.tap, &sent) {
             tap.exchange(&Exchange {
                 endpoint: ep,
-                method,
-                url,
-                request_headers: headers,
-                request_body: body,
+                method: sent.method().as_str(),
+                url: sent.url(),
+                request_headers: sent.headers(),
+                request_body: sent.body().and_then(|b| b.as_bytes()).unwrap_or_default(),
                 response: answer.as_ref(),
             });
         }
         let answer = answer?;
         if answer.status != 200 {
-            return Err(CaratError::Status {
-                endpoint: ep,
-                status: answer.status,
-                retry_after: parse_retry_after(&answer.headers),
-                message: esitef_message(&answer.body),
-            });
+            return Err(CaratError::of_answer(ep, &answer));
         }
         parse_answer(ep, &answer.body)
     }
@@ -517,13 +452,13 @@ impl CaratClient {
             .http
             .execute(request)
             .await
-            .map_err(|e| self.map_reqwest(ep, e))?;
+            .map_err(|e| self.transport(ep, e))?;
         let limit = self.settings.max_body;
         if resp.content_length().is_some_and(|n| n > limit as u64) {
             return Err(CaratError::TooLarge { endpoint: ep, limit });
         }
         let mut body: Vec<u8> = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map_reqwest(ep, e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.transport(ep, e))? {
             if body.len() + chunk.len() > limit {
                 return Err(CaratError::TooLarge { endpoint: ep, limit });
             }
@@ -544,22 +479,8 @@ impl CaratClient {
         })
     }
 
-    fn map_reqwest(&self, ep: Endpoint, e: reqwest::Error) -> CaratError {
-        let detail = Outside::from(error_chain(&e));
-        if e.is_timeout() {
-            let after = if e.is_connect() {
-                self.settings.connect_timeout
-            } else {
-                self.settings.request_timeout
-            };
-            CaratError::Timeout { endpoint: ep, after }
-        } else if is_tls(&e) {
-            CaratError::Tls { endpoint: ep, detail }
-        } else if e.is_body() || e.is_decode() {
-            CaratError::Incomplete { endpoint: ep, detail }
-        } else {
-            CaratError::Connect { endpoint: ep, detail }
-        }
+    fn transport(&self, ep: Endpoint, e: reqwest::Error) -> CaratError {
+        CaratError::transport(ep, e, &self.settings)
     }
 }
 
@@ -571,67 +492,37 @@ fn invalid(ep: Endpoint, source: FieldError) -> CaratError {
     CaratError::InvalidField { endpoint: ep, source }
 }
 
+/// A required field (`path` names it) read by `parse`.
 fn parse_field<T>(
     ep: Endpoint,
-    v: &Option<String>,
+    v: Option<String>,
     path: &str,
     parse: impl Fn(&str) -> Result<T, InvalidValue>,
 ) -> Result<T, CaratError> {
-    let s = v.as_deref().ok_or_else(|| missing(ep, path))?;
-    parse(s).map_err(|p| invalid(ep, FieldError::new(path, p.to_string())))
+    let s = v.ok_or_else(|| missing(ep, path))?;
+    parse(&s).map_err(|p| invalid(ep, FieldError::new(path, p.to_string())))
 }
 
 /// `esitef.code` must be `"0"`, and a transaction status of EXP/INV means
 /// the NIT is dead even when the code says otherwise.
 fn check_esitef(ep: Endpoint, e: &Option<wire::Esitef>, txn_status: Option<&str>) -> Result<(), CaratError> {
-    let txn = txn_status.map(Outside::from);
     if e.is_none() {
         return Err(missing(ep, "esitef"));
     }
-    if let Some((code, message)) = reader::esitef_failure(e) {
-        return Err(CaratError::Esitef {
-            endpoint: ep,
-            // Both made bounded by `esitef_failure`.
-            code: Outside::joined(&[&code]),
-            message: Outside::joined(&[&message]),
-            txn_status: txn,
-        });
-    }
-    if let Some(s @ ("EXP" | "INV")) = txn_status {
-        return Err(CaratError::Esitef {
-            endpoint: ep,
-            code: "0".into(),
-            message: format!("the transaction is {s}").into(),
-            txn_status: txn,
-        });
-    }
-    Ok(())
-}
-
-/// The `esitef.code` and `esitef.message` of an error body, if it has
-/// them, each bounded and neutralised (a megabyte code stays a line).
-fn esitef_message(body: &[u8]) -> Option<Outside> {
-    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let obj = v.as_object()?.values().next()?;
-    let e = obj.get("esitef")?;
-    // A code is short (as on a 200 answer).
-    let code = e.get("code").map(|c| match c.as_str() {
-        Some(s) => crate::text::clip(s, crate::text::CODE_MAX),
-        None => crate::text::clip(&c.to_string(), crate::text::CODE_MAX),
-    });
-    let msg = e
-        .get("message")
-        .and_then(|m| m.as_str())
-        .map(|s| crate::text::clip(s, crate::text::TEXT_MAX));
-    Some(match (code, msg) {
-        (Some(c), Some(m)) => Outside::joined(&["esitef code ", &c, ": ", &m]),
-        (None, Some(m)) => Outside::joined(&[&m]),
-        (Some(c), None) => Outside::joined(&["esitef code ", &c]),
-        (None, None) => return None,
+    // Both made bounded by `esitef_failure`.
+    let (code, message) = match (reader::esitef_failure(e), txn_status) {
+        (Some(failure), _) => failure,
+        (None, Some(s @ ("EXP" | "INV"))) => ("0".to_owned(), format!("the transaction is {s}")),
+        (None, _) => return Ok(()),
+    };
+    Err(CaratError::Esitef {
+        endpoint: ep,
+        code: Outside::joined(&[&code]),
+        message: Outside::joined(&[&message]),
+        txn_status: txn_status.map(Outside::from),
     })
 }
 
-/// `Retry-After` as delta-seconds or an HTTP date, capped.
 /// Parses a 200 answer's body as every call does: a `Malformed` error
 /// names the path of the problem (its detail bounded and neutralised), and
 /// bytes after the JSON value are refused. Public for the fuzz targets,
@@ -653,62 +544,4 @@ pub fn parse_answer<T: DeserializeOwned>(ep: Endpoint, body: &[u8]) -> Result<T,
     // Trailing bytes after the JSON value are not an answer either.
     de.end().map_err(|e| malformed(e.to_string()))?;
     Ok(value)
-}
-
-pub fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
-    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    let d = if let Ok(secs) = v.parse::<u64>() {
-        Duration::from_secs(secs)
-    } else {
-        let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-        let delta = when.timestamp() - chrono::Utc::now().timestamp();
-        Duration::from_secs(delta.max(0) as u64)
-    };
-    Some(d.min(MAX_RETRY_AFTER))
-}
-
-/// Whether a rustls error is somewhere in `e`'s causes. An `io::Error`
-/// wrapping another error reports that error's *source* as its own, so the
-/// walk steps into what it wraps (`get_ref`) rather than past it.
-fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return true;
-        }
-        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => err.source(),
-        };
-    }
-    false
-}
-
-/// The error and its causes in one line, without the URL.
-pub fn error_chain(e: &reqwest::Error) -> String {
-    let mut parts = vec![];
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !parts.contains(&s) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    let head = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() {
-        "reading the body"
-    } else if e.is_decode() {
-        "decoding the body"
-    } else {
-        "request"
-    };
-    if parts.is_empty() {
-        head.to_owned()
-    } else {
-        format!("{head}: {}", parts.join(": "))
-    }
 }

@@ -11,7 +11,6 @@
 //!
 //! Owns shapes only: no I/O.
 
-use std::borrow::Cow;
 use std::fmt;
 
 use super::wire;
@@ -47,8 +46,6 @@ pub struct Compat {
 }
 
 impl DealerCodeForm {
-    pub const ALL: [DealerCodeForm; 2] = [DealerCodeForm::Trimmed, DealerCodeForm::Padded];
-
     pub fn as_str(self) -> &'static str {
         match self {
             DealerCodeForm::Trimmed => "trimmed",
@@ -57,7 +54,9 @@ impl DealerCodeForm {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
+        [Self::Trimmed, Self::Padded]
+            .into_iter()
+            .find(|v| v.as_str() == s)
     }
 
     pub fn other(self) -> Self {
@@ -69,8 +68,6 @@ impl DealerCodeForm {
 }
 
 impl OthersRequest {
-    pub const ALL: [OthersRequest; 2] = [OthersRequest::Nested, OthersRequest::Flat];
-
     pub fn as_str(self) -> &'static str {
         match self {
             OthersRequest::Nested => "nested",
@@ -79,7 +76,7 @@ impl OthersRequest {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
+        [Self::Nested, Self::Flat].into_iter().find(|v| v.as_str() == s)
     }
 
     pub fn other(self) -> Self {
@@ -104,13 +101,13 @@ impl fmt::Display for OthersRequest {
 
 /// A dealer code as it goes on the wire: `001` → `1` (trimmed; `000` → `0`)
 /// or `001` (padded).
-pub fn dealer_code_param(d: &DealerCode, form: DealerCodeForm) -> Cow<'_, str> {
+pub fn dealer_code_param(d: &DealerCode, form: DealerCodeForm) -> &str {
     match form {
-        DealerCodeForm::Padded => Cow::Borrowed(d.as_str()),
-        DealerCodeForm::Trimmed => {
-            let t = d.as_str().trim_start_matches('0');
-            Cow::Borrowed(if t.is_empty() { "0" } else { t })
-        }
+        DealerCodeForm::Padded => d.as_str(),
+        DealerCodeForm::Trimmed => match d.as_str().trim_start_matches('0') {
+            "" => "0",
+            t => t,
+        },
     }
 }
 
@@ -132,7 +129,7 @@ pub fn others_branch_request(
     generalhash: &GeneralHash,
     compat: Compat,
 ) -> wire::ListBranchDataRequestEnvelope {
-    let code = dealer_code_param(t.dealer, compat.dealer_code).into_owned();
+    let code = dealer_code_param(t.dealer, compat.dealer_code).to_owned();
     let req = match compat.others_request {
         OthersRequest::Nested => wire::ListBranchDataRequest {
             hashes: Some(wire::Hashes {

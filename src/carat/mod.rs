@@ -1,8 +1,10 @@
 //! Everything that speaks Carat's protocol: wire models, the HTTPS client, the
 //! JWT signer, the authenticity-POST receiver and the switchable wire
-//! guesses (`compat`). This module knows nothing of
-//! the store, the schedule or the socket API; it turns requests into validated
-//! domain values (`crate::catalog`) or a typed [`CaratError`].
+//! guesses (`compat`). This module knows nothing of the store, the schedule
+//! or the socket API; it turns requests into validated domain values
+//! (`crate::catalog`) or a typed [`CaratError`]. Here: the endpoints, and
+//! what a failure is, how the sync treats it, and how a refusal or a broken
+//! exchange becomes one.
 
 pub mod auth;
 pub mod client;
@@ -10,11 +12,14 @@ pub mod compat;
 pub mod reader;
 pub mod wire;
 
-use crate::text::Outside;
 use std::fmt;
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
 use crate::catalog::FieldError;
+use crate::text::{CODE_MAX, Outside, TEXT_MAX, clip};
+use client::{ClientSettings, RawAnswer};
 
 pub use client::{CaratClient, Session};
 pub use compat::{Compat, DealerCodeForm, OthersRequest};
@@ -33,13 +38,6 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 4] = [
-        Endpoint::Begin,
-        Endpoint::Dealers,
-        Endpoint::BranchesNormal,
-        Endpoint::BranchesOthers,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Begin => "begin_recharge",
@@ -62,14 +60,21 @@ impl fmt::Display for Endpoint {
 /// characters.
 #[derive(Debug, thiserror::Error)]
 pub enum CaratError {
-    #[error("{endpoint}: Carat answered HTTP {status}{}{}", fmt_retry(.retry_after), fmt_msg(.message))]
+    #[error(
+        "{endpoint}: Carat answered HTTP {status}{}{}",
+        opt(&.retry_after.map(|d| d.as_secs()), " (Retry-After ", "s)"),
+        opt(.message, ": ", "")
+    )]
     Status {
         endpoint: Endpoint,
         status: u16,
         retry_after: Option<Duration>,
         message: Option<Outside>,
     },
-    #[error("{endpoint}: Carat refused the request: esitef code {code}: {message}{}", fmt_txn(.txn_status))]
+    #[error(
+        "{endpoint}: Carat refused the request: esitef code {code}: {message}{}",
+        opt(.txn_status, " (transaction status ", ")")
+    )]
     Esitef {
         endpoint: Endpoint,
         code: Outside,
@@ -113,18 +118,10 @@ pub enum CaratError {
     },
 }
 
-fn fmt_retry(r: &Option<Duration>) -> String {
-    r.map(|d| format!(" (Retry-After {}s)", d.as_secs()))
-        .unwrap_or_default()
-}
-
-fn fmt_msg(m: &Option<Outside>) -> String {
-    m.as_ref().map(|m| format!(": {m}")).unwrap_or_default()
-}
-
-fn fmt_txn(s: &Option<Outside>) -> String {
-    s.as_ref()
-        .map(|s| format!(" (transaction status {s})"))
+/// `v` between `before` and `after`, or nothing.
+fn opt<T: fmt::Display>(v: &Option<T>, before: &str, after: &str) -> String {
+    v.as_ref()
+        .map(|v| format!("{before}{v}{after}"))
         .unwrap_or_default()
 }
 
@@ -210,4 +207,104 @@ impl CaratError {
             CaratError::Signing { .. } => "signing",
         }
     }
+
+    /// A non-200 answer: its status, the wait Carat asked for and the
+    /// e-SiTef text of its body, if any.
+    fn of_answer(endpoint: Endpoint, answer: &RawAnswer) -> CaratError {
+        CaratError::Status {
+            endpoint,
+            status: answer.status,
+            retry_after: parse_retry_after(&answer.headers),
+            message: esitef_message(&answer.body),
+        }
+    }
+
+    /// A request that got no complete answer.
+    fn transport(endpoint: Endpoint, e: reqwest::Error, settings: &ClientSettings) -> CaratError {
+        let detail = Outside::from(error_chain(&e));
+        if e.is_timeout() {
+            let after = if e.is_connect() {
+                settings.connect_timeout
+            } else {
+                settings.request_timeout
+            };
+            CaratError::Timeout { endpoint, after }
+        } else if is_tls(&e) {
+            CaratError::Tls { endpoint, detail }
+        } else if e.is_body() || e.is_decode() {
+            CaratError::Incomplete { endpoint, detail }
+        } else {
+            CaratError::Connect { endpoint, detail }
+        }
+    }
+}
+
+/// The `esitef.code` and `esitef.message` of an error body, if it has
+/// them, each bounded and neutralised (a megabyte code stays a line).
+fn esitef_message(body: &[u8]) -> Option<Outside> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let obj = v.as_object()?.values().next()?;
+    let e = obj.get("esitef")?;
+    // A code is short (as on a 200 answer).
+    let code = e.get("code").map(|c| {
+        let text = c.as_str().map_or_else(|| c.to_string(), str::to_owned);
+        format!("esitef code {}", clip(&text, CODE_MAX))
+    });
+    let message = e
+        .get("message")
+        .and_then(|m| m.as_str())
+        .map(|s| clip(s, TEXT_MAX));
+    let parts: Vec<String> = [code, message].into_iter().flatten().collect();
+    (!parts.is_empty()).then(|| Outside::joined(&[&parts.join(": ")]))
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date, capped.
+fn parse_retry_after(h: &HeaderMap) -> Option<Duration> {
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+        let delta = when.timestamp() - chrono::Utc::now().timestamp();
+        Duration::from_secs(delta.max(0) as u64)
+    };
+    Some(d.min(client::MAX_RETRY_AFTER))
+}
+
+/// Whether a rustls error is somewhere in `e`'s causes. An `io::Error`
+/// wrapping another error reports that error's *source* as its own, so the
+/// walk steps into what it wraps (`get_ref`) rather than past it.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        cur = match err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    false
+}
+
+/// The error and its causes in one line, without the URL.
+fn error_chain(e: &reqwest::Error) -> String {
+    let heads = [
+        (e.is_timeout(), "timed out"),
+        (e.is_connect(), "connect"),
+        (e.is_body(), "reading the body"),
+        (e.is_decode(), "decoding the body"),
+    ];
+    let head = heads.into_iter().find_map(|(is, head)| is.then_some(head));
+    let mut parts = vec![head.unwrap_or("request").to_owned()];
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(err) = cur {
+        let s = err.to_string();
+        if !parts.contains(&s) {
+            parts.push(s);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
 }

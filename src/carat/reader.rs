@@ -29,13 +29,10 @@ use crate::catalog::{
     Extras, FieldError, FieldWarning, FixedAmount, GeneralHash, MAX_AMOUNT_CENTAVOS, Question, Validity,
     is_digits, parse_validity,
 };
-use crate::text::{CODE_MAX, clip};
+use crate::text::{CODE_MAX, TEXT_MAX, clip};
 
 fn required<'a>(v: &'a Option<String>, path: &str) -> Result<&'a str, FieldError> {
-    match v.as_deref() {
-        Some(s) => Ok(s),
-        None => Err(FieldError::new(path, "missing")),
-    }
+    v.as_deref().ok_or_else(|| FieldError::new(path, "missing"))
 }
 
 fn checked<T, E: std::fmt::Display>(
@@ -64,23 +61,16 @@ fn code_text(
     if s.trim().is_empty() {
         return Err(FieldError::new(path, "empty (a sale must send it back)"));
     }
-    check_len(s, path, MAX_CODE_CHARS)?;
-    note_odd_text(s, path, documented, w);
-    Ok(s.to_owned())
-}
-
-fn check_len(s: &str, path: &str, max_chars: usize) -> Result<(), FieldError> {
     let n = s.chars().count();
-    if n > max_chars {
-        return Err(FieldError::new(
-            path,
-            format!("too long: {n} characters, at most {max_chars}"),
-        ));
+    if n > MAX_CODE_CHARS {
+        let problem = format!("too long: {n} characters, at most {MAX_CODE_CHARS}");
+        return Err(FieldError::new(path, problem));
     }
     if s.chars().any(|c| c.is_control()) {
         return Err(FieldError::new(path, "contains control characters"));
     }
-    Ok(())
+    note_odd_text(s, path, documented, w);
+    Ok(s.to_owned())
 }
 
 /// Notes a descriptive text that is longer than Carat documents or holds
@@ -88,10 +78,8 @@ fn check_len(s: &str, path: &str, max_chars: usize) -> Result<(), FieldError> {
 fn note_odd_text(s: &str, path: &str, documented: usize, w: &mut Vec<FieldWarning>) {
     let n = s.chars().count();
     if n > documented {
-        w.push(FieldWarning::new(
-            path,
-            format!("{n} characters, more than the {documented} expected; kept as sent"),
-        ));
+        let problem = format!("{n} characters, more than the {documented} expected; kept as sent");
+        w.push(FieldWarning::new(path, problem));
     }
     if s.chars()
         .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
@@ -112,22 +100,16 @@ fn described(v: &Option<String>, path: &str, documented: usize, w: &mut Vec<Fiel
 /// kept exactly as received (noted when odd); when absent, empty and a
 /// warning.
 fn lenient_text(v: &Option<String>, path: &str, documented: usize, w: &mut Vec<FieldWarning>) -> String {
-    match v {
-        Some(s) => {
-            note_odd_text(s, path, documented, w);
-            s.clone()
-        }
-        None => {
-            w.push(FieldWarning::new(path, "missing; served as an empty text"));
-            String::new()
-        }
-    }
+    described(v, path, documented, w).unwrap_or_else(|| {
+        w.push(FieldWarning::new(path, "missing; served as an empty text"));
+        String::new()
+    })
 }
 
 /// Why a text is not a non-negative integer within bounds (the value is
 /// clipped).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NumberError {
+enum NumberError {
     #[error("negative value {0:?}")]
     Negative(String),
     #[error("expected an integer, got {0:?}")]
@@ -180,13 +162,11 @@ fn validity(v: &Option<String>, path: &str, w: &mut Vec<FieldWarning>) -> (Optio
         Some(Validity::Days(n)) => (Some(n), None),
         Some(Validity::Date(d)) => (None, Some(d)),
         None => {
-            w.push(FieldWarning::new(
-                path,
-                format!(
-                    "neither a day count nor a date: {:?}; kept as text only",
-                    clip(s, CODE_MAX)
-                ),
-            ));
+            let problem = format!(
+                "neither a day count nor a date: {:?}; kept as text only",
+                clip(s, CODE_MAX)
+            );
+            w.push(FieldWarning::new(path, problem));
             (None, None)
         }
     }
@@ -195,19 +175,12 @@ fn validity(v: &Option<String>, path: &str, w: &mut Vec<FieldWarning>) -> (Optio
 /// Checks `esitef.code == "0"`; returns the failing code and message otherwise.
 pub fn esitef_failure(e: &Option<wire::Esitef>) -> Option<(String, String)> {
     let e = e.as_ref()?;
-    let code = e.code.as_deref().unwrap_or("").trim();
-    if code == "0" {
-        None
-    } else {
-        Some((
-            if code.is_empty() {
-                "(none)".to_owned()
-            } else {
-                crate::text::clip(code, crate::text::CODE_MAX)
-            },
-            crate::text::clip(e.message.as_deref().unwrap_or(""), crate::text::TEXT_MAX),
-        ))
-    }
+    let code = match e.code.as_deref().unwrap_or("").trim() {
+        "0" => return None,
+        "" => "(none)".to_owned(),
+        code => clip(code, CODE_MAX),
+    };
+    Some((code, clip(e.message.as_deref().unwrap_or(""), TEXT_MAX)))
 }
 
 /// Whether `rule` is one the documents list (`0` to `7`).
@@ -229,30 +202,27 @@ fn known_question_type(t: &str) -> bool {
 }
 
 fn question(q: &wire::Question, path: &str, w: &mut Vec<FieldWarning>) -> Result<Question, FieldError> {
+    let p = |field: &str| format!("{path}.{field}");
     if let Some(r) = q.rule.as_deref().filter(|r| !known_rule(r)) {
-        w.push(FieldWarning::new(
-            format!("{path}.rule"),
-            format!(
-                "unknown rule {:?} (documented: 0 to 7); kept as received",
-                clip(r, CODE_MAX)
-            ),
-        ));
+        let problem = format!(
+            "unknown rule {:?} (documented: 0 to 7); kept as received",
+            clip(r, CODE_MAX)
+        );
+        w.push(FieldWarning::new(p("rule"), problem));
     }
     if let Some(t) = q.kind.as_deref().filter(|t| !known_question_type(t)) {
-        w.push(FieldWarning::new(
-            format!("{path}.type"),
-            format!("unknown type {:?}; kept as received", clip(t, CODE_MAX)),
-        ));
+        let problem = format!("unknown type {:?}; kept as received", clip(t, CODE_MAX));
+        w.push(FieldWarning::new(p("type"), problem));
     }
     Ok(Question {
-        id: code_text(&q.id, &format!("{path}.id"), 20, w)?,
-        display: lenient_text(&q.display, &format!("{path}.display"), 180, w),
+        id: code_text(&q.id, &p("id"), 20, w)?,
+        display: lenient_text(&q.display, &p("display"), 180, w),
         rule: q.rule.clone(),
         kind: q.kind.clone(),
-        min: lenient_uint(&q.min, &format!("{path}.min"), 9_999, w),
-        max: lenient_uint(&q.max, &format!("{path}.max"), 99_999, w),
-        min_value: lenient_uint(&q.min_value, &format!("{path}.min_value"), 999_999_999, w),
-        max_value: lenient_uint(&q.max_value, &format!("{path}.max_value"), 999_999_999, w),
+        min: lenient_uint(&q.min, &p("min"), 9_999, w),
+        max: lenient_uint(&q.max, &p("max"), 99_999, w),
+        min_value: lenient_uint(&q.min_value, &p("min_value"), 999_999_999, w),
+        max_value: lenient_uint(&q.max_value, &p("max_value"), 999_999_999, w),
     })
 }
 
@@ -299,10 +269,8 @@ pub fn dealer_list(r: &wire::ListDealersResponse, with_branches: bool) -> Result
             });
         }
         if with_branches && branches.is_empty() {
-            w.push(FieldWarning::new(
-                format!("{p}.branches"),
-                format!("dealer {code} lists no branches; kept with none"),
-            ));
+            let problem = format!("dealer {code} lists no branches; kept with none");
+            w.push(FieldWarning::new(format!("{p}.branches"), problem));
         }
         dealers.push(Dealer {
             name: lenient_text(&d.name, &format!("{p}.name"), 100, &mut w),
@@ -333,22 +301,17 @@ fn extras(path: &str, x: &wire::Extras, w: &mut Vec<FieldWarning>) -> Extras {
         expiry_date,
         bonus_expiry_date,
     } = x;
-    let (expiry_days, expiry_on) = validity(expiry_date, &format!("{path}.expiry_date"), w);
-    let (bonus_expiry_days, bonus_expiry_on) =
-        validity(bonus_expiry_date, &format!("{path}.bonus_expiry_date"), w);
+    let p = |field: &str| format!("{path}.{field}");
+    let (expiry_days, expiry_on) = validity(expiry_date, &p("expiry_date"), w);
+    let (bonus_expiry_days, bonus_expiry_on) = validity(bonus_expiry_date, &p("bonus_expiry_date"), w);
     Extras {
-        bonus: lenient_uint(bonus, &format!("{path}.bonus"), MAX_AMOUNT_CENTAVOS, w),
-        bonus_in_percentage: described(bonus_in_percentage, &format!("{path}.bonus_in_percentage"), 20, w),
-        payment_amount: lenient_uint(
-            payment_amount,
-            &format!("{path}.payment_amount"),
-            MAX_AMOUNT_CENTAVOS,
-            w,
-        ),
-        bonus_category: described(bonus_category, &format!("{path}.bonus_category"), 20, w),
+        bonus: lenient_uint(bonus, &p("bonus"), MAX_AMOUNT_CENTAVOS, w),
+        bonus_in_percentage: described(bonus_in_percentage, &p("bonus_in_percentage"), 20, w),
+        payment_amount: lenient_uint(payment_amount, &p("payment_amount"), MAX_AMOUNT_CENTAVOS, w),
+        bonus_category: described(bonus_category, &p("bonus_category"), 20, w),
         expiry_days,
         bonus_expiry_days,
-        message: described(message, &format!("{path}.message"), 500, w),
+        message: described(message, &p("message"), 500, w),
         expiry_date: expiry_date.clone(),
         bonus_expiry_date: bonus_expiry_date.clone(),
         expiry_on,

@@ -6,6 +6,9 @@
 //! omit fields it calls required, so every field is optional, numbers are
 //! accepted where strings are documented, unknown fields are ignored, and a
 //! descriptive field of an unexpected JSON type is kept as its JSON text.
+//! Fields the daemon never reads (`authorizer`, `sitef`, begin's
+//! `merchant_id`) are left out: ignored like any unknown field, they cannot
+//! fail an answer.
 //! The simulator serialises the same structs, so both sides agree on shapes.
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -101,21 +104,6 @@ wire_struct! {
 }
 
 wire_struct! {
-    /// `authorizer{code,message}`: the authoriser's answer, informational.
-    pub struct Authorizer {
-        #[serde(deserialize_with = "opt_text")] code: Option<String>,
-        #[serde(deserialize_with = "opt_text")] message: Option<String>,
-    }
-}
-
-wire_struct! {
-    /// `sitef{code}` in branch-data responses, informational.
-    pub struct Sitef {
-        #[serde(deserialize_with = "opt_str")] code: Option<String>,
-    }
-}
-
-wire_struct! {
     /// `hashes{general}`: the catalog version this answer was built from.
     pub struct Hashes {
         #[serde(deserialize_with = "opt_str")] general: Option<String>,
@@ -144,7 +132,6 @@ wire_struct! {
     pub struct BeginRechargeResponse {
         esitef: Option<Esitef>,
         #[serde(deserialize_with = "opt_str")] nit: Option<String>,
-        #[serde(deserialize_with = "opt_str")] merchant_id: Option<String>,
         #[serde(deserialize_with = "opt_str")] order_id: Option<String>,
         #[serde(deserialize_with = "opt_str")] merchant_usn: Option<String>,
         #[serde(deserialize_with = "opt_str")] general_hash: Option<String>,
@@ -196,7 +183,6 @@ wire_struct! {
     pub struct ListDealersResponse {
         #[serde(deserialize_with = "opt_str")] status: Option<String>,
         esitef: Option<Esitef>,
-        authorizer: Option<Authorizer>,
         hashes: Option<Hashes>,
         dealers: Option<Vec<Dealer>>,
         questions: Option<Vec<Question>>,
@@ -263,7 +249,6 @@ wire_struct! {
     pub struct ListBranchDataResponse {
         #[serde(deserialize_with = "opt_str")] status: Option<String>,
         esitef: Option<Esitef>,
-        sitef: Option<Sitef>,
         hashes: Option<Hashes>,
         questions: Option<Vec<Question>>,
         #[serde(deserialize_with = "opt_messages")] general: Option<Vec<GeneralMessage>>,
@@ -331,15 +316,12 @@ wire_struct! {
 /// The form Carat POSTs to the store's authenticity URL
 /// (`application/x-www-form-urlencoded`). Extra fields are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct AuthenticityPost {
-    #[serde(default)]
     pub nit: Option<String>,
-    #[serde(default, rename = "merchantId")]
     pub merchant_id: Option<String>,
-    #[serde(default, rename = "orderId")]
     pub order_id: Option<String>,
-    #[serde(default, rename = "merchantUSN")]
+    #[serde(rename = "merchantUSN")]
     pub merchant_usn: Option<String>,
-    #[serde(default, rename = "generalHash")]
     pub general_hash: Option<String>,
 }

@@ -171,8 +171,9 @@ section! {
         pub socket_group: Option<String> = None,
         pub control_socket: PathBuf = "/run/carat-catalogd/control.sock".into(),
         pub max_connections: usize = 1024,
-        /// Connections one peer uid may hold on `socket` (none: half of
-        /// `max_connections`), so one user cannot lock the others out.
+        /// Connections one peer uid may hold on `socket` (none: three
+        /// quarters of `max_connections`), so one user cannot lock the
+        /// others out.
         pub max_connections_per_uid: Option<usize> = None,
         /// Threads of the read API's own runtime (apart from the sync's).
         pub threads: usize = 1,
@@ -190,7 +191,7 @@ section! {
 impl ApiConfig {
     pub fn per_uid_limit(&self) -> usize {
         self.max_connections_per_uid
-            .unwrap_or((self.max_connections / 2).max(1))
+            .unwrap_or(self.max_connections - self.max_connections / 4)
     }
 
     pub fn write_timeout(&self) -> Duration {

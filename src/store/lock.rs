@@ -46,7 +46,7 @@ impl SyncLock {
     }
 }
 
-pub fn lock_path(store: &Path) -> PathBuf {
+fn lock_path(store: &Path) -> PathBuf {
     let mut s = store.as_os_str().to_owned();
     s.push(".lock");
     PathBuf::from(s)
@@ -72,14 +72,13 @@ pub fn acquire(store: &Path, who: &str) -> Result<SyncLock, LockError> {
         if errno == rustix::io::Errno::WOULDBLOCK {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
+            let holder = match holder.trim() {
+                "" => "unknown process".to_owned(),
+                who => who.to_owned(),
+            };
             return Err(LockError::Held {
                 store: store.to_owned(),
-                holder: if holder.is_empty() {
-                    "unknown process".to_owned()
-                } else {
-                    holder.to_owned()
-                },
+                holder,
             });
         }
         return Err(io(errno.into()));
