@@ -76,10 +76,6 @@ impl Inherited {
     pub fn take(&mut self, name: &str) -> Option<InheritedSocket> {
         self.by_name.remove(name)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
 }
 
 /// What [`read_env`] found, until the daemon [`take`]s it.
@@ -173,7 +169,7 @@ fn from_fds(fds: Vec<(RawFd, String)>) -> Result<Inherited, ActivationError> {
         let path = listener
             .local_addr()
             .ok()
-            .and_then(|a| a.as_pathname().map(|p| p.to_owned()));
+            .and_then(|a| a.as_pathname().map(PathBuf::from));
         by_name.insert(
             name,
             InheritedSocket {
@@ -225,7 +221,7 @@ mod tests {
         let s = got.take(CATALOG).unwrap();
         assert_eq!(s.fd, fd);
         assert_eq!(s.path.as_deref(), Some(dir.path().join("s").as_path()));
-        assert!(got.is_empty());
+        assert!(got.by_name.is_empty());
     }
 
     #[test]
