@@ -4,8 +4,10 @@
 //! nothing; [`Daemon::run_until_stopped`] serves (the catalog first, before
 //! any network), starts the worker and the schedule, reloads on SIGHUP,
 //! re-arms the schedule when the wall clock goes back and shuts down
-//! gracefully. Signals and systemd's notifications are `crate::lifecycle`.
-//! Owns no protocol or storage logic.
+//! gracefully. Where it listens is `sockets`; signals and systemd's
+//! notifications are `crate::lifecycle`. Owns no protocol or storage logic.
+
+mod sockets;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_cron_scheduler::{JobScheduler, JobSchedulerError};
 
-use crate::activation::{self, Inherited};
+use crate::activation;
 use crate::api::{self, socket};
 use crate::app;
 use crate::carat::CaratClient;
@@ -93,31 +95,7 @@ pub struct Daemon {
     store: StoreHandle,
     client: CaratClient,
     receiver: Option<AuthenticityReceiver>,
-    sockets: Sockets,
-}
-
-/// The bound sockets, not served yet.
-struct Sockets {
-    catalog: UnixListener,
-    control: UnixListener,
-    receiver: Option<app::BoundReceiver>,
-    files: SocketFiles,
-}
-
-/// The socket files this process created, removed when dropped (when it
-/// stops, or fails to start); never one systemd passed.
-struct SocketFiles(Vec<PathBuf>);
-
-impl Drop for SocketFiles {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            if let Err(e) = std::fs::remove_file(p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(path = %p.display(), error = %e, "could not remove the socket file");
-            }
-        }
-    }
+    sockets: sockets::Sockets,
 }
 
 /// The daemon once started: what the reload, the clock watch and the
@@ -134,10 +112,10 @@ struct Running {
     shutdown: watch::Sender<bool>,
     watchdog: Option<Watchdog>,
     api_task: oneshot::Receiver<()>,
-    control_task: JoinHandle<()>,
-    receiver_task: Option<JoinHandle<()>>,
+    /// The control socket's and the receiver's.
+    servers: Vec<JoinHandle<()>>,
     worker_task: JoinHandle<()>,
-    files: SocketFiles,
+    files: sockets::SocketFiles,
 }
 
 impl Daemon {
@@ -170,7 +148,7 @@ impl Daemon {
             tracing::info!(recharge_type = %rt, hash = %t.version.general_hash, dealers = t.data.counts.dealers,
                 "serving the stored catalog");
         }
-        let sockets = bind_sockets(&cfg, receiver.as_ref()).await?;
+        let sockets = sockets::bind(&cfg, receiver.as_ref()).await?;
         Ok(Daemon {
             config_path: config_path.to_owned(),
             cfg,
@@ -260,7 +238,7 @@ impl Daemon {
             worker: worker.clone(),
             shared: shared.clone(),
         });
-        let control_task = tokio::spawn(net::serve(
+        let mut servers = vec![tokio::spawn(net::serve(
             net::Listener::Unix(sockets.control),
             net::router_service(control),
             net::Limits {
@@ -268,11 +246,11 @@ impl Daemon {
                 ..Default::default()
             },
             shutdown_rx.clone(),
-        ));
-        let receiver_task = sockets.receiver.map(|r| {
+        ))];
+        if let Some(r) = sockets.receiver {
             let mut rx = shutdown_rx.clone();
-            r.serve(async move { state::stopped(&mut rx).await })
-        });
+            servers.push(r.serve(async move { state::stopped(&mut rx).await }));
+        }
         let (cron, cron_id) = schedule::start_cron(&cfg.sync.schedule, cfg.sync.jitter, worker.clone())
             .await
             .map_err(DaemonError::Schedule)?;
@@ -312,8 +290,7 @@ impl Daemon {
             shutdown,
             watchdog,
             api_task,
-            control_task,
-            receiver_task,
+            servers,
             worker_task,
             files: sockets.files,
         })
@@ -439,8 +416,7 @@ impl Running {
         let others = async {
             let _ = cron.shutdown().await;
             let _ = tokio::time::timeout(Duration::from_secs(8), self.api_task).await;
-            let _ = tokio::time::timeout(Duration::from_secs(2), self.control_task).await;
-            if let Some(t) = self.receiver_task {
+            for t in self.servers {
                 let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
             }
         };
@@ -562,75 +538,4 @@ fn spawn_health_mirror(store: &StoreHandle, shared: Arc<Shared>) {
             };
         }
     });
-}
-
-/// Takes the catalog and the control socket from systemd when it passed
-/// them (socket activation), binds each one it did not pass, and binds the
-/// receiver (authenticity-POST mode).
-async fn bind_sockets(cfg: &Config, receiver: Option<&AuthenticityReceiver>) -> Result<Sockets, DaemonError> {
-    let mut inherited = activation::take()?;
-    let mut files = SocketFiles(vec![]);
-    let api = &cfg.settings.api;
-    let group = api.socket_group.as_deref().filter(|g| !g.is_empty());
-    let catalog = inherit_or_bind(
-        &mut inherited,
-        activation::CATALOG,
-        (&api.socket, 0o660, group),
-        &mut files,
-    )
-    .await
-    .map_err(|source| DaemonError::Socket {
-        key: "api.socket",
-        source,
-    })?;
-    let control = inherit_or_bind(
-        &mut inherited,
-        activation::CONTROL,
-        (&api.control_socket, 0o600, None),
-        &mut files,
-    )
-    .await
-    .map_err(|source| DaemonError::Socket {
-        key: "api.control_socket",
-        source,
-    })?;
-    let receiver = match receiver {
-        Some(r) => Some(app::bind_receiver(cfg, r).await?),
-        None => None,
-    };
-    Ok(Sockets {
-        catalog,
-        control,
-        receiver,
-        files,
-    })
-}
-
-/// The socket systemd passed as `name`, left exactly as systemd made it
-/// (path, mode, group); otherwise `path` bound with `mode` and `group`,
-/// and recorded in `files`.
-async fn inherit_or_bind(
-    inherited: &mut Inherited,
-    name: &str,
-    (path, mode, group): (&Path, u32, Option<&str>),
-    files: &mut SocketFiles,
-) -> Result<UnixListener, socket::SocketError> {
-    let Some(s) = inherited.take(name) else {
-        let l = socket::bind(path, mode, group).await?;
-        files.0.push(path.to_owned());
-        return Ok(l);
-    };
-    let on = s
-        .path
-        .as_deref()
-        .map_or("(unnamed)".into(), |p| p.display().to_string());
-    tracing::info!(name, fd = s.fd, path = %on, "using the socket systemd passed (socket activation)");
-    if s.path.as_deref() != Some(path) {
-        tracing::warn!(name, fd = s.fd, inherited = %on, configured = %path.display(),
-            "the socket systemd passed is not at the configured path; clients reading the configuration will not find it");
-    }
-    s.into_tokio().map_err(|source| socket::SocketError::Io {
-        path: path.to_owned(),
-        source,
-    })
 }
