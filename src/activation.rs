@@ -66,17 +66,7 @@ impl InheritedSocket {
 }
 
 /// The sockets systemd passed, by name; empty without activation.
-#[derive(Debug, Default)]
-pub struct Inherited {
-    by_name: BTreeMap<String, InheritedSocket>,
-}
-
-impl Inherited {
-    /// The socket named `name`, once.
-    pub fn take(&mut self, name: &str) -> Option<InheritedSocket> {
-        self.by_name.remove(name)
-    }
-}
+pub type Inherited = BTreeMap<String, InheritedSocket>;
 
 /// What [`read_env`] found, until the daemon [`take`]s it.
 static FOUND: Mutex<Option<Result<Inherited, ActivationError>>> = Mutex::new(None);
@@ -130,7 +120,7 @@ fn named(fds: Vec<RawFd>, names: Option<&str>) -> Result<Vec<(RawFd, String)>, A
 /// The sockets [`read_env`] found (once; empty when it was not called or
 /// found none), or why they cannot be used.
 pub fn take() -> Result<Inherited, ActivationError> {
-    lock(&FOUND).take().unwrap_or_else(|| Ok(Inherited::default()))
+    lock(&FOUND).take().unwrap_or_else(|| Ok(Inherited::new()))
 }
 
 /// Checks and names the descriptors `sd_notify` listed (already
@@ -179,7 +169,7 @@ fn from_fds(fds: Vec<(RawFd, String)>) -> Result<Inherited, ActivationError> {
             },
         );
     }
-    Ok(Inherited { by_name })
+    Ok(by_name)
 }
 
 /// `Err` says what `fd` is instead.
@@ -217,11 +207,11 @@ mod tests {
         let l = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
         let fd = raw(l);
         let mut got = from_fds(vec![(fd, "catalog".into())]).unwrap();
-        assert!(got.take(CONTROL).is_none());
-        let s = got.take(CATALOG).unwrap();
+        assert!(got.remove(CONTROL).is_none());
+        let s = got.remove(CATALOG).unwrap();
         assert_eq!(s.fd, fd);
         assert_eq!(s.path.as_deref(), Some(dir.path().join("s").as_path()));
-        assert!(got.by_name.is_empty());
+        assert!(got.is_empty());
     }
 
     #[test]

@@ -115,6 +115,20 @@ impl Heartbeat {
         self.last.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// Polls `fut` to the end, beating every `every` meanwhile: a part
+    /// busy with it is alive, not dead.
+    pub async fn beating<F: std::future::Future>(&self, every: Duration, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut fut => return r,
+                _ = ticks.tick() => self.beat(),
+            }
+        }
+    }
+
     /// Time since the last beat.
     pub fn age(&self) -> Duration {
         Duration::from_millis(now_ms().saturating_sub(self.last.load(Ordering::Relaxed)))

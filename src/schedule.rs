@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Instant, Interval, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::catalog::RechargeType;
@@ -181,19 +181,6 @@ pub struct Worker {
     pub cron: Option<JobScheduler>,
 }
 
-/// Polls `fut` to the end, beating `hb` meanwhile: a long sync is busy, not
-/// dead, and the worker's heartbeat says so.
-async fn beating<F: std::future::Future>(hb: &Heartbeat, every: &mut Interval, fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut fut => return r,
-            _ = every.tick() => hb.beat(),
-        }
-    }
-}
-
 impl Worker {
     /// Runs until shutdown. Returns once nothing it started can still
     /// write the store: a fetch under way is abandoned, a commit under way
@@ -210,11 +197,9 @@ impl Worker {
             .ok();
         let mut retry = None;
         let mut failures = 0;
-        let mut every = tokio::time::interval(self.beat_every);
-        every.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
             self.heartbeat.beat();
-            let Some(job) = self.next(&mut msgs, &mut ticks, &mut retry, &mut every).await else {
+            let Some(job) = self.next(&mut msgs, &mut ticks, &mut retry).await else {
                 break;
             };
             // A degraded store is tried again before each job ("and retries").
@@ -227,17 +212,17 @@ impl Worker {
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot sync now");
                         let results = self.refused(&job, &e.to_string());
-                        self.finish(job, results, &mut every).await;
+                        self.finish(job, results).await;
                         retry = Some((Instant::now() + Duration::from_secs(30), vec![]));
                         continue;
                     }
                 }
             }
-            let Some(results) = self.run_job(&job, &mut every).await else {
+            let Some(results) = self.run_job(&job).await else {
                 break;
             };
             retry = retry_of(&results, &mut failures);
-            self.finish(job, results, &mut every).await;
+            self.finish(job, results).await;
         }
         // A store job of an abandoned run may still be on its thread: the
         // store's mutex is free only once it returned.
@@ -254,10 +239,10 @@ impl Worker {
         msgs: &mut mpsc::Receiver<WorkerMsg>,
         ticks: &mut mpsc::Receiver<()>,
         retry: &mut Option<Retry>,
-        every: &mut Interval,
     ) -> Option<SyncJob> {
         let retry_at = retry.as_ref().map(|r| r.0);
         self.update_next_check(retry_at).await;
+        let mut every = tokio::time::interval(self.beat_every);
         loop {
             tokio::select! {
                 biased;
@@ -307,7 +292,7 @@ impl Worker {
     /// Runs every type of the job; `None` when shutdown cut it short
     /// before a commit. A shutdown during a commit lets that commit return
     /// (see [`Worker::until_committed`]); the types after it do not run.
-    async fn run_job(&mut self, job: &SyncJob, every: &mut Interval) -> Option<Vec<TypeResult>> {
+    async fn run_job(&mut self, job: &SyncJob) -> Option<Vec<TypeResult>> {
         let started = Utc::now();
         self.shared.with_status(|s| {
             s.running = true;
@@ -331,16 +316,18 @@ impl Worker {
         };
         let mut all = std::pin::pin!(all);
         let mut shutdown = self.shutdown.clone();
-        let cut = beating(&self.heartbeat, every, async {
-            tokio::select! {
-                r = &mut all => Some(r),
-                _ = state::stopped(&mut shutdown) => None,
-            }
-        })
-        .await;
+        let cut = self
+            .heartbeat
+            .beating(self.beat_every, async {
+                tokio::select! {
+                    r = &mut all => Some(r),
+                    _ = state::stopped(&mut shutdown) => None,
+                }
+            })
+            .await;
         let out = match cut {
             Some(r) => Some(r),
-            None => self.until_committed(all, &progress.commits, every).await,
+            None => self.until_committed(all, &progress.commits).await,
         };
         self.shared.with_status(|s| {
             s.running = false;
@@ -361,7 +348,6 @@ impl Worker {
         &self,
         mut all: std::pin::Pin<&mut F>,
         commits: &Mutex<Commits>,
-        every: &mut Interval,
     ) -> Option<Vec<TypeResult>>
     where
         F: std::future::Future<Output = Vec<TypeResult>>,
@@ -384,7 +370,7 @@ impl Worker {
         tracing::info!(recharge_type = %rt, run_id, budget_s = self.commit_budget.as_secs(),
             "shutdown: waiting for the commit under way");
         let budget = tokio::time::timeout(self.commit_budget, &mut all);
-        let results = match beating(&self.heartbeat, every, budget).await {
+        let results = match self.heartbeat.beating(self.beat_every, budget).await {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!(recharge_type = %rt, run_id,
@@ -412,7 +398,7 @@ impl Worker {
     /// After a run: the snapshot refreshed from the store and the status
     /// line (not when stopping: nothing will read them), then the results
     /// to whoever asked.
-    async fn finish(&self, job: SyncJob, results: Vec<TypeResult>, every: &mut Interval) {
+    async fn finish(&self, job: SyncJob, results: Vec<TypeResult>) {
         if !*self.shutdown.borrow() {
             let committed: Vec<_> = results
                 .iter()
@@ -427,7 +413,7 @@ impl Worker {
                 crate::snapshot::release_freed_memory();
             }
             let refresh = self.shared.refresh_snapshot(&self.store, committed);
-            if let Err(e) = beating(&self.heartbeat, every, refresh).await {
+            if let Err(e) = self.heartbeat.beating(self.beat_every, refresh).await {
                 tracing::error!(error = %e, "could not refresh the served catalog from the store");
             }
             let line = results

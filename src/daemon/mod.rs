@@ -447,8 +447,8 @@ impl Running {
 /// Serves the read API on its own runtime (`api.threads` threads, one by
 /// default): reads never queue behind sync work (JWT signing, JSON parsing,
 /// snapshot builds), and with one thread a request never hops between
-/// threads. The runtime beats `heartbeat` every `beat_every` from a task of
-/// its own, for the watchdog. Resolves when the server has stopped.
+/// threads. The server's thread beats `heartbeat` every `beat_every`, for
+/// the watchdog. Resolves when the server has stopped.
 fn spawn_api_runtime(
     listener: UnixListener,
     shared: Arc<Shared>,
@@ -480,15 +480,8 @@ fn spawn_api_runtime(
     };
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new().name("api".into()).spawn(move || {
-        rt.spawn(async move {
-            let mut every = tokio::time::interval(beat_every);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                heartbeat.beat();
-            }
-        });
-        rt.block_on(api::serve(listener, shared, limits, shutdown));
+        let serve = api::serve(listener, shared, limits, shutdown);
+        rt.block_on(heartbeat.beating(beat_every, serve));
         // Connections still draining are dropped with the runtime.
         rt.shutdown_timeout(Duration::from_secs(1));
         let _ = done_tx.send(());

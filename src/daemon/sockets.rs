@@ -89,7 +89,7 @@ async fn inherit_or_bind(
     (path, mode, group): (&Path, u32, Option<&str>),
     files: &mut SocketFiles,
 ) -> Result<UnixListener, SocketError> {
-    let Some(s) = inherited.take(name) else {
+    let Some(s) = inherited.remove(name) else {
         let l = socket::bind(path, mode, group).await?;
         files.0.push(path.to_owned());
         return Ok(l);
