@@ -118,12 +118,6 @@ pub struct Feed {
     swaps: watch::Sender<u64>,
 }
 
-impl Default for Feed {
-    fn default() -> Self {
-        Feed::new(CAPACITY)
-    }
-}
-
 impl Feed {
     /// A feed whose subscribers may fall `capacity` events behind.
     pub fn new(capacity: usize) -> Self {
@@ -332,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_swap_wakes_every_waiter() {
-        let feed = std::sync::Arc::new(Feed::default());
+        let feed = std::sync::Arc::new(Feed::new(CAPACITY));
         let mut waiters = vec![];
         for _ in 0..100 {
             let mut rx = feed.swaps();

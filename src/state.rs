@@ -131,7 +131,7 @@ impl Shared {
             started_at: Utc::now(),
             store_health: ArcSwap::from_pointee(None),
             refreshing: tokio::sync::Mutex::new(()),
-            feed: Feed::default(),
+            feed: Feed::new(events::CAPACITY),
         })
     }
 

@@ -24,6 +24,7 @@ use crate::api::{self, socket};
 use crate::app;
 use crate::carat::CaratClient;
 use crate::carat::auth::AuthenticityReceiver;
+use crate::catalog::RechargeType;
 use crate::config::{ApiConfig, Auth, AuthPostConfig, Config};
 use crate::lifecycle::{self, Event, Heartbeat, Signals, Watchdog};
 use crate::net;
@@ -304,16 +305,12 @@ impl Running {
         let now = Utc::now();
         let snap = self.shared.snapshot.load_full();
         let sync = &self.cfg.sync;
-        let due: Vec<_> = sync
-            .recharge_types
-            .iter()
-            .copied()
-            .filter(|rt| {
-                snap.types
-                    .get(rt)
-                    .is_none_or(|t| t.is_stale(now, sync.stale_after))
-            })
-            .collect();
+        let stale = |rt: &RechargeType| {
+            snap.types
+                .get(rt)
+                .is_none_or(|t| t.is_stale(now, sync.stale_after))
+        };
+        let due: Vec<_> = sync.recharge_types.iter().copied().filter(stale).collect();
         if !due.is_empty() {
             tracing::info!(types = ?due, "missing or stale catalog: syncing now");
             let job = SyncJob {
@@ -324,21 +321,21 @@ impl Running {
         }
     }
 
+    /// Replaces the cron job by one whose next tick is computed from the
+    /// wall clock as it is now.
+    async fn rearm(&mut self, schedule: &str, jitter: Duration) -> Result<(), JobSchedulerError> {
+        let worker = self.worker.clone();
+        self.cron_id = schedule::rearm_cron_job(&self.cron, self.cron_id, schedule, jitter, worker).await?;
+        Ok(())
+    }
+
     /// The wall clock went back: tokio-cron-scheduler computed the next
     /// tick from the old time, so the job is re-armed from the new one.
     async fn clock_went_back(&mut self, back: Duration) {
         let back_s = back.as_secs();
-        let sync = &self.cfg.sync;
-        let rearmed = schedule::rearm_cron_job(
-            &self.cron,
-            self.cron_id,
-            &sync.schedule,
-            sync.jitter,
-            self.worker.clone(),
-        );
-        match rearmed.await {
-            Ok(id) => {
-                self.cron_id = id;
+        let schedule = self.cfg.sync.schedule.clone();
+        match self.rearm(&schedule, self.cfg.sync.jitter).await {
+            Ok(()) => {
                 let _ = self.worker.msgs.send(WorkerMsg::Rescheduled).await;
                 tracing::warn!(
                     back_s,
@@ -384,11 +381,8 @@ impl Running {
         let (client, _) = app::build_client(&new, self.receiver.clone())?;
         let client = client.with_stats(self.shared.carat_stats.clone());
         let syncer = app::syncer(&new, client, self.store.clone());
-        if rescheduled {
-            let (schedule, jitter) = (&new.sync.schedule, new.sync.jitter);
-            let rearmed =
-                schedule::rearm_cron_job(&self.cron, self.cron_id, schedule, jitter, self.worker.clone());
-            self.cron_id = rearmed.await.map_err(ReloadError::Schedule)?;
+        if rescheduled && let Err(e) = self.rearm(&new.sync.schedule, new.sync.jitter).await {
+            return Err(ReloadError::Schedule(e));
         }
         self.shared.settings.store(Arc::new(api_settings(&new)));
         // Types and DDDs no longer configured stop being served at once.
