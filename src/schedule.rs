@@ -86,10 +86,6 @@ impl WorkerHandle {
     pub async fn submit(&self, job: SyncJob) -> bool {
         self.msgs.send(WorkerMsg::Job(job)).await.is_ok()
     }
-    /// A scheduled tick; dropped when one is already waiting.
-    pub fn tick(&self) {
-        let _ = self.ticks.try_send(());
-    }
 }
 
 /// What a run reports: its progress, to whoever asked, and its commits.
@@ -470,7 +466,8 @@ async fn add_cron_job(
             let wait = rand::rng().random_range(0..=jitter.as_millis() as u64);
             tokio::time::sleep(Duration::from_millis(wait)).await;
             tracing::debug!("scheduled check due");
-            worker.tick();
+            // Dropped when one is already waiting: ticks during a run coalesce.
+            let _ = worker.ticks.try_send(());
         })
     })?;
     sched.add(job).await
