@@ -232,8 +232,9 @@ fn publish_changes(feed: &Feed, before: &Snapshot, next: &Snapshot, committed: &
     }
     for (rt, t) in &next.types {
         let (old, new) = (before.types.get(rt), &t.version);
-        let same = old.is_some_and(|o| o.version.general_hash == new.general_hash)
-            && old.is_some_and(|o| o.version.synced_at == new.synced_at);
+        let same = old.is_some_and(|o| {
+            o.version.general_hash == new.general_hash && o.version.synced_at == new.synced_at
+        });
         if !same || committed.contains(rt) {
             let previous = old.map(|o| o.version.general_hash.as_str());
             feed.catalog_committed(*rt, new.general_hash.as_str(), previous, new.synced_at);
