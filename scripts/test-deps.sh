@@ -25,7 +25,6 @@ deps=(
   "javac:default-jdk-headless"
   "jq:jq"
   "curl:curl"                    # and tests/demo.rs runs the demo's curl line
-  "socat:socat"
   "promtool:prometheus"          # tests/prometheus.rs checks the alert rules
 )
 

@@ -3,9 +3,10 @@
 //! `sd_listen_fds(3)`). They are read once, at the start of `main` while
 //! the process has one thread, the variables are unset so no child inherits
 //! them, each descriptor is made close-on-exec and checked to be a
-//! listening `AF_UNIX` stream socket, and the daemon then takes them by
-//! name (`FileDescriptorName=` in the `.socket` unit: [`CATALOG`],
-//! [`CONTROL`]).
+//! listening `AF_UNIX` stream socket (a loopback TCP listener for
+//! [`CATALOG_TCP`]), and the daemon then takes them by name
+//! (`FileDescriptorName=` in the `.socket` unit: [`CATALOG`], [`CONTROL`],
+//! [`CATALOG_TCP`]).
 //!
 //! Owns no path: an inherited socket belongs to systemd and is never
 //! unlinked, chmod'ed or chown'ed. Binding a socket that was not passed is
@@ -22,7 +23,11 @@ pub const CATALOG: &str = "catalog";
 /// `FileDescriptorName=` of the control socket (`api.control_socket`).
 pub const CONTROL: &str = "control";
 
-const NAMES: [&str; 2] = [CATALOG, CONTROL];
+/// `FileDescriptorName=` of the catalog API's loopback TCP port
+/// (`api.tcp_listen`).
+pub const CATALOG_TCP: &str = "catalog-tcp";
+
+const NAMES: [&str; 3] = [CATALOG, CONTROL, CATALOG_TCP];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ActivationError {
@@ -36,8 +41,13 @@ pub enum ActivationError {
     )]
     NotAListeningUnixSocket { fd: RawFd, name: String, why: String },
     #[error(
-        "socket activation: fd {fd} is named {name:?}, but the daemon takes only \"catalog\" and \
-         \"control\" (set FileDescriptorName= in the .socket unit)"
+        "socket activation: fd {fd} (named {name:?}) is not a listening TCP socket on a loopback address: \
+         {why}; the catalog's TCP port is for this machine only (ListenStream=127.0.0.1:PORT)"
+    )]
+    NotALoopbackTcpListener { fd: RawFd, name: String, why: String },
+    #[error(
+        "socket activation: fd {fd} is named {name:?}, but the daemon takes only \"catalog\", \
+         \"control\" and \"catalog-tcp\" (set FileDescriptorName= in the .socket unit)"
     )]
     UnknownName { fd: RawFd, name: String },
     #[error("socket activation: two sockets are named {name:?} (fds {first} and {second})")]
@@ -48,39 +58,35 @@ pub enum ActivationError {
     },
 }
 
-/// One socket systemd passed: listening, `AF_UNIX`, `SOCK_STREAM`.
+/// One socket systemd passed: a listening `SOCK_STREAM`, `AF_UNIX` (or a
+/// loopback TCP one for [`CATALOG_TCP`]).
 #[derive(Debug)]
 pub struct InheritedSocket {
     pub fd: RawFd,
     /// The path it listens on, when it has one (for the log).
     pub path: Option<PathBuf>,
-    listener: std::os::unix::net::UnixListener,
+    listener: OwnedFd,
 }
 
 impl InheritedSocket {
     /// The listener for the current tokio runtime (non-blocking).
     pub fn into_tokio(self) -> std::io::Result<tokio::net::UnixListener> {
-        self.listener.set_nonblocking(true)?;
-        tokio::net::UnixListener::from_std(self.listener)
+        let listener = std::os::unix::net::UnixListener::from(self.listener);
+        listener.set_nonblocking(true)?;
+        tokio::net::UnixListener::from_std(listener)
+    }
+
+    /// The loopback TCP listener ([`CATALOG_TCP`]) for the current tokio
+    /// runtime (non-blocking).
+    pub fn into_tokio_tcp(self) -> std::io::Result<tokio::net::TcpListener> {
+        let listener = std::net::TcpListener::from(self.listener);
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
     }
 }
 
 /// The sockets systemd passed, by name; empty without activation.
-#[derive(Debug, Default)]
-pub struct Inherited {
-    by_name: BTreeMap<String, InheritedSocket>,
-}
-
-impl Inherited {
-    /// The socket named `name`, once.
-    pub fn take(&mut self, name: &str) -> Option<InheritedSocket> {
-        self.by_name.remove(name)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
-}
+pub type Inherited = BTreeMap<String, InheritedSocket>;
 
 /// What [`read_env`] found, until the daemon [`take`]s it.
 static FOUND: Mutex<Option<Result<Inherited, ActivationError>>> = Mutex::new(None);
@@ -134,7 +140,7 @@ fn named(fds: Vec<RawFd>, names: Option<&str>) -> Result<Vec<(RawFd, String)>, A
 /// The sockets [`read_env`] found (once; empty when it was not called or
 /// found none), or why they cannot be used.
 pub fn take() -> Result<Inherited, ActivationError> {
-    lock(&FOUND).take().unwrap_or_else(|| Ok(Inherited::default()))
+    lock(&FOUND).take().unwrap_or_else(|| Ok(Inherited::new()))
 }
 
 /// Checks and names the descriptors `sd_notify` listed (already
@@ -164,38 +170,60 @@ fn from_fds(fds: Vec<(RawFd, String)>) -> Result<Inherited, ActivationError> {
                 second: raw,
             });
         }
-        check_listening_unix_stream(&fd).map_err(|why| ActivationError::NotAListeningUnixSocket {
-            fd: raw,
-            name: name.clone(),
-            why,
+        let tcp = name == CATALOG_TCP;
+        check_listening_stream(&fd, tcp).map_err(|why| match tcp {
+            false => ActivationError::NotAListeningUnixSocket {
+                fd: raw,
+                name: name.clone(),
+                why,
+            },
+            true => ActivationError::NotALoopbackTcpListener {
+                fd: raw,
+                name: name.clone(),
+                why,
+            },
         })?;
-        let listener = std::os::unix::net::UnixListener::from(fd);
-        let path = listener
-            .local_addr()
-            .ok()
-            .and_then(|a| a.as_pathname().map(|p| p.to_owned()));
+        let path = match tcp {
+            false => rustix::net::getsockname(&fd)
+                .ok()
+                .and_then(|a| rustix::net::SocketAddrUnix::try_from(a).ok())
+                .and_then(|a| a.path().map(|p| PathBuf::from(p.to_string_lossy().into_owned()))),
+            true => None,
+        };
         by_name.insert(
             name,
             InheritedSocket {
                 fd: raw,
                 path,
-                listener,
+                listener: fd,
             },
         );
     }
-    Ok(Inherited { by_name })
+    Ok(by_name)
 }
 
-/// `Err` says what `fd` is instead.
-fn check_listening_unix_stream(fd: &OwnedFd) -> Result<(), String> {
+/// Whether `fd` is a listening stream socket: `AF_UNIX`, or (`tcp`) TCP
+/// on a loopback address. `Err` says what it is instead.
+fn check_listening_stream(fd: &OwnedFd, tcp: bool) -> Result<(), String> {
     use rustix::net::{AddressFamily, SocketType, sockopt};
     let kind = sockopt::socket_type(fd).map_err(|e| match e {
         rustix::io::Errno::NOTSOCK => "not a socket".to_owned(),
         e => format!("SO_TYPE: {e}"),
     })?;
     let domain = sockopt::socket_domain(fd).map_err(|e| format!("SO_DOMAIN: {e}"))?;
-    if domain != AddressFamily::UNIX {
-        return Err(format!("address family {} (not AF_UNIX)", domain.as_raw()));
+    match (tcp, domain) {
+        (false, AddressFamily::UNIX) | (true, AddressFamily::INET | AddressFamily::INET6) => {}
+        (false, _) => return Err(format!("address family {} (not AF_UNIX)", domain.as_raw())),
+        (true, _) => return Err(format!("address family {} (not TCP)", domain.as_raw())),
+    }
+    if tcp {
+        let addr = rustix::net::getsockname(fd).map_err(|e| format!("getsockname: {e}"))?;
+        let ip = std::net::SocketAddr::try_from(addr)
+            .map_err(|e| format!("its address: {e}"))?
+            .ip();
+        if !ip.is_loopback() {
+            return Err(format!("it listens on {ip}, not on a loopback address"));
+        }
     }
     if kind != SocketType::STREAM {
         return Err(format!("socket type {} (not SOCK_STREAM)", kind.as_raw()));
@@ -221,8 +249,8 @@ mod tests {
         let l = std::os::unix::net::UnixListener::bind(dir.path().join("s")).unwrap();
         let fd = raw(l);
         let mut got = from_fds(vec![(fd, "catalog".into())]).unwrap();
-        assert!(got.take(CONTROL).is_none());
-        let s = got.take(CATALOG).unwrap();
+        assert!(got.remove(CONTROL).is_none());
+        let s = got.remove(CATALOG).unwrap();
         assert_eq!(s.fd, fd);
         assert_eq!(s.path.as_deref(), Some(dir.path().join("s").as_path()));
         assert!(got.is_empty());

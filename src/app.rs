@@ -36,8 +36,8 @@ pub enum AppError {
     },
     #[error("carat.authenticity_post: {0}")]
     Tls(#[source] crate::net::NetError),
-    #[error("store directory {path}: {detail}")]
-    StoreDir { path: String, detail: String },
+    #[error("store directory {0}: does not exist (create it, or set store.path)")]
+    StoreDir(String),
 }
 
 /// The client and, in authenticity-POST mode, the receiver it waits on
@@ -46,24 +46,19 @@ pub fn build_client(
     cfg: &Config,
     existing: Option<AuthenticityReceiver>,
 ) -> Result<(CaratClient, Option<AuthenticityReceiver>), AppError> {
-    let settings = cfg.client.clone();
-    match &cfg.auth {
-        Auth::Signature(signer) => Ok((
-            CaratClient::new(settings, AuthMode::Signature(signer.clone()))?,
-            None,
-        )),
+    let (mode, receiver) = match &cfg.auth {
+        Auth::Signature(signer) => (AuthMode::Signature(signer.clone()), None),
         Auth::AuthenticityPost(a, r) => {
             let receiver = existing.unwrap_or_else(|| AuthenticityReceiver::new(r.clone()));
-            let client = CaratClient::new(
-                settings,
-                AuthMode::AuthenticityPost {
-                    receiver: receiver.clone(),
-                    wait: a.wait(),
-                },
-            )?;
-            Ok((client, Some(receiver)))
+            let wait = a.wait();
+            let mode = AuthMode::AuthenticityPost {
+                receiver: receiver.clone(),
+                wait,
+            };
+            (mode, Some(receiver))
         }
-    }
+    };
+    Ok((CaratClient::new(cfg.client.clone(), mode)?, receiver))
 }
 
 /// The authenticity-POST receiver, bound and not yet serving.
@@ -122,15 +117,6 @@ impl BoundReceiver {
     }
 }
 
-/// Binds and serves the authenticity-POST receiver until `shutdown`.
-pub async fn start_receiver(
-    cfg: &Config,
-    receiver: &AuthenticityReceiver,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<()>, AppError> {
-    Ok(bind_receiver(cfg, receiver).await?.serve(shutdown))
-}
-
 /// The receiver of a command-line run (`sync`, `probe`): serving until
 /// [`CliReceiver::stop`].
 pub struct CliReceiver {
@@ -146,10 +132,9 @@ impl CliReceiver {
     ) -> Result<Option<Self>, AppError> {
         let Some(r) = receiver else { return Ok(None) };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = start_receiver(cfg, r, async move {
+        let task = bind_receiver(cfg, r).await?.serve(async move {
             let _ = stopped.await;
-        })
-        .await?;
+        });
         Ok(Some(CliReceiver { stop, task }))
     }
 
@@ -169,10 +154,7 @@ pub fn check_store_dir(path: &Path) -> Result<(), AppError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.is_dir()
     {
-        return Err(AppError::StoreDir {
-            path: dir.display().to_string(),
-            detail: "does not exist (create it, or set store.path)".into(),
-        });
+        return Err(AppError::StoreDir(dir.display().to_string()));
     }
     Ok(())
 }

@@ -15,7 +15,6 @@
 //! is told so (`lagged`). Never touches the store or Carat.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -117,13 +116,6 @@ pub struct Feed {
     next_id: Mutex<u64>,
     tx: broadcast::Sender<Bytes>,
     swaps: watch::Sender<u64>,
-    published: AtomicU64,
-}
-
-impl Default for Feed {
-    fn default() -> Self {
-        Feed::new(CAPACITY)
-    }
 }
 
 impl Feed {
@@ -135,7 +127,6 @@ impl Feed {
             next_id: Mutex::new(1),
             tx,
             swaps,
-            published: AtomicU64::new(0),
         }
     }
 
@@ -154,14 +145,13 @@ impl Feed {
         // No subscriber: nobody to tell.
         let _ = self.tx.send(Bytes::from(frame));
         drop(next);
-        self.published.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(id, event = event.name(), "event published");
         id
     }
 
     /// Events published since the start.
     pub fn published(&self) -> u64 {
-        self.published.load(Ordering::Relaxed)
+        *lock(&self.next_id) - 1
     }
 
     /// Open event streams.
@@ -336,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_swap_wakes_every_waiter() {
-        let feed = std::sync::Arc::new(Feed::default());
+        let feed = std::sync::Arc::new(Feed::new(CAPACITY));
         let mut waiters = vec![];
         for _ in 0..100 {
             let mut rx = feed.swaps();

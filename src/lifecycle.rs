@@ -90,41 +90,48 @@ pub fn watchdog_interval() -> Option<Duration> {
 #[derive(Clone)]
 pub struct Heartbeat {
     part: &'static str,
-    /// Milliseconds since [`epoch`], at the last beat.
+    /// [`now_ms`] at the last beat.
     last: Arc<AtomicU64>,
 }
 
-fn epoch() -> Instant {
+/// Milliseconds on a monotonic clock the heartbeats share.
+fn now_ms() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Heartbeat {
     /// A heartbeat that has just beaten.
     pub fn new(part: &'static str) -> Self {
-        let h = Heartbeat {
+        Heartbeat {
             part,
-            last: Arc::default(),
-        };
-        h.beat();
-        h
-    }
-
-    pub fn part(&self) -> &'static str {
-        self.part
+            last: Arc::new(AtomicU64::new(now_ms())),
+        }
     }
 
     pub fn beat(&self) {
         #[cfg(debug_assertions)]
         crate::testhooks::maybe_wedge(self.part);
-        self.last
-            .store(epoch().elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Polls `fut` to the end, beating every `every` meanwhile: a part
+    /// busy with it is alive, not dead.
+    pub async fn beating<F: std::future::Future>(&self, every: Duration, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            tokio::select! {
+                biased;
+                r = &mut fut => return r,
+                _ = ticks.tick() => self.beat(),
+            }
+        }
     }
 
     /// Time since the last beat.
     pub fn age(&self) -> Duration {
-        let now = epoch().elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+        Duration::from_millis(now_ms().saturating_sub(self.last.load(Ordering::Relaxed)))
     }
 }
 
@@ -136,42 +143,43 @@ pub fn beat_every(interval: Option<Duration>) -> Duration {
     })
 }
 
-/// Sends `WATCHDOG=1` every half interval while `healthy` says every part
-/// is alive (`Err` names the one that is not, for the log); withholds it
-/// otherwise, so systemd restarts a wedged daemon after `WatchdogSec`.
+/// Sends `WATCHDOG=1` every half interval while each of `parts` (a
+/// heartbeat and what it is, for the log) has beaten within it; withholds
+/// it otherwise, so systemd restarts a wedged daemon after `WatchdogSec`.
 /// Logs a warning once when pings stop (per failing part) and a line when
 /// they resume. `None` when systemd set no watchdog.
 ///
 /// Runs on a thread of its own, not on a runtime: a wedged task cannot
 /// hold it up (a task blocking a tokio worker thread can strand the tasks
 /// queued behind it on that thread).
-pub fn spawn_watchdog<F>(healthy: F) -> Option<Watchdog>
-where
-    F: Fn(Duration) -> Result<(), String> + Send + 'static,
-{
-    let every = watchdog_interval()?;
+pub fn spawn_watchdog(parts: Vec<(Heartbeat, &'static str)>) -> Option<Watchdog> {
+    let limit = watchdog_interval()? / 2;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(move || {
-            let mut withheld: Option<String> = None;
+            let mut withheld = None;
             // Woken by `stop` (or its drop) at shutdown, by the period otherwise.
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(every / 2) {
-                match healthy(every / 2) {
-                    Ok(()) => {
-                        notify(&[sd_notify::NotifyState::Watchdog]);
-                        if withheld.take().is_some() {
-                            tracing::info!("every part is alive again; watchdog pings resumed");
-                        }
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(limit) {
+                let Some((hb, what)) = parts.iter().find(|(hb, _)| hb.age() > limit) else {
+                    notify(&[sd_notify::NotifyState::Watchdog]);
+                    if withheld.take().is_some() {
+                        tracing::info!("every part is alive again; watchdog pings resumed");
                     }
-                    Err(why) => {
-                        if withheld.as_deref() != Some(&why) {
-                            tracing::warn!(failed = %why, watchdog_s = every.as_secs_f64(),
-                                "withholding the watchdog ping: a part of the daemon is not alive; systemd \
-                                 restarts it if this lasts WatchdogSec");
-                        }
-                        withheld = Some(why);
-                    }
+                    continue;
+                };
+                if withheld.replace(hb.part) != Some(hb.part) {
+                    let failed = format!(
+                        "{}: {what} has not beaten for over {:.1} s",
+                        hb.part,
+                        limit.as_secs_f64()
+                    );
+                    tracing::warn!(
+                        failed = %failed,
+                        watchdog_s = 2.0 * limit.as_secs_f64(),
+                        "withholding the watchdog ping: a part of the daemon is not alive; systemd \
+                         restarts it if this lasts WatchdogSec"
+                    );
                 }
             }
         });

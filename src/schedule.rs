@@ -10,25 +10,25 @@
 //! waited for (within a budget), and the lock is released only after; the
 //! worker's heartbeat beats from its own loop, idle or syncing.
 
-use crate::time::fmt_time;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{Interval, MissedTickBehavior};
-use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio::time::Instant;
+use tokio_cron_scheduler::{Job, JobScheduler, JobSchedulerError};
 
 use crate::catalog::RechargeType;
 use crate::lifecycle::Heartbeat;
 use crate::mutex::lock;
 use crate::run::{Outcome, Trigger, TypeResult};
-use crate::state::Shared;
+use crate::state::{self, Shared};
 use crate::store::StoreHandle;
 use crate::store::lock;
 use crate::sync::{Progress, Syncer};
+use crate::time::fmt_time;
 
 /// A request for a sync.
 #[derive(Debug)]
@@ -68,11 +68,11 @@ pub enum SyncEvent {
 
 pub enum WorkerMsg {
     Job(SyncJob),
-    /// A reloaded configuration: the new syncer and schedule settings.
-    /// The cron job id is the schedule's (a changed schedule is a new job).
-    Reconfigure(Box<Syncer>, uuid::Uuid),
-    /// The schedule was re-armed (the wall clock went back): its new job.
-    CronRearmed(uuid::Uuid),
+    /// A reloaded configuration: the new syncer.
+    Reconfigure(Box<Syncer>),
+    /// The cron job was replaced (the wall clock went back): its next tick
+    /// changed.
+    Rescheduled,
 }
 
 /// Handles to feed the worker.
@@ -86,18 +86,23 @@ impl WorkerHandle {
     pub async fn submit(&self, job: SyncJob) -> bool {
         self.msgs.send(WorkerMsg::Job(job)).await.is_ok()
     }
-    /// A scheduled tick; dropped when one is already waiting.
-    pub fn tick(&self) {
-        let _ = self.ticks.try_send(());
-    }
 }
 
-struct ChannelProgress<'a> {
+/// What a run reports: its progress, to whoever asked, and its commits.
+struct RunProgress<'a> {
     tx: Option<&'a mpsc::UnboundedSender<SyncEvent>>,
-    commit: &'a CommitUnderWay,
+    commits: Mutex<Commits>,
 }
 
-impl Progress for ChannelProgress<'_> {
+/// The commit started and not returned yet (type, run id), and the types
+/// committed so far.
+#[derive(Default)]
+struct Commits {
+    under_way: Option<(RechargeType, i64)>,
+    landed: Vec<RechargeType>,
+}
+
+impl Progress for RunProgress<'_> {
     fn progress(&self, rt: RechargeType, done: usize, total: usize) {
         if let Some(tx) = self.tx {
             let _ = tx.send(SyncEvent::Progress {
@@ -108,10 +113,10 @@ impl Progress for ChannelProgress<'_> {
         }
     }
     fn committing(&self, rt: RechargeType, run_id: i64) {
-        self.commit.lock().under_way = Some((rt, run_id));
+        lock(&self.commits).under_way = Some((rt, run_id));
     }
     fn committed(&self, rt: RechargeType, landed: bool) {
-        let mut c = self.commit.lock();
+        let mut c = lock(&self.commits);
         c.under_way = None;
         if landed {
             c.landed.push(rt);
@@ -119,33 +124,37 @@ impl Progress for ChannelProgress<'_> {
     }
 }
 
-/// A run's commits as the sync reports them: the one started and not
-/// returned yet (type, run id), and the types committed so far.
-#[derive(Default)]
-struct CommitUnderWay(std::sync::Mutex<Commits>);
+/// A retry due: when, and of which types (none: every configured one).
+type Retry = (Instant, Vec<RechargeType>);
 
-#[derive(Default)]
-struct Commits {
-    under_way: Option<(RechargeType, i64)>,
-    landed: Vec<RechargeType>,
-}
-
-impl CommitUnderWay {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Commits> {
-        lock(&self.0)
+/// The retry of the types that failed, before the next tick: after 30 s
+/// doubling with each failed check in a row (`failures`), at most 15 min,
+/// with jitter, or later when Carat asked. Refused credentials are not
+/// retried: retrying will not help.
+fn retry_of(results: &[TypeResult], failures: &mut u32) -> Option<Retry> {
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed && !r.credentials_refused)
+        .collect();
+    if failed.is_empty() {
+        *failures = 0;
+        return None;
     }
-    fn get(&self) -> Option<(RechargeType, i64)> {
-        self.lock().under_way
-    }
-}
-
-/// Check-level retry delays after failures: 30 s doubling, at most 15 min.
-fn check_retry_delay(failures: u32) -> Duration {
     let cap = Duration::from_secs(30)
-        .saturating_mul(1 << failures.min(5))
+        .saturating_mul(1 << (*failures).min(5))
         .min(Duration::from_secs(900));
     let ms = cap.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    let backoff = Duration::from_millis(rand::rng().random_range(ms / 2..=ms));
+    let delay = failed
+        .iter()
+        .filter_map(|r| r.retry_after)
+        .fold(backoff, Duration::max);
+    *failures = failures.saturating_add(1);
+    tracing::info!(delay_s = delay.as_secs(), "failed check will be retried");
+    Some((
+        Instant::now() + delay,
+        failed.iter().map(|r| r.recharge_type).collect(),
+    ))
 }
 
 pub struct Worker {
@@ -164,28 +173,8 @@ pub struct Worker {
     pub beat_every: Duration,
     /// Called with a one-line summary after each run (sd-notify STATUS=).
     pub on_status: Box<dyn Fn(&str) + Send + Sync>,
-    /// The scheduler and the job of the checks: asked for the next tick.
-    pub cron: Option<(JobScheduler, uuid::Uuid)>,
-}
-
-/// What the worker waits for between runs.
-enum Next {
-    Job(SyncJob),
-    Reconfigured,
-    Stop,
-}
-
-/// Polls `fut` to the end, beating `hb` meanwhile: a long sync is busy, not
-/// dead, and the worker's heartbeat says so.
-async fn beating<F: std::future::Future>(hb: &Heartbeat, every: &mut Interval, fut: F) -> F::Output {
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut fut => return r,
-            _ = every.tick() => hb.beat(),
-        }
-    }
+    /// The scheduler of the checks: asked for the next tick.
+    pub cron: Option<JobScheduler>,
 }
 
 impl Worker {
@@ -197,24 +186,17 @@ impl Worker {
         // Taken now, for the daemon's life: a one-shot `sync` is refused
         // from the start, not only once the first job ran. Held by such a
         // sync just now, it is taken before the next job instead.
-        let mut held_lock: Option<lock::SyncLock> = match lock::acquire(&self.store_path, lock::DAEMON) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "the store lock is not free yet; taken before the first sync");
-                None
-            }
-        };
-        let mut retry: Option<(tokio::time::Instant, Vec<RechargeType>)> = None;
-        let mut failures: u32 = 0;
-        let mut every = tokio::time::interval(self.beat_every);
-        every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut held_lock = lock::acquire(&self.store_path, lock::DAEMON)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "the store lock is not free yet; taken before the first sync"),
+            )
+            .ok();
+        let mut retry = None;
+        let mut failures = 0;
         loop {
             self.heartbeat.beat();
-            self.update_next_check(retry.as_ref().map(|r| r.0)).await;
-            let job = match self.next(&mut msgs, &mut ticks, &mut retry, &mut every).await {
-                Next::Job(j) => j,
-                Next::Reconfigured => continue,
-                Next::Stop => break,
+            let Some(job) = self.next(&mut msgs, &mut ticks, &mut retry).await else {
+                break;
             };
             // A degraded store is tried again before each job ("and retries").
             if self.store.health().is_some() && self.store.reopen().await {
@@ -226,36 +208,17 @@ impl Worker {
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot sync now");
                         let results = self.refused(&job, &e.to_string());
-                        self.finish(job, results, &mut every).await;
-                        retry = Some((tokio::time::Instant::now() + Duration::from_secs(30), vec![]));
+                        self.finish(job, results).await;
+                        retry = Some((Instant::now() + Duration::from_secs(30), vec![]));
                         continue;
                     }
                 }
             }
-            let Some(results) = self.run_job(&job, &mut every).await else {
+            let Some(results) = self.run_job(&job).await else {
                 break;
             };
-            // Retry failed types (but not refused credentials) before the next tick.
-            let failed: Vec<_> = results
-                .iter()
-                .filter(|r| r.outcome == Outcome::Failed && !r.credentials_refused)
-                .collect();
-            if failed.is_empty() {
-                failures = 0;
-                retry = None;
-            } else {
-                let mut delay = check_retry_delay(failures);
-                failures = failures.saturating_add(1);
-                for r in &failed {
-                    if let Some(ra) = r.retry_after {
-                        delay = delay.max(ra);
-                    }
-                }
-                let types = failed.iter().map(|r| r.recharge_type).collect();
-                tracing::info!(delay_s = delay.as_secs(), "failed check will be retried");
-                retry = Some((tokio::time::Instant::now() + delay, types));
-            }
-            self.finish(job, results, &mut every).await;
+            retry = retry_of(&results, &mut failures);
+            self.finish(job, results).await;
         }
         // A store job of an abandoned run may still be on its thread: the
         // store's mutex is free only once it returned.
@@ -265,50 +228,39 @@ impl Worker {
         drop(held_lock);
     }
 
-    /// Waits for the next job (beating meanwhile), a reconfiguration or
-    /// the shutdown.
+    /// Waits for the next job (beating meanwhile): a manual one, a tick or
+    /// the retry due; `None` at shutdown. Keeps `next_check` up to date.
     async fn next(
         &mut self,
         msgs: &mut mpsc::Receiver<WorkerMsg>,
         ticks: &mut mpsc::Receiver<()>,
-        retry: &mut Option<(tokio::time::Instant, Vec<RechargeType>)>,
-        every: &mut Interval,
-    ) -> Next {
+        retry: &mut Option<Retry>,
+    ) -> Option<SyncJob> {
         let retry_at = retry.as_ref().map(|r| r.0);
+        self.update_next_check(retry_at).await;
+        let mut every = tokio::time::interval(self.beat_every);
         loop {
             tokio::select! {
                 biased;
-                _ = crate::state::stopped(&mut self.shutdown) => return Next::Stop,
-                m = msgs.recv() => return match m {
-                    Some(WorkerMsg::Job(j)) => Next::Job(j),
-                    Some(WorkerMsg::Reconfigure(s, job)) => {
-                        tracing::info!("sync worker reconfigured");
-                        // What runs left for the next (owed run ends, echo probes) stays across a reload.
-                        let memory = self.syncer.memory.clone();
-                        self.syncer = *s;
-                        self.syncer.memory = memory;
-                        if let Some((_, id)) = &mut self.cron {
-                            *id = job;
+                _ = state::stopped(&mut self.shutdown) => return None,
+                m = msgs.recv() => {
+                    match m? {
+                        WorkerMsg::Job(j) => return Some(j),
+                        WorkerMsg::Reconfigure(s) => {
+                            tracing::info!("sync worker reconfigured");
+                            // What runs left for the next (owed run ends, echo probes) stays across a reload.
+                            let memory = self.syncer.memory.clone();
+                            self.syncer = *s;
+                            self.syncer.memory = memory;
                         }
-                        Next::Reconfigured
+                        WorkerMsg::Rescheduled => {}
                     }
-                    Some(WorkerMsg::CronRearmed(job)) => {
-                        if let Some((_, id)) = &mut self.cron {
-                            *id = job;
-                        }
-                        Next::Reconfigured
-                    }
-                    None => Next::Stop,
-                },
-                Some(()) = ticks.recv() => return Next::Job(SyncJob::new(Trigger::Schedule)),
-                _ = async {
-                    match retry_at {
-                        Some(t) => tokio::time::sleep_until(t).await,
-                        None => std::future::pending().await,
-                    }
-                } => {
+                    self.update_next_check(retry_at).await;
+                }
+                Some(()) = ticks.recv() => return Some(SyncJob::new(Trigger::Schedule)),
+                _ = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {
                     let types = retry.take().map(|r| r.1);
-                    return Next::Job(SyncJob { types, ..SyncJob::new(Trigger::Retry) });
+                    return Some(SyncJob { types, ..SyncJob::new(Trigger::Retry) });
                 }
                 _ = every.tick() => self.heartbeat.beat(),
             }
@@ -336,20 +288,18 @@ impl Worker {
     /// Runs every type of the job; `None` when shutdown cut it short
     /// before a commit. A shutdown during a commit lets that commit return
     /// (see [`Worker::until_committed`]); the types after it do not run.
-    async fn run_job(&mut self, job: &SyncJob, every: &mut Interval) -> Option<Vec<TypeResult>> {
+    async fn run_job(&mut self, job: &SyncJob) -> Option<Vec<TypeResult>> {
         let started = Utc::now();
         self.shared.with_status(|s| {
             s.running = true;
             s.running_since = Some(fmt_time(started));
         });
         let types = self.types_of(job);
-        let commit = CommitUnderWay::default();
-        let progress = ChannelProgress {
+        let progress = RunProgress {
             tx: job.events.as_ref(),
-            commit: &commit,
+            commits: Mutex::default(),
         };
-        let syncer = self.syncer.clone();
-        let stop = self.shutdown.clone();
+        let (syncer, stop) = (self.syncer.clone(), self.shutdown.clone());
         let all = async {
             let mut results = vec![];
             for rt in types {
@@ -362,16 +312,18 @@ impl Worker {
         };
         let mut all = std::pin::pin!(all);
         let mut shutdown = self.shutdown.clone();
-        let cut = beating(&self.heartbeat, every, async {
-            tokio::select! {
-                r = &mut all => Some(r),
-                _ = crate::state::stopped(&mut shutdown) => None,
-            }
-        })
-        .await;
+        let cut = self
+            .heartbeat
+            .beating(self.beat_every, async {
+                tokio::select! {
+                    r = &mut all => Some(r),
+                    _ = state::stopped(&mut shutdown) => None,
+                }
+            })
+            .await;
         let out = match cut {
             Some(r) => Some(r),
-            None => self.until_committed(all, &commit, every).await,
+            None => self.until_committed(all, &progress.commits).await,
         };
         self.shared.with_status(|s| {
             s.running = false;
@@ -391,14 +343,16 @@ impl Worker {
     async fn until_committed<F>(
         &self,
         mut all: std::pin::Pin<&mut F>,
-        commit: &CommitUnderWay,
-        every: &mut Interval,
+        commits: &Mutex<Commits>,
     ) -> Option<Vec<TypeResult>>
     where
         F: std::future::Future<Output = Vec<TypeResult>>,
     {
-        let Some((rt, run_id)) = commit.get() else {
-            let landed = commit.lock().landed.clone();
+        let (under_way, landed) = {
+            let c = lock(commits);
+            (c.under_way, c.landed.clone())
+        };
+        let Some((rt, run_id)) = under_way else {
             if landed.is_empty() {
                 tracing::info!(
                     "shutdown: the sync under way was abandoned before its commit; nothing was committed by it"
@@ -412,7 +366,7 @@ impl Worker {
         tracing::info!(recharge_type = %rt, run_id, budget_s = self.commit_budget.as_secs(),
             "shutdown: waiting for the commit under way");
         let budget = tokio::time::timeout(self.commit_budget, &mut all);
-        let results = match beating(&self.heartbeat, every, budget).await {
+        let results = match self.heartbeat.beating(self.beat_every, budget).await {
             Ok(r) => r,
             Err(_) => {
                 tracing::warn!(recharge_type = %rt, run_id,
@@ -422,7 +376,7 @@ impl Worker {
                     tokio::select! {
                         biased;
                         r = &mut all => break r,
-                        _ = poke.tick() => if commit.get().is_some() { self.store.interrupt() },
+                        _ = poke.tick() => if lock(commits).under_way.is_some() { self.store.interrupt() },
                     }
                 }
             }
@@ -437,39 +391,34 @@ impl Worker {
         Some(results)
     }
 
-    async fn finish(&self, job: SyncJob, results: Vec<TypeResult>, every: &mut Interval) {
-        beating(&self.heartbeat, every, self.finish_run(job, results)).await;
-    }
-
-    async fn finish_run(&self, job: SyncJob, results: Vec<TypeResult>) {
-        if *self.shutdown.borrow() {
-            // Stopping: nothing will read a refreshed snapshot.
-            if let Some(tx) = job.events {
-                let _ = tx.send(SyncEvent::Finished { results });
+    /// After a run: the snapshot refreshed from the store and the status
+    /// line (not when stopping: nothing will read them), then the results
+    /// to whoever asked.
+    async fn finish(&self, job: SyncJob, results: Vec<TypeResult>) {
+        if !*self.shutdown.borrow() {
+            let committed: Vec<_> = results
+                .iter()
+                .filter(|r| r.committed)
+                .map(|r| r.recharge_type)
+                .collect();
+            if !committed.is_empty() {
+                // The sync's catalog, parse buffers and responses are freed, but
+                // glibc keeps them in the sync threads' arenas. Give them back
+                // before the reload and build allocate again in another thread,
+                // or the two add up in the resident peak.
+                crate::snapshot::release_freed_memory();
             }
-            return;
+            let refresh = self.shared.refresh_snapshot(&self.store, committed);
+            if let Err(e) = self.heartbeat.beating(self.beat_every, refresh).await {
+                tracing::error!(error = %e, "could not refresh the served catalog from the store");
+            }
+            let line = results
+                .iter()
+                .map(|r| format!("{} {}", r.recharge_type, r.outcome.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (self.on_status)(&format!("last check {}: {line}", fmt_time(Utc::now())));
         }
-        if results.iter().any(|r| r.committed) {
-            // The sync's catalog, parse buffers and responses are freed, but
-            // glibc keeps them in the sync threads' arenas. Give them back
-            // before the reload and build allocate again in another thread,
-            // or the two add up in the resident peak.
-            crate::snapshot::release_freed_memory();
-        }
-        let committed = results
-            .iter()
-            .filter(|r| r.committed)
-            .map(|r| r.recharge_type)
-            .collect();
-        if let Err(e) = self.shared.refresh_snapshot(&self.store, committed).await {
-            tracing::error!(error = %e, "could not refresh the served catalog from the store");
-        }
-        let line = results
-            .iter()
-            .map(|r| format!("{} {}", r.recharge_type, r.outcome.as_str()))
-            .collect::<Vec<_>>()
-            .join(", ");
-        (self.on_status)(&format!("last check {}: {line}", fmt_time(Utc::now())));
         if let Some(tx) = job.events {
             let _ = tx.send(SyncEvent::Finished { results });
         }
@@ -477,21 +426,16 @@ impl Worker {
 
     /// `next_check` on the status board: the scheduler's next tick, or a
     /// retry due before it.
-    async fn update_next_check(&mut self, retry_at: Option<tokio::time::Instant>) {
-        let next_tick = match &mut self.cron {
-            Some((sched, id)) => sched.next_tick_for_job(*id).await.ok().flatten(),
+    async fn update_next_check(&mut self, retry_at: Option<Instant>) {
+        let tick = match &mut self.cron {
+            Some(cron) => cron.time_till_next_job().await.ok().flatten(),
             None => None,
         };
-        let retry = retry_at.map(|t| {
-            Utc::now()
-                + chrono::Duration::from_std(t.saturating_duration_since(tokio::time::Instant::now()))
-                    .unwrap_or_default()
-        });
-        let next = match (next_tick, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.shared.with_status(|s| s.next_check = next.map(fmt_time));
+        let retry = retry_at.map(|t| t.saturating_duration_since(Instant::now()));
+        let next = tick.into_iter().chain(retry).min();
+        let next = next.and_then(|d| chrono::Duration::from_std(d).ok());
+        self.shared
+            .with_status(|s| s.next_check = next.map(|d| fmt_time(Utc::now() + d)));
     }
 }
 
@@ -501,37 +445,51 @@ pub async fn start_cron(
     schedule: &str,
     jitter: Duration,
     worker: WorkerHandle,
-) -> Result<(JobScheduler, uuid::Uuid), tokio_cron_scheduler::JobSchedulerError> {
+) -> Result<(JobScheduler, uuid::Uuid), JobSchedulerError> {
     let sched = JobScheduler::new().await?;
     let id = add_cron_job(&sched, schedule, jitter, worker).await?;
     sched.start().await?;
     Ok((sched, id))
 }
 
-pub async fn add_cron_job(
+async fn add_cron_job(
     sched: &JobScheduler,
     schedule: &str,
     jitter: Duration,
     worker: WorkerHandle,
-) -> Result<uuid::Uuid, tokio_cron_scheduler::JobSchedulerError> {
+) -> Result<uuid::Uuid, JobSchedulerError> {
+    // tokio-cron-scheduler spawns each firing on its own: all one does is
+    // send the tick.
     let job = Job::new_async(schedule, move |_id, _sched| {
         let worker = worker.clone();
         Box::pin(async move {
-            let ms = jitter.as_millis() as u64;
-            if ms > 0 {
-                let wait = rand::rng().random_range(0..=ms);
-                tokio::time::sleep(Duration::from_millis(wait)).await;
-            }
+            let wait = rand::rng().random_range(0..=jitter.as_millis() as u64);
+            tokio::time::sleep(Duration::from_millis(wait)).await;
             tracing::debug!("scheduled check due");
-            worker.tick();
+            // Dropped when one is already waiting: ticks during a run coalesce.
+            let _ = worker.ticks.try_send(());
         })
     })?;
     sched.add(job).await
 }
 
+/// Replaces the cron job by a fresh one, whose next tick is computed from
+/// the wall clock as it is now; returns the new job's id.
+pub async fn rearm_cron_job(
+    sched: &JobScheduler,
+    old: uuid::Uuid,
+    schedule: &str,
+    jitter: Duration,
+    worker: WorkerHandle,
+) -> Result<uuid::Uuid, JobSchedulerError> {
+    let id = add_cron_job(sched, schedule, jitter, worker).await?;
+    sched.remove(&old).await?;
+    Ok(id)
+}
+
 /// How far the wall clock may fall behind the monotonic clock between two
 /// looks before it counts as having gone back (NTP slews far less).
-pub const CLOCK_BACK_TOLERANCE: Duration = Duration::from_secs(2);
+const CLOCK_BACK_TOLERANCE: Duration = Duration::from_secs(2);
 
 /// Notices the wall clock going back. tokio-cron-scheduler computes each
 /// next tick from the wall clock, so after a jump back of an hour its next
@@ -540,12 +498,12 @@ pub const CLOCK_BACK_TOLERANCE: Duration = Duration::from_secs(2);
 pub struct ClockWatch<W: Fn() -> DateTime<Utc>> {
     wall: W,
     every: Duration,
-    last: (DateTime<Utc>, tokio::time::Instant),
+    last: (DateTime<Utc>, Instant),
 }
 
 impl<W: Fn() -> DateTime<Utc>> ClockWatch<W> {
     pub fn new(wall: W, every: Duration) -> Self {
-        let last = (wall(), tokio::time::Instant::now());
+        let last = (wall(), Instant::now());
         ClockWatch { wall, every, last }
     }
 
@@ -554,7 +512,7 @@ impl<W: Fn() -> DateTime<Utc>> ClockWatch<W> {
     pub async fn gone_back(&mut self) -> Duration {
         loop {
             tokio::time::sleep(self.every).await;
-            let now = ((self.wall)(), tokio::time::Instant::now());
+            let now = ((self.wall)(), Instant::now());
             let mono = now.1.saturating_duration_since(self.last.1);
             let wall = now.0 - self.last.0;
             self.last = now;
@@ -566,20 +524,6 @@ impl<W: Fn() -> DateTime<Utc>> ClockWatch<W> {
             }
         }
     }
-}
-
-/// Replaces the cron job by a fresh one, whose next tick is computed from
-/// the wall clock as it is now; returns the new job's id.
-pub async fn rearm_cron_job(
-    sched: &JobScheduler,
-    old: uuid::Uuid,
-    schedule: &str,
-    jitter: Duration,
-    worker: WorkerHandle,
-) -> Result<uuid::Uuid, tokio_cron_scheduler::JobSchedulerError> {
-    let id = add_cron_job(sched, schedule, jitter, worker).await?;
-    sched.remove(&old).await?;
-    Ok(id)
 }
 
 #[cfg(test)]

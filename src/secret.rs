@@ -6,7 +6,9 @@
 
 use std::fmt;
 
-#[derive(Clone, PartialEq, Eq)]
+/// Read as the value it wraps (a configuration key).
+#[derive(Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(transparent)]
 pub struct Secret<T = String>(T);
 
 impl<T> Secret<T> {
@@ -38,13 +40,6 @@ impl<T> serde::Serialize for Secret<T> {
     }
 }
 
-/// Read as the value it wraps (a configuration key).
-impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Secret<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        T::deserialize(d).map(Secret)
-    }
-}
-
 /// The shortest run of letters, digits, `-` and `_` taken for a
 /// credential: NITs are 64 long and JWT parts longer. A merchant key may be
 /// shorter (8 to 80): where it is known it is matched as itself.
@@ -54,26 +49,18 @@ pub const TOKEN_RUN: usize = 32;
 /// `_` replaced by `[redacted]`: for text from outside (a form Carat could
 /// not have meant, an answer's body) that may carry a NIT or a token.
 pub fn mask_tokens(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut run = String::new();
-    let flush = |run: &mut String, out: &mut String| {
-        if run.chars().count() >= TOKEN_RUN {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(run);
-        }
-        run.clear();
-    };
-    for c in text.chars() {
-        if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-            run.push(c);
-        } else {
-            flush(&mut run, &mut out);
-            out.push(c);
-        }
-    }
-    flush(&mut run, &mut out);
-    out
+    let in_run = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    // Each piece is a run, then one other character (but the last piece).
+    text.split_inclusive(|c| !in_run(c))
+        .map(|piece| {
+            let run = piece.trim_end_matches(|c| !in_run(c));
+            if run.len() >= TOKEN_RUN {
+                format!("[redacted]{}", &piece[run.len()..])
+            } else {
+                piece.to_owned()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

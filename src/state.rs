@@ -21,6 +21,7 @@ use crate::mutex::lock;
 use crate::run::{Outcome, TypeResult};
 use crate::snapshot::{self, Snapshot};
 use crate::store::{StoreError, StoreHandle};
+use crate::time::fmt_time;
 
 /// The settings the API needs; replaced on reload.
 #[derive(Debug, Clone)]
@@ -92,16 +93,14 @@ pub struct CaratRequests {
 
 impl CaratRequests {
     pub fn record(&self, endpoint: &'static str, result: &str) {
-        if let Ok(mut c) = self.counts.lock() {
-            *c.entry((endpoint, result.to_owned())).or_default() += 1;
-        }
+        *lock(&self.counts)
+            .entry((endpoint, result.to_owned()))
+            .or_default() += 1;
     }
 
     pub fn snapshot(&self) -> Vec<(&'static str, String, u64)> {
-        self.counts
-            .lock()
-            .map(|c| c.iter().map(|((e, r), n)| (*e, r.clone(), *n)).collect())
-            .unwrap_or_default()
+        let counts = lock(&self.counts);
+        counts.iter().map(|((e, r), n)| (*e, r.clone(), *n)).collect()
     }
 }
 
@@ -132,7 +131,7 @@ impl Shared {
             started_at: Utc::now(),
             store_health: ArcSwap::from_pointee(None),
             refreshing: tokio::sync::Mutex::new(()),
-            feed: Feed::default(),
+            feed: Feed::new(events::CAPACITY),
         })
     }
 
@@ -143,49 +142,43 @@ impl Shared {
 
     /// Records a finished run on the board and in the metrics.
     pub fn record_results(&self, trigger: &str, started: DateTime<Utc>, results: &[TypeResult]) {
-        let now = crate::time::fmt_time(Utc::now());
-        if let Ok(mut m) = self.metrics.sync_runs.lock() {
-            for r in results {
-                *m.entry((r.recharge_type, r.outcome.as_str())).or_default() += 1;
-            }
-        }
-        if let Ok(mut m) = self.metrics.sync_oddities.lock() {
-            for r in results {
-                let o = m.entry(r.recharge_type).or_default();
-                o.begin_hash_mismatches += u64::from(r.begin_hash_mismatch);
-                o.warnings += r.warnings;
-            }
+        let now = fmt_time(Utc::now());
+        let kind = |r: &TypeResult| r.error_kind.clone().unwrap_or_else(|| "error".into());
+        for r in results {
+            *lock(&self.metrics.sync_runs)
+                .entry((r.recharge_type, r.outcome.as_str()))
+                .or_default() += 1;
+            let mut oddities = lock(&self.metrics.sync_oddities);
+            let o = oddities.entry(r.recharge_type).or_default();
+            o.begin_hash_mismatches += u64::from(r.begin_hash_mismatch);
+            o.warnings += r.warnings;
         }
         self.with_status(|s| {
             for r in results {
                 let t = s.per_type.entry(r.recharge_type).or_default();
                 t.last_outcome = Some(r.outcome);
                 t.last_attempt_at = Some(now.clone());
-                match &r.error {
-                    Some(e) => {
-                        t.last_error = Some(ErrorInfo {
-                            at: now.clone(),
-                            kind: r.error_kind.clone().unwrap_or_else(|| "error".into()),
-                            message: e.clone(),
-                        })
-                    }
-                    None => {
-                        t.last_success_at = Some(now.clone());
-                        t.last_error = None;
-                    }
+                if r.error.is_none() {
+                    t.last_success_at = Some(now.clone());
                 }
+                t.last_error = r.error.as_ref().map(|e| ErrorInfo {
+                    at: now.clone(),
+                    kind: kind(r),
+                    message: e.clone(),
+                });
             }
             s.last_run = Some(LastRun {
                 trigger: trigger.to_owned(),
-                started_at: crate::time::fmt_time(started),
+                started_at: fmt_time(started),
                 finished_at: now.clone(),
                 results: results.to_vec(),
             });
         });
+        // After the board: a client that reads the status on the event sees
+        // what the event says.
         for r in results {
             if let Some(e) = &r.error {
-                let kind = r.error_kind.as_deref().unwrap_or("error");
-                self.feed.sync_failed(r.recharge_type, kind, e);
+                self.feed.sync_failed(r.recharge_type, &kind(r), e);
             }
         }
     }
@@ -238,23 +231,16 @@ fn publish_changes(feed: &Feed, before: &Snapshot, next: &Snapshot, committed: &
         feed.served_changed(*rt, false);
     }
     for (rt, t) in &next.types {
-        let old_type = before.types.get(rt);
-        let old = old_type.map(|o| &o.version);
-        let same = old
-            .is_some_and(|o| o.general_hash == t.version.general_hash && o.synced_at == t.version.synced_at);
-        if same && !committed.contains(rt) {
-            if old_type.is_some_and(|o| o.etag(false) != t.etag(false)) {
-                feed.served_changed(*rt, true);
-            }
-            continue;
+        let (old, new) = (before.types.get(rt), &t.version);
+        let same = old.is_some_and(|o| {
+            o.version.general_hash == new.general_hash && o.version.synced_at == new.synced_at
+        });
+        if !same || committed.contains(rt) {
+            let previous = old.map(|o| o.version.general_hash.as_str());
+            feed.catalog_committed(*rt, new.general_hash.as_str(), previous, new.synced_at);
+        } else if old.is_some_and(|o| o.etag(false) != t.etag(false)) {
+            feed.served_changed(*rt, true);
         }
-        let previous = old.map(|o| o.general_hash.as_str());
-        feed.catalog_committed(
-            *rt,
-            t.version.general_hash.as_str(),
-            previous,
-            t.version.synced_at,
-        );
     }
 }
 
@@ -270,7 +256,6 @@ pub async fn watch_staleness(shared: Arc<Shared>, mut shutdown: tokio::sync::wat
         let now = Utc::now();
         let stale_after = shared.settings.load().stale_after;
         let snap = shared.snapshot.load_full();
-        let mut next: Option<DateTime<Utc>> = None;
         last.retain(|rt, _| snap.types.contains_key(rt));
         for (rt, t) in &snap.types {
             let stale = t.is_stale(now, stale_after);
@@ -278,10 +263,12 @@ pub async fn watch_staleness(shared: Arc<Shared>, mut shutdown: tokio::sync::wat
                 tracing::info!(recharge_type = %rt, stale, "the served catalog's stale flag flipped");
                 shared.feed.stale_flipped(*rt, stale);
             }
-            if let Some(at) = t.stale_changes_at(now, stale_after) {
-                next = Some(next.map_or(at, |n| n.min(at)));
-            }
         }
+        let next = snap
+            .types
+            .values()
+            .filter_map(|t| t.stale_changes_at(now, stale_after))
+            .min();
         tokio::select! {
             _ = stopped(&mut shutdown) => return,
             _ = swaps.changed() => {}

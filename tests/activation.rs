@@ -192,6 +192,39 @@ async fn both_inherited_sockets_are_found_by_name_and_left_in_place() {
     std::os::unix::net::UnixStream::connect(&d.control).unwrap();
 }
 
+/// A loopback TCP listener passed as `catalog-tcp` serves the catalog API
+/// beside the Unix socket (the Java example's way in); one on another
+/// address is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inherited_loopback_tcp_socket_serves_the_catalog() {
+    let sim = sim().await;
+    let mut d = daemon_unstarted(&sim, &opts());
+    let catalog = listen_like_systemd(&d.socket, 0o660);
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    d.tcp = Some(tcp.local_addr().unwrap());
+    spawn_activated(
+        &mut d,
+        &[(catalog.as_fd(), "catalog"), (tcp.as_fd(), "catalog-tcp")],
+        &[],
+    );
+    wait_synced(&mut d).await;
+    let (status, _, body) = raw(&d, "GET", "/v1/catalogs/normal/ddds/11", &[]).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["ddd"], "11");
+    d.signal(libc::SIGTERM);
+    assert!(
+        d.wait_exit(Duration::from_secs(30)).await.success(),
+        "{}",
+        d.log()
+    );
+    // Still the test's own listener: a connection lands in its backlog.
+    std::net::TcpStream::connect(tcp.local_addr().unwrap()).unwrap();
+
+    let any = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    refused(&sim, any.as_fd(), "catalog-tcp", "not on a loopback address").await;
+}
+
 /// Runs the daemon on `fd` as fd 3 named `name`; it must exit 2 saying
 /// `expected`, and bind nothing.
 async fn refused(sim: &SimHandle, fd: std::os::fd::BorrowedFd<'_>, name: &str, expected: &str) {

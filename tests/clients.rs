@@ -30,7 +30,6 @@ const TOOLS: &[(&str, &str)] = &[
     ("sh", "dash"),
     ("curl", "curl"),
     ("jq", "jq"),
-    ("socat", "socat"),
 ];
 
 /// Fails (never skips) when a tool is missing, naming its package.
@@ -69,48 +68,6 @@ fn go_binary() -> &'static Path {
     })
 }
 
-/// Where the Java example reaches the catalog: `host:port`.
-/// Until api.tcp_listen exists: a socat bridge from a loopback port to the
-/// catalog socket (so socat is a test dependency); switch this one function
-/// to the daemon's own listener then.
-struct JavaTarget {
-    addr: String,
-    bridge: std::process::Child,
-}
-
-impl Drop for JavaTarget {
-    fn drop(&mut self) {
-        let _ = self.bridge.kill();
-        let _ = self.bridge.wait();
-    }
-}
-
-// until api.tcp_listen exists
-async fn java_target(socket: &Path) -> JavaTarget {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let bridge = Command::new("socat")
-        .arg(format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"))
-        .arg(format!("UNIX-CONNECT:{}", socket.display()))
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("socat (Debian package socat)");
-    let target = JavaTarget {
-        addr: format!("127.0.0.1:{port}"),
-        bridge,
-    };
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&target.addr).await.is_ok() {
-            return target;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the socat bridge on {} never listened", target.addr);
-}
-
 /// One example: its name and the command line before its arguments.
 struct Example {
     name: &'static str,
@@ -119,7 +76,15 @@ struct Example {
     target: String,
 }
 
-fn examples(socket: &Path, java: &JavaTarget) -> Vec<Example> {
+/// The Java example reaches the catalog over the daemon's loopback TCP
+/// port (`api.tcp_listen`): `java.net.http.HttpClient` cannot open a Unix
+/// socket.
+fn examples(d: &DaemonProc) -> Vec<Example> {
+    let socket = &d.socket;
+    let java = d
+        .tcp
+        .expect("the daemon's TCP port (DaemonOpts::tcp)")
+        .to_string();
     let dir = clients_dir();
     let file = |f: &str| dir.join(f).display().to_string();
     let socket = socket.display().to_string();
@@ -136,7 +101,7 @@ fn examples(socket: &Path, java: &JavaTarget) -> Vec<Example> {
         ),
         ex("node", vec!["node".into(), file("node/offers.mjs")], &socket),
         ex("go", vec![go_binary().display().to_string()], &socket),
-        ex("java", vec!["java".into(), file("java/Offers.java")], &java.addr),
+        ex("java", vec!["java".into(), file("java/Offers.java")], &java),
         ex("shell", vec!["sh".into(), file("shell/offers.sh")], &socket),
     ]
 }
@@ -332,13 +297,13 @@ async fn every_example_prints_the_offers_follows_changes_and_fails_on_unknown_co
         DaemonOpts {
             types: r#"["normal"]"#,
             extra_sync: r#"ddds = ["11", "21"]"#,
+            tcp: true,
             ..Default::default()
         },
     )
     .await;
     d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
-    let java = java_target(&d.socket).await;
-    let examples = examples(&d.socket, &java);
+    let examples = examples(&d);
 
     // --once: the offers as the daemon holds them, byte for byte.
     let (status, v) = d.get(PATH_1_11).await;
@@ -407,6 +372,7 @@ async fn every_example_waits_for_a_ddd_not_synced_and_warns_when_stale() {
             types: r#"["normal"]"#,
             extra_sync: r#"ddds = ["11"]"#,
             stale_after: 3600,
+            tcp: true,
             ..Default::default()
         },
     )
@@ -437,8 +403,7 @@ async fn every_example_waits_for_a_ddd_not_synced_and_warns_when_stale() {
         "{v}"
     );
 
-    let java = java_target(&d.socket).await;
-    let examples = examples(&d.socket, &java);
+    let examples = examples(&d);
     for (name, code, out, err) in run_once(&examples, "1", "21").await {
         assert_eq!(code, 3, "{name}: stdout:\n{out}\nstderr:\n{err}");
         assert!(out.is_empty(), "{name}: {out}");

@@ -630,3 +630,29 @@ fn a_wrongly_typed_environment_value_names_its_key_and_variable() {
     assert!(e.mentions("carat.concurrency"), "{e}");
     assert!(e.to_string().contains("CARAT_CATALOGD_CARAT__CONCURRENCY"), "{e}");
 }
+
+/// `api.tcp_listen` takes a loopback address only, and says why.
+#[test]
+fn tcp_listen_is_loopback_only() {
+    let env = Env::new();
+    for (addr, ok) in [
+        ("127.0.0.1:8088", true),
+        ("[::1]:8088", true),
+        ("0.0.0.0:8088", false),
+        ("192.168.0.10:8088", false),
+    ] {
+        let p = env.config("", &format!("[api]\ntcp_listen = \"{addr}\""));
+        match Config::load_with_env(&p, HashMap::new()) {
+            Ok(c) => assert!(ok, "{addr} was taken: {:?}", c.settings.api.tcp_listen),
+            Err(e) => {
+                assert!(!ok, "{addr}: {e}");
+                assert!(e.mentions("api.tcp_listen"), "{e}");
+                let text = e.to_string();
+                assert!(
+                    text.contains("not a loopback address") && text.contains("peer credentials"),
+                    "{text}"
+                );
+            }
+        }
+    }
+}

@@ -115,6 +115,17 @@ impl Checker {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_matches_the_openapi_document() {
+    every_route_matches(false).await;
+}
+
+/// The same, over the loopback TCP port (`api.tcp_listen`): the same
+/// contract as the Unix socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_matches_the_openapi_document_over_tcp() {
+    every_route_matches(true).await;
+}
+
+async fn every_route_matches(tcp: bool) {
     let mut doc = document();
     close_objects(&mut doc);
     let mut c = Checker {
@@ -131,10 +142,12 @@ async fn every_route_matches_the_openapi_document() {
         &sim,
         DaemonOpts {
             extra_sync: "ddds = [\"11\", \"21\", \"31\", \"41\", \"51\"]",
+            tcp,
             ..Default::default()
         },
     )
     .await;
+    assert_eq!(d.tcp.is_some(), tcp);
     d.wait_status("first sync", |v| all_synced(v, &["normal", "others", "invoice"]))
         .await;
 

@@ -264,10 +264,7 @@ async fn a_run_end_the_store_refused_survives_a_reload() {
     let (_tick_tx, tick_rx) = tokio::sync::mpsc::channel(1);
     let task = tokio::spawn(worker.run(msg_rx, tick_rx));
     msg_tx
-        .send(WorkerMsg::Reconfigure(
-            Box::new(reloaded.clone()),
-            uuid::Uuid::nil(),
-        ))
+        .send(WorkerMsg::Reconfigure(Box::new(reloaded.clone())))
         .await
         .expect("send");
     // The worker took the message once the channel is empty again.

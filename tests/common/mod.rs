@@ -212,6 +212,9 @@ pub struct DaemonProc {
     pub control: PathBuf,
     pub db: PathBuf,
     pub stderr: PathBuf,
+    /// The catalog API's loopback TCP port (`api.tcp_listen`), when the
+    /// daemon opens one: [`raw`] then goes over it.
+    pub tcp: Option<std::net::SocketAddr>,
 }
 
 pub struct DaemonOpts {
@@ -221,6 +224,8 @@ pub struct DaemonOpts {
     pub extra_sync: &'static str,
     pub extra_api: &'static str,
     pub rust_log: &'static str,
+    /// Also serve the catalog API on a free loopback TCP port.
+    pub tcp: bool,
 }
 
 impl Default for DaemonOpts {
@@ -232,6 +237,7 @@ impl Default for DaemonOpts {
             extra_sync: "",
             extra_api: "",
             rust_log: "info",
+            tcp: false,
         }
     }
 }
@@ -509,7 +515,13 @@ pub async fn raw(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    raw_on(&d.socket, method, path, headers, b"").await
+    match d.tcp {
+        Some(addr) => {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            exchange(stream, method, path, headers, b"").await
+        }
+        None => raw_on(&d.socket, method, path, headers, b"").await,
+    }
 }
 
 pub async fn raw_on(
@@ -519,8 +531,22 @@ pub async fn raw_on(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    use http_body_util::BodyExt;
     let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    exchange(stream, method, path, headers, body).await
+}
+
+/// One request on `stream` (a Unix or a TCP one), its whole answer.
+async fn exchange<S>(
+    stream: S,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, Vec<(String, String)>, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
     let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .unwrap();
@@ -796,7 +822,19 @@ pub fn spawn_activated(
 pub fn daemon_unstarted(sim: &SimHandle, o: &DaemonOpts) -> DaemonProc {
     let dir = tempfile::tempdir().unwrap();
     let config = daemon_config(dir.path(), sim, o);
+    let tcp = o.tcp.then(|| {
+        // A free port, given back to the daemon to bind.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text.replace("[api]\n", &format!("[api]\ntcp_listen = \"{port}\"\n"));
+        std::fs::write(&config, text).unwrap();
+        port
+    });
     DaemonProc {
+        tcp,
         socket: dir.path().join("catalog.sock"),
         control: dir.path().join("control.sock"),
         db: dir.path().join("catalog.db"),

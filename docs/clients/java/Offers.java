@@ -1,6 +1,6 @@
 // The offers of one dealer in one DDD, from carat-catalogd (Java 17 standard library only).
-// usage: java Offers.java HOST:PORT DEALER DDD [--once]   (HttpClient speaks TCP: until the daemon listens
-// on one, bridge: socat TCP-LISTEN:8080,bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:/run/carat-catalogd/catalog.sock)
+// usage: java Offers.java HOST:PORT DEALER DDD [--once]   (HttpClient speaks TCP, not Unix sockets:
+// HOST:PORT is the daemon's loopback listener, api.tcp_listen = "127.0.0.1:8080" in its config)
 // Prints the offers in R$, then (without --once) again at each change, with a long-poll.
 // Exit: 1 error, 2 no such dealer or DDD, 3 not synced yet (--once).
 import java.io.*;
