@@ -11,26 +11,6 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 NOT_PRODUCTION = ("sim/", "bin/carat-sim.rs", "testhooks.rs")
 
 
-def strip_strings(line):
-    """The line without the contents of its string literals (a brace or a
-    `//` inside a string must not count)."""
-    out, in_str, esc = [], False, False
-    for ch in line:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-                out.append(ch)
-            continue
-        if ch == '"':
-            in_str = True
-        out.append(ch)
-    return "".join(out)
-
-
 def is_test_cfg(line):
     """`#[cfg(test)]`, or a cfg that holds only in tests (`all(test, ...)`)."""
     return line == "#[cfg(test)]" or (line.startswith("#[cfg(all(test") and line.endswith(")]"))
@@ -51,15 +31,17 @@ def production_lines(text):
             i += 1
             continue
         if is_test_cfg(t):
-            # Skip the item this attribute gates: to its `;` or its closing brace.
-            depth, j, opened = 0, i + 1, False
-            while j < len(lines):
-                s = strip_strings(lines[j].split("//")[0])
-                depth += s.count("{") - s.count("}")
-                opened = opened or "{" in s
-                if (opened and depth <= 0) or (not opened and s.rstrip().endswith(";")):
-                    break
+            # Skip the item this attribute gates: its one line up to `;`,
+            # or (rustfmt's layout) up to the `}` at its own indentation.
+            j = i + 1
+            while j < len(lines) and lines[j].strip().startswith("#["):
                 j += 1
+            item = lines[j] if j < len(lines) else ""
+            indent = item[: len(item) - len(item.lstrip())]
+            if not item.rstrip().endswith(";"):
+                j += 1
+                while j < len(lines) and lines[j].rstrip() != indent + "}":
+                    j += 1
             i = j + 1
             continue
         if t and not t.startswith("//"):
