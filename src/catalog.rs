@@ -396,24 +396,7 @@ impl Catalog {
     /// every expected (dealer, DDD/branch) entry present, no stray entry.
     /// `expected` lists the keys the sync asked for.
     pub fn validate(&self, expected: &BTreeSet<(DealerCode, BranchKey)>) -> Result<(), FieldError> {
-        let mut seen = BTreeSet::new();
-        for (i, d) in self.dealers.iter().enumerate() {
-            if !seen.insert(&d.code) {
-                return Err(FieldError::new(
-                    format!("dealers[{i}].code"),
-                    format!("dealer code {} appears twice", d.code),
-                ));
-            }
-            let mut branches = BTreeSet::new();
-            for (j, b) in d.branches.iter().enumerate() {
-                if !branches.insert(&b.code) {
-                    return Err(FieldError::new(
-                        format!("dealers[{i}].branches[{j}].code"),
-                        format!("branch code {} appears twice in dealer {}", b.code, d.code),
-                    ));
-                }
-            }
-        }
+        validate_dealers(&self.dealers)?;
         if let Some((d, k)) = expected.iter().find(|k| !self.branch_data.contains_key(k)) {
             return Err(FieldError::new(
                 "branch_data",
@@ -474,6 +457,31 @@ pub fn parse_validity(s: &str) -> Option<Validity> {
         .find_map(|f| NaiveDate::parse_from_str(t, f).ok())
         .filter(|d| (1990..=2200).contains(&chrono::Datelike::year(d)))
         .map(Validity::Date)
+}
+
+/// No dealer code twice, and no branch code twice within a dealer: a
+/// dealer list that fails this can never make a catalog, so the sync checks
+/// it before it fetches any branch data.
+pub fn validate_dealers(dealers: &[Dealer]) -> Result<(), FieldError> {
+    let mut seen = BTreeSet::new();
+    for (i, d) in dealers.iter().enumerate() {
+        if !seen.insert(&d.code) {
+            return Err(FieldError::new(
+                format!("dealers[{i}].code"),
+                format!("dealer code {} appears twice", d.code),
+            ));
+        }
+        let mut branches = BTreeSet::new();
+        for (j, b) in d.branches.iter().enumerate() {
+            if !branches.insert(&b.code) {
+                return Err(FieldError::new(
+                    format!("dealers[{i}].branches[{j}].code"),
+                    format!("branch code {} appears twice in dealer {}", b.code, d.code),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

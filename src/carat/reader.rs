@@ -118,16 +118,16 @@ enum NumberError {
     TooLarge(String, i64),
 }
 
-/// A non-negative integer in a string, bounded by `max`.
+/// A non-negative integer in a string, digits only (no sign, no space),
+/// bounded by `max`.
 fn parse_uint(s: &str, max: i64) -> Result<i64, NumberError> {
-    let t = s.trim();
-    if t.starts_with('-') {
+    if s.starts_with('-') {
         return Err(NumberError::Negative(clip(s, CODE_MAX)));
     }
-    if !is_digits(t) {
+    if !is_digits(s) {
         return Err(NumberError::NotInteger(clip(s, CODE_MAX)));
     }
-    match t.parse::<i64>() {
+    match s.parse::<i64>() {
         Ok(v) if v <= max => Ok(v),
         _ => Err(NumberError::TooLarge(clip(s, CODE_MAX), max)),
     }
@@ -144,7 +144,7 @@ fn lenient_uint(v: &Option<String>, path: &str, max: i64, w: &mut Vec<FieldWarni
     match v.as_deref() {
         None => None,
         Some(s) if s.trim().is_empty() => None,
-        Some(s) => match parse_uint(s, max) {
+        Some(s) => match parse_uint(s.trim(), max) {
             Ok(n) => Some(n),
             Err(p) => {
                 w.push(FieldWarning::new(path, format!("{p}; kept as text only")));
@@ -364,9 +364,19 @@ pub fn branch_data(r: &wire::ListBranchDataResponse) -> Result<BranchDataAnswer,
         let mut fixed_amounts = Vec::new();
         for (j, a) in c.fixed_amounts.iter().flatten().enumerate() {
             let p = format!("{cp}.fixed_amounts[{j}]");
+            let amount_key = code_text(&a.amount_key, &format!("{p}.amount_key"), 40, &mut w)?;
+            let value = amount(&a.amount, &format!("{p}.amount"))?;
+            // Nothing to sell: dropped, and said, rather than the whole answer.
+            if value == 0 {
+                w.push(FieldWarning::new(
+                    format!("{p}.amount"),
+                    "0 is not an offer; this fixed value is left out",
+                ));
+                continue;
+            }
             fixed_amounts.push(FixedAmount {
-                amount_key: code_text(&a.amount_key, &format!("{p}.amount_key"), 40, &mut w)?,
-                amount: amount(&a.amount, &format!("{p}.amount"))?,
+                amount_key,
+                amount: value,
                 extras: extras(&p, &a.extras, &mut w),
             });
         }
@@ -514,5 +524,12 @@ mod tests {
         assert!(parse_uint("5.5", 10).is_err());
         assert!(parse_uint("11", 10).is_err());
         assert_eq!(parse_uint("10", 10), Ok(10));
+        // Digits only: a sign or a space is not an amount.
+        for odd in [" 500", "500 ", "+500", "5 00", "\t5"] {
+            assert!(
+                matches!(parse_uint(odd, 1000), Err(NumberError::NotInteger(_))),
+                "{odd:?}"
+            );
+        }
     }
 }

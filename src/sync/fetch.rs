@@ -70,6 +70,8 @@ impl Syncer {
                  hash and gating the next check on begin's");
         }
         stats.add_warnings(dealers.warnings);
+        // A list that can never make a catalog fails before the fan-out.
+        crate::catalog::validate_dealers(&dealers.dealers).map_err(FetchError::Invalid)?;
         let fetches = self.fetches(rt, &dealers.dealers);
         let branch_data = self
             .fan_out(run, &shared, gate, &hash, &fetches, progress)
