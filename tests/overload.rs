@@ -46,6 +46,28 @@ fn content_length(head: &str) -> usize {
         .unwrap_or_else(|| panic!("no content-length: {head}"))
 }
 
+/// The simulator (2 dealers × 3 DDDs) and the daemon on it, `normal`
+/// synced, with `extra_api` in its `[api]`.
+async fn small_daemon(extra_api: &'static str) -> (carat_catalogd::sim::SimHandle, DaemonProc) {
+    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
+        dealers: 2,
+        ddds: 3,
+        ranges: 1,
+    }))
+    .await;
+    let d = DaemonProc::start(
+        &sim,
+        DaemonOpts {
+            types: r#"["normal"]"#,
+            extra_api,
+            ..Default::default()
+        },
+    )
+    .await;
+    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    (sim, d)
+}
+
 /// A reader slower than the socket's buffer drains (about 80 KiB/s: the
 /// daemon's writes wait seconds at a time) still gets the whole megabyte,
 /// with a write timeout of 2 s that each wait outlasts.
@@ -104,22 +126,7 @@ async fn a_slow_reader_that_keeps_reading_gets_the_whole_body() {
 /// closed unanswered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_over_the_limit_gets_503_json_every_time() {
-    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
-        dealers: 2,
-        ddds: 3,
-        ranges: 1,
-    }))
-    .await;
-    let d = DaemonProc::start(
-        &sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            extra_api: "max_connections = 8",
-            ..Default::default()
-        },
-    )
-    .await;
-    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let (_sim, d) = small_daemon("max_connections = 8").await;
     let mut held = vec![];
     for _ in 0..8 {
         held.push(UnixStream::connect(&d.socket).await.unwrap());
@@ -165,22 +172,7 @@ async fn one_user_cannot_lock_another_out() {
         nix::unistd::Uid::effective().is_root(),
         "this test needs root to connect as a second user (nobody)"
     );
-    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
-        dealers: 2,
-        ddds: 3,
-        ranges: 1,
-    }))
-    .await;
-    let d = DaemonProc::start(
-        &sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            extra_api: "max_connections = 8\nmax_connections_per_uid = 4",
-            ..Default::default()
-        },
-    )
-    .await;
-    d.wait_status("first sync", |v| all_synced(v, &["normal"])).await;
+    let (_sim, d) = small_daemon("max_connections = 8\nmax_connections_per_uid = 4").await;
     // nobody may reach the socket.
     use std::os::unix::fs::PermissionsExt;
     for p in [d.socket.parent().unwrap(), d.socket.as_path()] {
@@ -228,20 +220,7 @@ async fn one_user_cannot_lock_another_out() {
 /// `408 request_timeout` in about 10 s; `"recharge_types": []` is 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_control_socket_bounds_the_body_and_refuses_an_empty_type_list() {
-    let sim = start_sim_signature(SimCatalog::generate(GenSpec {
-        dealers: 2,
-        ddds: 3,
-        ranges: 1,
-    }))
-    .await;
-    let d = DaemonProc::start(
-        &sim,
-        DaemonOpts {
-            types: r#"["normal"]"#,
-            ..Default::default()
-        },
-    )
-    .await;
+    let (_sim, d) = small_daemon("").await;
     let body = br#"{"recharge_types": []}"#;
     let request = format!(
         "POST /v1/sync HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
