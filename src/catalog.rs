@@ -488,6 +488,17 @@ pub fn validate_dealers(dealers: &[Dealer]) -> Result<(), FieldError> {
 mod tests {
     use super::*;
 
+    /// The run record and the log group warnings by field: the same odd
+    /// field in every dealer and DDD is one line with its count.
+    #[test]
+    fn a_warning_s_field_is_its_path_without_indices() {
+        let w = FieldError::new("list_branch_data_response.categories[3].amount_ranges[12].expiry_date", "x");
+        assert_eq!(w.field(), "list_branch_data_response.categories[].amount_ranges[].expiry_date");
+        let other = FieldError::new("list_branch_data_response.categories[0].amount_ranges[1].expiry_date", "y");
+        assert_eq!(w.field(), other.field());
+        assert_eq!(FieldError::new("a.b", "z").field(), "a.b");
+    }
+
     #[test]
     fn dealer_code_lenient_pads() {
         assert_eq!(DealerCode::parse_lenient("1").unwrap().as_str(), "001");
