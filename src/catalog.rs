@@ -492,9 +492,18 @@ mod tests {
     /// field in every dealer and DDD is one line with its count.
     #[test]
     fn a_warning_s_field_is_its_path_without_indices() {
-        let w = FieldError::new("list_branch_data_response.categories[3].amount_ranges[12].expiry_date", "x");
-        assert_eq!(w.field(), "list_branch_data_response.categories[].amount_ranges[].expiry_date");
-        let other = FieldError::new("list_branch_data_response.categories[0].amount_ranges[1].expiry_date", "y");
+        let w = FieldError::new(
+            "list_branch_data_response.categories[3].amount_ranges[12].expiry_date",
+            "x",
+        );
+        assert_eq!(
+            w.field(),
+            "list_branch_data_response.categories[].amount_ranges[].expiry_date"
+        );
+        let other = FieldError::new(
+            "list_branch_data_response.categories[0].amount_ranges[1].expiry_date",
+            "y",
+        );
         assert_eq!(w.field(), other.field());
         assert_eq!(FieldError::new("a.b", "z").field(), "a.b");
     }
@@ -504,7 +513,99 @@ mod tests {
         assert_eq!(DealerCode::parse_lenient("1").unwrap().as_str(), "001");
         assert_eq!(DealerCode::parse_lenient("001").unwrap().as_str(), "001");
         assert!(DealerCode::parse_lenient("1000").is_err());
-        assert!(DealerCode::parse_lenient("a1").is_err());
+        // The error quotes what the caller sent, not a padded form of it.
+        assert_eq!(DealerCode::parse_lenient("a1").unwrap_err().got, "a1");
+    }
+
+    /// A hash or NIT is letters and digits only: anything else is not a
+    /// version Carat issued and must not reach a request or the store.
+    #[test]
+    fn hashes_and_nits_are_letters_and_digits() {
+        assert!(GeneralHash::parse("0123456789abcDEF").is_ok());
+        assert!(GeneralHash::parse("0123456789abc/EF").is_err());
+        assert!(GeneralHash::parse("0123456789abc EF").is_err());
+        assert!(Nit::parse(&"a".repeat(64)).is_ok());
+        assert!(Nit::parse(&format!("{}-", "a".repeat(63))).is_err());
+    }
+
+    fn dealer(code: &str, branches: &[&str]) -> Dealer {
+        Dealer {
+            code: DealerCode::parse(code).unwrap(),
+            name: format!("dealer {code}"),
+            type_code: None,
+            type_name: None,
+            branches: branches
+                .iter()
+                .map(|b| Branch {
+                    code: BranchCode::parse(b).unwrap(),
+                    name: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn ddd_key(dealer: &str, ddd: &str) -> (DealerCode, BranchKey) {
+        (
+            DealerCode::parse(dealer).unwrap(),
+            BranchKey::Ddd(Ddd::parse(ddd).unwrap()),
+        )
+    }
+
+    fn catalog(dealers: Vec<Dealer>, keys: &[(DealerCode, BranchKey)]) -> Catalog {
+        Catalog {
+            recharge_type: RechargeType::Normal,
+            general_hash: GeneralHash::parse("ABCDEF0123456789").unwrap(),
+            dealers,
+            questions: Vec::new(),
+            branch_data: keys.iter().map(|k| (k.clone(), BranchData::default())).collect(),
+        }
+    }
+
+    /// A catalog is whole only with exactly the entries the sync asked for
+    /// and no code twice; each refusal names the field and the entry.
+    #[test]
+    fn a_catalog_is_refused_with_a_code_twice_or_an_entry_missing_or_extra() {
+        let k11 = ddd_key("001", "11");
+        let k21 = ddd_key("001", "21");
+        let expected: BTreeSet<_> = [k11.clone(), k21.clone()].into();
+        let whole = catalog(vec![dealer("001", &[])], &[k11.clone(), k21.clone()]);
+        assert_eq!(whole.validate(&expected), Ok(()));
+
+        let twice = catalog(
+            vec![dealer("001", &[]), dealer("001", &[])],
+            &[k11.clone(), k21.clone()],
+        );
+        let err = twice.validate(&expected).unwrap_err();
+        assert_eq!(err.to_string(), "dealers[1].code: dealer code 001 appears twice");
+
+        let missing = catalog(vec![dealer("001", &[])], std::slice::from_ref(&k11));
+        let err = missing.validate(&expected).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "branch_data: no branch data for dealer 001 DDD 21"
+        );
+
+        let extra = catalog(
+            vec![dealer("001", &[])],
+            &[k11.clone(), k21, ddd_key("001", "31")],
+        );
+        let err = extra.validate(&expected).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "branch_data: unexpected branch data for dealer 001 DDD 31"
+        );
+    }
+
+    #[test]
+    fn a_dealer_list_is_refused_with_a_branch_code_twice_in_one_dealer() {
+        let ok = [dealer("001", &["00000000001"]), dealer("002", &["00000000001"])];
+        assert_eq!(validate_dealers(&ok), Ok(()));
+        let twice = [dealer("001", &["00000000001", "00000000002", "00000000001"])];
+        let err = validate_dealers(&twice).unwrap_err();
+        assert_eq!(err.path, "dealers[0].branches[2].code");
+        assert_eq!(err.problem, "branch code 00000000001 appears twice in dealer 001");
+        let key = BranchKey::Branch(BranchCode::parse("00000000001").unwrap());
+        assert_eq!(key.to_string(), "branch 00000000001");
     }
 
     #[test]
