@@ -468,6 +468,90 @@ mod tests {
         }
     }
 
+    /// A sale code may run far past what Carat documents (kept, with a
+    /// warning) up to MAX_CODE_CHARS; one character more fails the answer.
+    #[test]
+    fn a_sale_code_is_kept_up_to_its_bound_and_refused_past_it() {
+        let range = |key: &str| format!(r#"{{"amount_key":"{key}","min_amount":1,"max_amount":2}}"#);
+        let at_bound = "k".repeat(MAX_CODE_CHARS);
+        let a = answer_with(&range(&at_bound), "").expect("at the bound");
+        assert_eq!(a.data.categories[0].amount_ranges[0].amount_key, at_bound);
+        assert!(
+            a.warnings.iter().any(|w| w.path.ends_with("amount_key")),
+            "{:?}",
+            a.warnings
+        );
+        let e = answer_with(&range(&"k".repeat(MAX_CODE_CHARS + 1)), "").expect_err("past the bound");
+        assert!(
+            e.path.ends_with("amount_key") && e.problem.contains("too long"),
+            "{e}"
+        );
+    }
+
+    /// A descriptive text is noted only when it runs past its documented
+    /// length or holds control characters other than line breaks and tabs.
+    #[test]
+    fn a_descriptive_text_is_noted_only_when_it_is_odd() {
+        let with_message = |m: &str| {
+            let m = serde_json::to_string(m).expect("a JSON string");
+            answer_with(
+                &format!(r#"{{"amount_key":"1","min_amount":1,"max_amount":2,"message":{m}}}"#),
+                "",
+            )
+            .expect("kept")
+        };
+        let noted = |a: &BranchDataAnswer| a.warnings.iter().filter(|w| w.path.ends_with("message")).count();
+        let plain = with_message(&"m".repeat(500));
+        assert_eq!(noted(&plain), 0, "{:?}", plain.warnings);
+        assert_eq!(noted(&with_message(&"m".repeat(501))), 1);
+        let lines = with_message("line one\r\nline two\tend");
+        assert_eq!(noted(&lines), 0, "{:?}", lines.warnings);
+        let bell = with_message("ring \u{7}");
+        assert_eq!(noted(&bell), 1, "{:?}", bell.warnings);
+        assert_eq!(
+            bell.data.categories[0].amount_ranges[0].extras.message.as_deref(),
+            Some("ring \u{7}"),
+            "kept as sent"
+        );
+    }
+
+    /// The rules and types the documents list pass quietly; any other is
+    /// kept as received and noted, so an operator hears of a new one.
+    #[test]
+    fn a_question_s_rule_or_type_is_noted_only_when_undocumented() {
+        let noted = |rule: &str, kind: &str| {
+            let q =
+                format!(r#","questions":[{{"id":"q1","display":"CPF","rule":"{rule}","type":"{kind}"}}]"#);
+            let a = answer_with(r#"{"amount_key":"1","min_amount":1,"max_amount":2}"#, &q).expect("kept");
+            let q = &a.data.questions[0];
+            assert_eq!((q.rule.as_deref(), q.kind.as_deref()), (Some(rule), Some(kind)));
+            let on = |f: &str| a.warnings.iter().any(|w| w.path.ends_with(f));
+            (on("rule"), on("type"))
+        };
+        for rule in ["0", "3", "7"] {
+            for kind in ["A", "AN", "LN", "S", "Sc", "M", "Mc", "M0", "N", "N2", "V", "V12"] {
+                assert_eq!(noted(rule, kind), (false, false), "{rule} {kind}");
+            }
+        }
+        assert_eq!(noted("8", "A"), (true, false));
+        for kind in ["N123", "Nx", "X", "V1a"] {
+            assert_eq!(noted("1", kind), (false, true), "{kind}");
+        }
+    }
+
+    /// A blank descriptive number is an absent one, not an odd one.
+    #[test]
+    fn a_blank_bonus_is_absent_without_a_warning() {
+        let a = answer_with(
+            r#"{"amount_key":"1","min_amount":1,"max_amount":2,"bonus":"  ","payment_amount":""}"#,
+            "",
+        )
+        .expect("kept");
+        let x = &a.data.categories[0].amount_ranges[0].extras;
+        assert_eq!((x.bonus, x.payment_amount), (None, None));
+        assert!(a.warnings.is_empty(), "{:?}", a.warnings);
+    }
+
     #[test]
     fn an_answer_without_categories_is_no_offers_with_a_warning() {
         let body = r#"{"list_branch_data_response":{"hashes":{"general":"09A9681D09A9681D"}}}"#;
@@ -479,6 +563,18 @@ mod tests {
             "{:?}",
             a.warnings
         );
+    }
+
+    /// A range of one value (min equal to max) is an offer, not an error.
+    #[test]
+    fn a_range_of_one_value_is_kept() {
+        let a = answer_with(
+            r#"{"amount_key":"1","min_amount":"1500","max_amount":"1500"}"#,
+            "",
+        )
+        .expect("kept");
+        let r = &a.data.categories[0].amount_ranges[0];
+        assert_eq!((r.min_amount, r.max_amount), (1500, 1500));
     }
 
     #[test]
