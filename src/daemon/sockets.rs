@@ -50,6 +50,7 @@ pub async fn bind(cfg: &Config, receiver: Option<&AuthenticityReceiver>) -> Resu
     let mut files = SocketFiles(vec![]);
     let api = &cfg.settings.api;
     let group = api.socket_group.as_deref().filter(|g| !g.is_empty());
+    let blame = |key: &'static str| move |source| DaemonError::Socket { key, source };
     let catalog = inherit_or_bind(
         &mut inherited,
         activation::CATALOG,
@@ -57,10 +58,7 @@ pub async fn bind(cfg: &Config, receiver: Option<&AuthenticityReceiver>) -> Resu
         &mut files,
     )
     .await
-    .map_err(|source| DaemonError::Socket {
-        key: "api.socket",
-        source,
-    })?;
+    .map_err(blame("api.socket"))?;
     let control = inherit_or_bind(
         &mut inherited,
         activation::CONTROL,
@@ -68,16 +66,10 @@ pub async fn bind(cfg: &Config, receiver: Option<&AuthenticityReceiver>) -> Resu
         &mut files,
     )
     .await
-    .map_err(|source| DaemonError::Socket {
-        key: "api.control_socket",
-        source,
-    })?;
+    .map_err(blame("api.control_socket"))?;
     let catalog_tcp = catalog_tcp(&mut inherited, api.tcp_listen)
         .await
-        .map_err(|source| DaemonError::Socket {
-            key: "api.tcp_listen",
-            source,
-        })?;
+        .map_err(blame("api.tcp_listen"))?;
     let receiver = match receiver {
         Some(r) => Some(app::bind_receiver(cfg, r).await?),
         None => None,
