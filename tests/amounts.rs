@@ -6,6 +6,7 @@
 
 mod common;
 
+use carat_catalogd::carat::wire;
 use carat_catalogd::sim::{GenSpec, SimCatalog, SimEndpoint};
 use common::*;
 
@@ -23,6 +24,18 @@ fn opts() -> DaemonOpts {
         extra_sync: r#"ddds = ["11", "12", "13"]"#,
         ..Default::default()
     }
+}
+
+/// The first category `dealer` offers in `ddd` (type `normal`).
+fn first_category<'a>(c: &'a mut SimCatalog, dealer: &str, ddd: &str) -> &'a mut wire::Category {
+    let per_ddd = c
+        .types
+        .get_mut("normal")
+        .unwrap()
+        .ddd_data
+        .get_mut(dealer)
+        .unwrap();
+    &mut per_ddd.get_mut(ddd).unwrap().categories[0]
 }
 
 /// `resync --json` of `normal`: its result object.
@@ -46,16 +59,7 @@ async fn amounts_are_digits_only_and_a_zero_fixed_value_is_left_out() {
 
     // A fixed value of 0: the catalog is taken, that value left out.
     let mut c = sim.catalog();
-    let cat = &mut c
-        .types
-        .get_mut("normal")
-        .unwrap()
-        .ddd_data
-        .get_mut("001")
-        .unwrap()
-        .get_mut("11")
-        .unwrap()
-        .categories[0];
+    let cat = first_category(&mut c, "001", "11");
     let zero = cat.fixed_amounts.as_mut().unwrap()[0].clone();
     cat.fixed_amounts.as_mut().unwrap()[0].amount = Some("0".into());
     let zero_key = zero.amount_key.clone().unwrap();
@@ -77,16 +81,7 @@ async fn amounts_are_digits_only_and_a_zero_fixed_value_is_left_out() {
     // An amount with a space or a sign: the type fails, nothing changes.
     for odd in [" 500", "+500", "500 "] {
         let mut bad = c.clone();
-        let range = &mut bad
-            .types
-            .get_mut("normal")
-            .unwrap()
-            .ddd_data
-            .get_mut("002")
-            .unwrap()
-            .get_mut("12")
-            .unwrap()
-            .categories[0]
+        let range = &mut first_category(&mut bad, "002", "12")
             .amount_ranges
             .as_mut()
             .unwrap()[0];
