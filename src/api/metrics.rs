@@ -8,6 +8,7 @@ use chrono::Utc;
 
 use super::Api;
 use crate::catalog::RechargeType;
+use crate::mutex::lock;
 use crate::run::Outcome;
 use crate::state::Shared;
 
@@ -68,15 +69,14 @@ fn feed_metrics(o: &mut String, api: &Api) {
 fn sync_metrics(o: &mut String, sh: &Shared) {
     o.push_str("# HELP carat_catalogd_sync_runs_total Sync attempts by recharge type and outcome.\n");
     o.push_str("# TYPE carat_catalogd_sync_runs_total counter\n");
-    if let Ok(m) = sh.metrics.sync_runs.lock() {
-        for ((rt, outcome), n) in m.iter() {
-            let _ = writeln!(
-                o,
-                "carat_catalogd_sync_runs_total{{recharge_type=\"{rt}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
+    for ((rt, outcome), n) in lock(&sh.metrics.sync_runs).iter() {
+        let _ = writeln!(
+            o,
+            "carat_catalogd_sync_runs_total{{recharge_type=\"{rt}\",outcome=\"{outcome}\"}} {n}"
+        );
     }
-    if let Ok(m) = sh.metrics.sync_oddities.lock() {
+    {
+        let m = lock(&sh.metrics.sync_oddities);
         o.push_str("# HELP carat_catalogd_begin_hash_mismatch_total Sync runs whose begin answer carried another general_hash than their data answers (committed under the data's).\n");
         o.push_str("# TYPE carat_catalogd_begin_hash_mismatch_total counter\n");
         for (rt, x) in m.iter() {

@@ -30,6 +30,7 @@ use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use crate::catalog::{ALL_DDDS, BranchCode, DealerCode, RechargeType};
+use crate::mutex::lock;
 use crate::run::StoreState;
 use crate::snapshot::TypeSnapshot;
 use crate::state::ApiSettings;
@@ -300,9 +301,8 @@ impl Counters {
                 self.slots[r][i].fetch_add(1, Ordering::Relaxed);
             }
             None => {
-                if let Ok(mut m) = self.other.lock() {
-                    *m.entry((label(route), status)).or_default() += 1;
-                }
+                let mut m = lock(&self.other);
+                *m.entry((label(route), status)).or_default() += 1;
             }
         }
     }
@@ -319,10 +319,8 @@ impl Counters {
                 }
             }
         }
-        if let Ok(m) = self.other.lock() {
-            for (k, n) in m.iter() {
-                *out.entry(*k).or_default() += n;
-            }
+        for (k, n) in lock(&self.other).iter() {
+            *out.entry(*k).or_default() += n;
         }
         out.into_iter().map(|((r, s), n)| (r, s, n)).collect()
     }
