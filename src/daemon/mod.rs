@@ -125,7 +125,10 @@ impl Daemon {
     /// request is answered and Carat is not contacted until
     /// [`Daemon::run_until_stopped`].
     pub async fn build(config_path: &Path, cfg: Config) -> Result<Daemon, DaemonError> {
-        raise_fd_limit(cfg.settings.api.max_connections);
+        // Each catalog listener (the Unix socket, and the TCP port when
+        // asked for) holds up to max_connections of its own.
+        let listeners = 1 + usize::from(cfg.settings.api.tcp_listen.is_some());
+        raise_fd_limit(cfg.settings.api.max_connections * listeners);
         let store = app::open_store_degraded(&cfg.settings.store.path)?;
         match store.write(|s| s.close_interrupted_runs(Utc::now())).await {
             Ok(0) => {}
