@@ -27,6 +27,16 @@ fn interpreted(c: char) -> bool {
             '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
+/// `text` as a terminal should show it, whole: Carat's descriptive texts
+/// are served as Carat sent them, so a character that would act on the
+/// terminal (an escape, a newline, a bidirectional override that reorders
+/// a row of amounts) is shown as U+FFFD instead.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if interpreted(c) { REPLACEMENT } else { c })
+        .collect()
+}
+
 /// `s` clipped to `max` characters (then `… (N chars)` tells how long it
 /// was), every interpreted character replaced by U+FFFD.
 pub fn clip(s: &str, max: usize) -> String {
@@ -111,6 +121,18 @@ impl fmt::Debug for Outside {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A terminal shows Carat's text whole, with nothing in it acting on
+    /// the screen: not an escape, not a line break, not a right-to-left
+    /// override that would turn "R$ 10,00" around.
+    #[test]
+    fn printable_text_is_whole_with_every_interpreted_character_replaced() {
+        let long = "x".repeat(600);
+        assert_eq!(printable(&long), long, "never clipped");
+        assert_eq!(printable("a\u{1b}[2Jb\nc"), "a\u{FFFD}[2Jb\u{FFFD}c");
+        assert_eq!(printable("R$ \u{202E}10,00\u{200B}"), "R$ \u{FFFD}10,00\u{FFFD}");
+        assert_eq!(printable("Promoção: 10% de bônus"), "Promoção: 10% de bônus");
+    }
 
     #[test]
     fn long_text_is_clipped_and_says_how_long_it_was() {

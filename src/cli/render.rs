@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+pub use crate::text::printable;
+
 /// `123456` centavos → `R$ 1.234,56`.
 pub fn brl(centavos: i64) -> String {
     let c = centavos.unsigned_abs();
@@ -18,15 +20,6 @@ pub fn brl(centavos: i64) -> String {
     }
     let sign = if centavos < 0 { "-" } else { "" };
     format!("{sign}R$ {grouped},{:02}", c % 100)
-}
-
-/// `text` as a terminal should show it: Carat's descriptive texts are
-/// served as Carat sent them, so a control character (a terminal escape, a
-/// newline) is shown as `\u{FFFD}` rather than acted on.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
-        .collect()
 }
 
 /// A cell, or a value in a line: `-` for null.

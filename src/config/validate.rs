@@ -383,7 +383,7 @@ impl ApiConfig {
 
 /// Carat's codes and keys are ASCII letters and digits only.
 fn is_alphanumeric(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric())
+    !s.is_empty() && crate::catalog::is_an(s)
 }
 
 /// `carat.base_url` parsed, or what is wrong with it.
