@@ -150,6 +150,9 @@ async fn every_route_matches(tcp: bool) {
     assert_eq!(d.tcp.is_some(), tcp);
     d.wait_status("first sync", |v| all_synced(v, &["normal", "others", "invoice"]))
         .await;
+    if let Some(addr) = d.tcp {
+        a_web_page_rebound_to_the_port_is_refused(addr).await;
+    }
 
     // (path fetched, template documented, expected status)
     let cases: &[(&str, &str, u16)] = &[
@@ -669,4 +672,37 @@ async fn transport_errors_match_the_documented_error() {
         used: BTreeSet::new(),
     }
     .validate("/v1/health", "get", 503, "application/json", &v);
+}
+
+/// Over TCP, a `Host` that is not a loopback name is a web page's (DNS
+/// rebinding): 403 `forbidden`, though it carries no `Origin` nor
+/// `Referer`. Loopback names, with or without a port, are served.
+async fn a_web_page_rebound_to_the_port_is_refused(addr: std::net::SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = addr.port();
+    let cases = [
+        (format!("rebound.example:{port}"), 403),
+        ("rebound.example".to_owned(), 403),
+        (format!("127.0.0.1:{port}"), 200),
+        (format!("[::1]:{port}"), 200),
+        ("LOCALHOST".to_owned(), 200),
+    ];
+    for (host, want) in cases {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET /v1/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut answer = vec![];
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut answer))
+            .await
+            .expect("an answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {want} ")),
+            "Host {host}: {text}"
+        );
+        if want == 403 {
+            assert!(text.contains(r#""code":"forbidden""#), "Host {host}: {text}");
+        }
+    }
 }

@@ -51,9 +51,12 @@ pub async fn serve(
     let staleness = tokio::spawn(crate::state::watch_staleness(shared, shutdown.clone()));
     let servers = listeners.into_iter().map(|listener| {
         let api = api.clone();
-        let make_service = move |_| {
+        let make_service = move |info: crate::net::ConnInfo| {
             let api = api.clone();
-            hyper::service::service_fn(move |req| feed::answer(&api, req))
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(info.peer);
+                feed::answer(&api, req)
+            })
         };
         crate::net::serve(listener, make_service, limits, shutdown.clone())
     });
