@@ -62,6 +62,30 @@ pub struct ConnFd(pub RawFd);
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub Option<std::net::SocketAddr>);
 
+/// Whether `Host` names this machine, for a request over the TCP port. A
+/// web page rebound to the port (DNS rebinding) can leave out `Origin` and
+/// `Referer`, but its browser still sends the page's own name as `Host`.
+/// No `Host` (HTTP/1.0), and the Unix socket (no browser opens one), pass.
+pub fn loopback_host<B>(req: &hyper::Request<B>) -> bool {
+    let on_tcp = req.extensions().get::<PeerAddr>().is_some_and(|p| p.0.is_some());
+    let Some(host) = req.headers().get(hyper::header::HOST) else {
+        return true;
+    };
+    if !on_tcp {
+        return true;
+    }
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    // `[::1]:8080`, `127.0.0.1:8080`, `localhost`: the name without its port.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// What a connection's service is told about it.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnInfo {

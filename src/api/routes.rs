@@ -338,52 +338,21 @@ pub fn handle<B>(api: &Api, req: &Request<B>) -> Response {
     resp
 }
 
-/// Whether `Host` names this machine, for a request over the TCP port. A
-/// web page rebound to the port (DNS rebinding) can leave out `Origin` and
-/// `Referer`, but its browser still sends the page's own name as `Host`.
-/// No `Host` (HTTP/1.0), and the Unix socket (no browser opens one), pass.
-fn loopback_host<B>(req: &Request<B>) -> bool {
-    let on_tcp = req
-        .extensions()
-        .get::<crate::net::PeerAddr>()
-        .is_some_and(|p| p.0.is_some());
-    let Some(host) = req.headers().get(header::HOST) else {
-        return true;
-    };
-    if !on_tcp {
-        return true;
-    }
-    let Ok(host) = host.to_str() else {
-        return false;
-    };
-    // `[::1]:8080`, `127.0.0.1:8080`, `localhost`: the name without its port.
-    let name = match host.strip_prefix('[') {
-        Some(rest) => rest.split(']').next().unwrap_or_default(),
-        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// One request, answered, not counted: refuses browsers and writes,
 /// routes. The index of the route matched, and the answer.
 pub fn respond<B>(api: &Api, req: &Request<B>) -> (Option<usize>, Response) {
     let path = req.uri().path();
     let matched = route_of(path);
     let route = matched.as_ref().map(|(i, _)| *i);
-    let resp = if req.headers().contains_key(header::ORIGIN) || req.headers().contains_key(header::REFERER) {
+    let from_a_browser = req.headers().contains_key(header::ORIGIN)
+        || req.headers().contains_key(header::REFERER)
+        || !crate::net::loopback_host(req);
+    let resp = if from_a_browser {
         ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
-            "requests carrying Origin or Referer are refused: this API is for local applications, not browsers",
-        )
-        .response()
-    } else if !loopback_host(req) {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "on the TCP port the Host must be localhost or a loopback address: another name is a web page's \
-             (DNS rebinding), and browsers may not read this API",
+            "this API is for local applications, not browsers: a request may not carry Origin or Referer, \
+             and on the TCP port its Host must be localhost or a loopback address",
         )
         .response()
     } else if req.method() != Method::GET && req.method() != Method::HEAD {
